@@ -1,0 +1,16 @@
+"""fastconv: fast, exact CPU kernels for convolutional networks.
+
+Cython + OpenMP im2col/col2im, convolution and pooling with their gradients, behind a
+torch-compatible functional API (:mod:`fastconv.functional`), a pure-NumPy reference
+(:mod:`fastconv.reference`) and a Sequential model API (:mod:`fastconv.nn`).
+"""
+__version__ = "0.1.0"
+
+from ._threads import get_num_threads, set_num_threads, threads
+from . import functional, reference
+from ._config import show_config
+
+__all__ = [
+    "__version__", "functional", "reference", "get_num_threads", "set_num_threads", "threads",
+    "show_config",
+]

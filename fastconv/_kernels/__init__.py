@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython, nogil, OpenMP). Nothing here validates input: see fastconv.functional."""

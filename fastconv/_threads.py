@@ -1,0 +1,91 @@
+"""The one thread pool: how many OpenMP threads a kernel uses, and BLAS kept to one thread.
+
+During a kernel, OpenMP is the only source of parallelism; BLAS is called single-threaded
+from inside ``prange``. A multi-threaded OpenBLAS running inside or next to an OpenMP
+region stalls both pools, so kernels run under :func:`blas_single_threaded`.
+"""
+import contextlib
+import os
+import threading
+
+from ._kernels import _runtime
+
+_global_num_threads = None   # set_num_threads(); None means the default
+_local = threading.local()   # `with threads(n)` overrides, per Python thread
+_controller = None           # threadpoolctl scans every loaded library: do it once
+_controller_lock = threading.Lock()
+
+
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _default_num_threads():
+    """OMP_NUM_THREADS when set to a positive integer, else every core this process may use."""
+    if not _runtime.openmp_enabled():
+        return 1
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _available_cores()
+
+
+def _check_count(n):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    return n
+
+
+def get_num_threads():
+    """Number of OpenMP threads the next kernel call on this Python thread will use."""
+    if not _runtime.openmp_enabled():
+        return 1
+    override = getattr(_local, "num_threads", None)
+    if override is not None:
+        return override
+    if _global_num_threads is not None:
+        return _global_num_threads
+    return _default_num_threads()
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads kernels use (like ``torch.set_num_threads``)."""
+    global _global_num_threads
+    _global_num_threads = _check_count(n)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """``with fastconv.threads(2): ...`` runs the kernels inside on ``n`` threads.
+
+    The override belongs to the calling Python thread, so concurrent callers do not
+    see each other's settings.
+    """
+    _check_count(n)
+    previous = getattr(_local, "num_threads", None)
+    _local.num_threads = n
+    try:
+        yield
+    finally:
+        _local.num_threads = previous
+
+
+def blas_controller():
+    """The cached threadpoolctl controller (one library scan per process)."""
+    global _controller
+    if _controller is None:
+        with _controller_lock:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+                _controller = ThreadpoolController()
+    return _controller
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Keep every BLAS library at one thread while OpenMP kernels run."""
+    with blas_controller().limit(limits=1, user_api="blas"):
+        yield

@@ -1,0 +1,121 @@
+"""Build the Cython kernels in fastconv/_kernels.
+
+Environment switches (read once, at build time):
+
+FASTCONV_USE_OPENMP=0   build without OpenMP (serial kernels; a warning is printed)
+FASTCONV_NATIVE=1       add -march=native (not portable: never for wheels)
+FASTCONV_DEBUG=1        Cython bounds/initialization checks on, -O0 -g
+"""
+import glob
+import json
+import os
+import platform
+import sys
+import sysconfig
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name, default="0"):
+    return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+USE_OPENMP = _flag("FASTCONV_USE_OPENMP", "1")
+NATIVE = _flag("FASTCONV_NATIVE")
+DEBUG = _flag("FASTCONV_DEBUG")
+
+# Set once for the whole build; FASTCONV_DEBUG=1 turns the checks back on.
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "nonecheck": False,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+
+def _openmp_flags(compiler_type):
+    """(compile, link) flags that turn OpenMP on for this compiler."""
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang has no -fopenmp driver flag; libomp comes from Homebrew or
+        # conda-forge llvm-openmp and is located through CPPFLAGS/LDFLAGS.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _optimization_flags(compiler_type):
+    if compiler_type == "msvc":
+        return ["/O2"] if not DEBUG else ["/Od", "/Zi"]
+    flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+    if NATIVE:
+        flags.append("-march=native")
+    # Portable default: the x86-64 baseline (SSE2). Exactness rules out -ffast-math.
+    return flags + ["-fno-math-errno", "-Wno-unreachable-code"]
+
+
+class BuildExt(build_ext):
+    """Adds per-compiler OpenMP and optimization flags, and records them for show_config()."""
+
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        compile_args = _optimization_flags(ctype)
+        link_args = []
+        if USE_OPENMP:
+            omp_compile, omp_link = _openmp_flags(ctype)
+            compile_args += omp_compile
+            link_args += omp_link
+        else:
+            print("WARNING: FASTCONV_USE_OPENMP=0: building fastconv without OpenMP; "
+                  "every kernel will run on one thread.", file=sys.stderr)
+        for ext in self.extensions:
+            ext.extra_compile_args = compile_args + ext.extra_compile_args
+            ext.extra_link_args = link_args + ext.extra_link_args
+        super().build_extensions()
+        compiler = getattr(self.compiler, "compiler_so", None) or [ctype]
+        self._build_info = {
+            "compiler": " ".join(compiler[:1]),
+            "compiler_type": ctype,
+            "compile_args": compile_args,
+            "link_args": link_args,
+            "openmp": USE_OPENMP,
+            "native": NATIVE,
+            "debug": DEBUG,
+            "platform": sysconfig.get_platform(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "numpy_build": numpy.__version__,
+        }
+
+    def run(self):
+        super().run()
+        # The record goes where the kernels went: the build tree (wheels) and, for
+        # --inplace builds, the source tree as well.
+        out_dirs = {os.path.join(self.build_lib, "fastconv", "_kernels")}
+        if self.inplace:
+            out_dirs.add(os.path.join("fastconv", "_kernels"))
+        for out_dir in out_dirs:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "_build_info.json"), "w") as f:
+                json.dump(getattr(self, "_build_info", {}), f, indent=1)
+
+
+def _extensions():
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join("fastconv", "_kernels", "*.pyx"))):
+        name = os.path.splitext(pyx)[0].replace(os.sep, ".")
+        exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()], define_macros=macros))
+    # Debug C sources live apart, so switching FASTCONV_DEBUG regenerates them.
+    build_dir = os.path.join("build", "cython-debug") if DEBUG else None
+    return cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=build_dir,
+                     nthreads=os.cpu_count() or 1)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
