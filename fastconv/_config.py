@@ -5,7 +5,7 @@ import platform
 import sys
 
 from ._kernels import _runtime
-from ._threads import blas_controller, get_num_threads
+from ._threads import get_num_threads
 
 
 def build_info():
@@ -23,6 +23,8 @@ def config_dict():
     from . import __version__
     import numpy
     import scipy
+    # A fresh scan, not the cached controller: it may predate the BLAS the kernels loaded.
+    from threadpoolctl import threadpool_info
 
     info = build_info()
     return {
@@ -41,7 +43,7 @@ def config_dict():
         "blas": [
             {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer",
                                      "architecture", "filepath")}
-            for lib in blas_controller().info() if lib.get("user_api") == "blas"
+            for lib in threadpool_info() if lib.get("user_api") == "blas"
         ],
     }
 

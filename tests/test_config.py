@@ -1,0 +1,132 @@
+"""show_config(), the build record, where fastconv is imported from, and readable kernel import errors.
+
+Two environment switches make these tests stricter where the build is known (.ci/run sets both
+for the wheel it builds): FASTCONV_EXPECT_OPENMP=1 fails when the kernels lack OpenMP, and
+FASTCONV_EXPECT_INSTALLED=1 fails unless fastconv is imported from site-packages.
+"""
+import importlib.machinery
+import importlib.metadata
+import io
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+import fastconv
+from fastconv import _kernels
+from fastconv._config import build_info
+from fastconv._kernels import _runtime
+
+
+def _expected(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _show_config():
+    buf = io.StringIO()
+    fastconv.show_config(file=buf)
+    return buf.getvalue()
+
+
+def test_show_config_reports_version_compiler_simd_and_blas():
+    text = _show_config()
+    info = build_info()
+    assert text.startswith(f"fastconv {fastconv.__version__}\n")
+    assert f"Compiler: {info['compiler']}\n" in text
+    assert f"Compile flags: {' '.join(info['compile_args'])}\n" in text
+    assert f"SIMD baseline: {_runtime.simd_baseline()}\n" in text
+    assert _runtime.simd_baseline() != "none"
+    # NumPy's own BLAS is loaded by now, so threadpoolctl must find at least one.
+    assert re.search(r"^BLAS: \w+ \S+ \(", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_show_config_reports_openmp_and_threads(n):
+    with fastconv.threads(n):
+        text = _show_config()
+    if _runtime.openmp_enabled():
+        assert f"\nOpenMP: enabled ({n} threads)\n" in text
+    else:
+        assert "\nOpenMP: disabled\n" in text
+
+
+def test_openmp_matches_build_record_and_ci_expectation():
+    info = build_info()
+    assert info, "no _build_info.json next to the kernels: setup.py's build_ext did not write it"
+    assert _runtime.openmp_enabled() == info["openmp"]
+    if _expected("FASTCONV_EXPECT_OPENMP"):
+        assert _runtime.openmp_enabled(), "FASTCONV_EXPECT_OPENMP=1 but the kernels were built without OpenMP"
+    if not _runtime.openmp_enabled():
+        assert fastconv.get_num_threads() == 1
+
+
+def test_kernels_import_from_the_package_and_from_site_packages_when_installed():
+    package_dir = os.path.dirname(os.path.realpath(fastconv.__file__))
+    assert os.path.dirname(os.path.realpath(_runtime.__file__)) == os.path.join(package_dir, "_kernels")
+    if not _expected("FASTCONV_EXPECT_INSTALLED"):
+        return
+    site_dirs = {os.path.realpath(sysconfig.get_path(key)) for key in ("purelib", "platlib")}
+    assert os.path.dirname(package_dir) in site_dirs, (
+        f"FASTCONV_EXPECT_INSTALLED=1 but fastconv was imported from {package_dir}, not {site_dirs}")
+    runtime_requires = [req for req in importlib.metadata.requires("fastconv") or ()
+                        if "extra ==" not in req]
+    names = {re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower() for req in runtime_requires}
+    assert names and not names & {"torch", "cython"}, runtime_requires
+
+
+def test_importing_every_kernel_loads_neither_cython_nor_torch():
+    """A wheel runs without Cython and without torch: importing all of fastconv pulls in neither."""
+    code = (
+        "import pkgutil, sys, fastconv, fastconv._kernels as k\n"
+        "for m in pkgutil.iter_modules(k.__path__): k.load(m.name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'Cython', 'torch'}))\n"
+    )
+    # The child must import this same fastconv (source tree or site-packages), nothing else.
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture
+def extra_kernel_dir(tmp_path, monkeypatch):
+    """A directory searched for fastconv._kernels submodules, for planting broken ones."""
+    monkeypatch.setattr(_kernels, "__path__", [*_kernels.__path__, str(tmp_path)])
+    return tmp_path
+
+
+def test_broken_kernel_gives_readable_import_error(extra_kernel_dir):
+    # Not an ELF file: the dynamic loader refuses it, as it would an undefined symbol.
+    (extra_kernel_dir / f"_broken{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"garbage")
+    with pytest.raises(ImportError, match="compiled kernels failed to import") as excinfo:
+        from fastconv._kernels import _broken  # noqa: F401
+    message = str(excinfo.value)
+    assert "fastconv._kernels._broken" in message
+    assert "pip install --force-reinstall --no-cache-dir ." in message
+    assert "python setup.py build_ext --inplace" in message
+    assert str(excinfo.value.__cause__) in message
+    assert "fastconv._kernels._broken" not in sys.modules
+
+
+def test_unbuilt_kernel_gives_readable_import_error(extra_kernel_dir):
+    (extra_kernel_dir / "_unbuilt.pyx").write_text("# a Cython source never compiled\n")
+    with pytest.raises(ImportError, match="compiled kernels are not built") as excinfo:
+        _kernels.load("_unbuilt")
+    assert "python setup.py build_ext --inplace" in str(excinfo.value)
+    assert isinstance(excinfo.value.__cause__, ModuleNotFoundError)
+
+
+def test_missing_dependency_of_a_kernel_is_not_blamed_on_the_build(extra_kernel_dir):
+    (extra_kernel_dir / "_needs_dep.py").write_text("import fastconv_no_such_dependency\n")
+    with pytest.raises(ModuleNotFoundError) as excinfo:
+        from fastconv._kernels import _needs_dep  # noqa: F401
+    assert excinfo.value.name == "fastconv_no_such_dependency"
+
+
+def test_unknown_attribute_is_still_an_attribute_error():
+    assert getattr(_kernels, "_no_such_kernel", None) is None
+    with pytest.raises(AttributeError):
+        _kernels.__no_such_dunder__
