@@ -7,10 +7,10 @@ torch-compatible functional API (:mod:`fastconv.functional`), a pure-NumPy refer
 __version__ = "0.1.0"
 
 from ._threads import get_num_threads, set_num_threads, threads
-from . import functional, reference
+from . import datasets, functional, reference
 from ._config import show_config
 
 __all__ = [
-    "__version__", "functional", "reference", "get_num_threads", "set_num_threads", "threads",
+    "__version__", "datasets", "functional", "reference", "get_num_threads", "set_num_threads", "threads",
     "show_config",
 ]
