@@ -376,3 +376,6 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     cols6 = np.broadcast_to(share[:, :, None, None], (n, c) + a.kernel_size + (ho, wo))
     grad_input = _fold(cols6, a.input_shape, a.padding, a.kernel_size, a.stride, (1, 1))
     return _unbatch(np.ascontiguousarray(grad_input), a.unbatched)
+
+
+from . import loops  # noqa: E402  (the textbook form, as fastconv.reference.loops)
