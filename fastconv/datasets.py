@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import secrets
@@ -141,7 +142,7 @@ def _read_idx_stream(raw, name):
         data = raw.read()
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"read_idx expects a binary file object, {name} returned {type(data).__name__}")
-        raw = _BytesReader(data)
+        raw = io.BytesIO(data)  # shares, does not copy, the bytes
     start = raw.tell()
     size = raw.seek(0, os.SEEK_END) - start
     raw.seek(start)
@@ -154,36 +155,6 @@ def _read_idx_stream(raw, name):
             return _parse_idx(stream, name, size * _MAX_DEFLATE_RATIO, exact=False)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise IDXError(f"{name}: corrupt gzip data ({exc})") from exc
-
-
-class _BytesReader:
-    """A seekable reader over bytes (io.BytesIO would copy them)."""
-
-    def __init__(self, data):
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._pos
-
-    def seek(self, offset, whence=os.SEEK_SET):
-        self._pos = offset + (len(self._view) if whence == os.SEEK_END else 0)
-        return self._pos
-
-    def readinto(self, buffer):
-        chunk = self._view[self._pos:self._pos + len(buffer)]
-        buffer[:len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
-
-    def read(self, n=-1):
-        end = len(self._view) if n < 0 else self._pos + n
-        chunk = bytes(self._view[self._pos:end])
-        self._pos += len(chunk)
-        return chunk
 
 
 def _read_into(stream, buffer):
@@ -602,7 +573,6 @@ def _missing_message(info, directory, missing, reason):
 
 def _download(info, directory, missing):
     """Download each missing file into ``directory``, trying the mirrors in order."""
-    directory.mkdir(parents=True, exist_ok=True)
     for stem in missing:
         filename = f"{stem}.gz"
         failures, bad_checksum = [], False
@@ -634,6 +604,8 @@ def _fetch(url, path, md5):
     """Download ``url`` to ``path`` through a temporary file, keeping it only if its md5 matches."""
     with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
         print(f"fastconv: downloading {url} to {path.parent}", file=sys.stderr)
+        # Created only now, so that an offline attempt leaves no empty cache directory behind.
+        path.parent.mkdir(parents=True, exist_ok=True)
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         digest = hashlib.md5(usedforsecurity=False)
