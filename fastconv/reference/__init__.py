@@ -148,7 +148,14 @@ def _conv_cols(a):
     out_hw = a.out_shape[2:]
     canvas = _padded(a.x, a.padding, out_hw, kernel, a.stride, a.dilation)
     cols = _unfold(canvas, out_hw, kernel, a.stride, a.dilation)
-    return cols.reshape(a.x.shape[0], a.groups, -1, out_hw[0] * out_hw[1])
+    return cols.reshape(a.x.shape[0], a.groups, cols.shape[1] // a.groups,
+                        out_hw[0] * out_hw[1])
+
+
+def _grouped_weight(a):
+    """The weight as (groups, K/groups, C/groups*kH*kW) matrices."""
+    k, c_per_group, kh, kw = a.weight.shape
+    return a.weight.reshape(a.groups, k // a.groups, c_per_group * kh * kw)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -169,8 +176,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     a = V.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     cols = _conv_cols(a)
-    w = a.weight.reshape(a.groups, a.weight.shape[0] // a.groups, -1)
-    out = np.matmul(w, cols).reshape(a.out_shape)  # (N, G, K/G, L) -> (N, K, Ho, Wo)
+    # (G, K/G, C/G*kH*kW) @ (N, G, C/G*kH*kW, L) -> (N, G, K/G, L), i.e. (N, K, Ho, Wo)
+    out = np.matmul(_grouped_weight(a), cols).reshape(a.out_shape)
     if a.bias is not None:
         out += a.bias[:, None, None]
     return _unbatch(out, a.unbatched)
@@ -200,8 +207,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     g = a.grad_output.reshape(n, a.groups, k // a.groups, ho * wo)
     grad_input = grad_weight = grad_bias = None
     if needs_input_grad:
-        w = a.weight.reshape(a.groups, k // a.groups, -1)
-        gcols = np.matmul(w.transpose(0, 2, 1), g)  # (N, G, C/G*kH*kW, L)
+        gcols = np.matmul(_grouped_weight(a).transpose(0, 2, 1), g)  # (N, G, C/G*kH*kW, L)
         kernel = a.weight.shape[2:]
         cols6 = gcols.reshape((n, a.x.shape[1]) + kernel + (ho, wo))
         grad_input = np.ascontiguousarray(
@@ -296,8 +302,9 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     grad_input = np.zeros((n * c, h * w), dtype=a.grad_output.dtype)
     planes = np.arange(n * c)[:, None]
     # add.at accumulates repeated indices (overlapping windows) in output order
-    np.add.at(grad_input, (planes, a.indices.reshape(n * c, -1)),
-              a.grad_output.reshape(n * c, -1))
+    plane_out = a.grad_output.shape[2] * a.grad_output.shape[3]
+    np.add.at(grad_input, (planes, a.indices.reshape(n * c, plane_out)),
+              a.grad_output.reshape(n * c, plane_out))
     return _unbatch(grad_input.reshape(a.input_shape), a.unbatched)
 
 
