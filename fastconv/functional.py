@@ -9,6 +9,359 @@ the shapes), picks the algorithm, allocates the outputs and calls the compiled k
 # im2col / col2im / conv2d / conv2d_backward
 # ----------------------------------------------------------------------------------------
 
+import numpy as np
+
+from . import _validation, _workspace
+from ._kernels import _conv, _im2col
+from ._threads import blas_single_threaded, get_num_threads
+
+# BLAS takes C ints: every GEMM dimension must fit one.
+_INT_MAX = 2**31 - 1
+
+# Images per weight-gradient chunk: ceil(N / _GRAD_CHUNKS), so there are at most
+# _GRAD_CHUNKS partial sums to reduce. A function of N only, never of the thread count,
+# which keeps grad_weight bitwise identical across thread counts.
+_GRAD_CHUNKS = 32
+
+
+def _contiguous(a):
+    return np.ascontiguousarray(a)
+
+
+def _check_blas_dims(*dims):
+    if max(dims) > _INT_MAX:
+        raise ValueError(f"conv2d: a matrix dimension of {max(dims)} exceeds what BLAS "
+                         f"addresses ({_INT_MAX})")
+
+
+def _column_stride(args):
+    """Items of one thread's column buffer: one image and group's im2col, aligned."""
+    n, k, ho, wo = args.out_shape
+    ckk = int(np.prod(args.weight.shape[1:]))
+    _check_blas_dims(ckk, ho * wo, k)
+    return _workspace.round_up(ckk * ho * wo, args.x.dtype)
+
+
+def _choose_algorithm(args):
+    """'direct' where it measured faster than im2col + GEMM, else 'gemm'."""
+    k, c_per_group, kh, kw = args.weight.shape
+    if c_per_group == 1 and kh * kw > 1:
+        return "direct"
+    return "gemm"
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algorithm="auto", out=None):
+    """2-D convolution (cross-correlation), like ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) or (C, H, W)
+        Input, float32 or float64.
+    weight : ndarray, (K, C / groups, kH, kW)
+        Filters, of x's dtype.
+    bias : ndarray, (K,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), 'valid' or 'same'
+        Zero padding on both sides; 'same' keeps H and W (stride 1 only), putting any odd
+        extra row/column at the bottom/right like torch.
+    groups : int
+        C and K are split into ``groups`` independent convolutions (``groups == C``:
+        depthwise).
+    algorithm : {'auto', 'gemm', 'direct'}
+        'gemm': per-image im2col and one GEMM per group; 'direct': accumulate each output
+        plane from the input planes, no column buffer; 'auto' picks the one that measured
+        faster for the shape (direct for one input channel per group, as in LeNet's
+        first layer and depthwise convolutions).
+    out : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo), optional
+        C-contiguous array of x's dtype that receives the result (saves an allocation).
+
+    Returns
+    -------
+    ndarray, (N, K, Ho, Wo), or (K, Ho, Wo) for a 3-D input
+        ``Ho = (H + pad_top + pad_bottom - dilation_h * (kH - 1) - 1) // stride_h + 1``,
+        likewise Wo.
+    """
+    args = _validation.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
+    if algorithm not in ("auto", "gemm", "direct"):
+        raise ValueError(f"algorithm must be 'auto', 'gemm' or 'direct', got {algorithm!r}")
+    dtype = args.x.dtype
+    shape = args.out_shape[1:] if args.unbatched else args.out_shape
+    if out is None:
+        out = np.empty(shape, dtype=dtype)
+    elif not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape \
+            or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(
+            f"out must be a writeable C-contiguous {dtype} array of shape {shape}, got "
+            + (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+               else type(out).__name__))
+    if args.out_shape[0] == 0:
+        return out
+    if algorithm == "auto":
+        algorithm = _choose_algorithm(args)
+    x4 = _contiguous(args.x)
+    w = _contiguous(args.weight)
+    b = _contiguous(args.bias) if args.bias is not None else np.empty(0, dtype=dtype)
+    out4 = out.reshape(args.out_shape)
+    (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
+    nt = get_num_threads()
+    if algorithm == "direct":
+        _conv.conv2d_direct(x4, w, b, out4, sh, sw, ph, pw, dh, dw, args.groups, nt)
+        return out
+    col_stride = _column_stride(args)
+    work = _workspace.scratch(nt * col_stride, dtype)
+    with blas_single_threaded():
+        _conv.conv2d_gemm(x4, w, b, out4, work, col_stride, sh, sw, ph, pw, dh, dw,
+                          args.groups, nt)
+    return out
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo)
+        Gradient of the loss with respect to conv2d's output.
+    x, weight, stride, padding, dilation, groups
+        The forward call's arguments (x: (N, C, H, W) or (C, H, W)).
+    needs_input_grad, needs_weight_grad, needs_bias_grad : bool
+        Which gradients to compute; the others come back as None and cost nothing.
+
+    Returns
+    -------
+    grad_input : ndarray, (N, C, H, W) (3-D for a 3-D x), or None
+    grad_weight : ndarray, (K, C / groups, kH, kW), or None
+    grad_bias : ndarray, (K,), or None
+
+    Notes
+    -----
+    grad_weight and grad_bias are summed over fixed-size chunks of images, and the chunk
+    sums are added in order: the result is bitwise the same across runs and thread counts.
+    """
+    args = _validation.conv2d_backward_args(grad_output, x, weight, stride, padding,
+                                            dilation, groups)
+    dtype = args.x.dtype
+    n, c, h, w = args.x.shape
+    k = args.weight.shape[0]
+    grad_input = np.empty(args.x.shape, dtype=dtype) if needs_input_grad else None
+    grad_weight = np.empty(args.weight.shape, dtype=dtype) if needs_weight_grad else None
+    grad_bias = np.empty(k, dtype=dtype) if needs_bias_grad else None
+    if n == 0:
+        # no images: the weight and bias gradients are empty sums
+        for g in (grad_weight, grad_bias):
+            if g is not None:
+                g[...] = 0
+    elif needs_input_grad or needs_weight_grad or needs_bias_grad:
+        nt = get_num_threads()
+        col_stride = _column_stride(args)
+        chunk = -(-n // _GRAD_CHUNKS)
+        slot = args.weight.size + k
+        n_slots = -(-n // chunk) if (needs_weight_grad or needs_bias_grad) else 0
+        work = _workspace.scratch(nt * col_stride + n_slots * slot, dtype)
+        empty = np.empty(0, dtype=dtype)
+        (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
+        with blas_single_threaded():
+            _conv.conv2d_backward(
+                _contiguous(args.grad_output), _contiguous(args.x), _contiguous(args.weight),
+                grad_input if needs_input_grad else np.empty((0, 0, 0, 0), dtype=dtype),
+                grad_weight.reshape(-1) if needs_weight_grad else empty,
+                grad_bias if needs_bias_grad else empty,
+                work[:nt * col_stride], col_stride, work[nt * col_stride:], chunk,
+                sh, sw, ph, pw, dh, dw, args.groups, bool(needs_input_grad),
+                bool(needs_weight_grad), bool(needs_bias_grad), nt)
+    if grad_input is not None and args.unbatched:
+        grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """Extract sliding blocks into columns, like ``torch.nn.functional.unfold``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) or (C, H, W)
+    kernel_size, stride, padding, dilation : int or (int, int)
+        padding is symmetric zero padding.
+
+    Returns
+    -------
+    ndarray, (N, C * kH * kW, L), or (C * kH * kW, L) for a 3-D input
+        Row ``(c * kH + i) * kW + j`` holds kernel tap (i, j) of channel c for every block;
+        ``L = Lh * Lw`` blocks, ``Lh = (H + 2 * pad_h - dilation_h * (kH - 1) - 1) // stride_h + 1``.
+    """
+    args = _validation.unfold_args(x, kernel_size, stride, padding, dilation)
+    cols = np.empty(args.out_shape, dtype=args.x.dtype)
+    if args.out_shape[0]:
+        _im2col.im2col(_contiguous(args.x), cols, *args.kernel_size, *args.stride,
+                       *args.padding, *args.dilation, *args.blocks, get_num_threads())
+    return cols[0] if args.unbatched else cols
+
+
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    """Sum columns back into images, like ``torch.nn.functional.fold`` (the adjoint of
+    :func:`im2col`: overlapping blocks add up).
+
+    Parameters
+    ----------
+    cols : ndarray, (N, C * kH * kW, L) or (C * kH * kW, L)
+    output_size : int or (int, int)
+        (H, W) of the image.
+    kernel_size, stride, padding, dilation : int or (int, int)
+        As given to :func:`im2col`; L must equal its number of blocks.
+
+    Returns
+    -------
+    ndarray, (N, C, H, W), or (C, H, W) for a 2-D cols
+    """
+    args = _validation.fold_args(cols, output_size, kernel_size, stride, padding, dilation)
+    x = np.empty(args.out_shape, dtype=args.cols.dtype)
+    if args.out_shape[0]:
+        _im2col.col2im(_contiguous(args.cols), x, *args.kernel_size, *args.stride,
+                       *args.padding, *args.dilation, *args.blocks, get_num_threads())
+    return x[0] if args.unbatched else x
+
+
 # ----------------------------------------------------------------------------------------
 # max_pool2d / max_pool2d_backward / avg_pool2d / avg_pool2d_backward
 # ----------------------------------------------------------------------------------------
+
+from ._kernels import _pool  # noqa: E402  (numpy, _validation, get_num_threads: see above)
+
+
+def _planes(a4):
+    """(N, C, H, W) array -> C-contiguous (N*C, H, W): the layout the pool kernels take."""
+    n, c, h, w = a4.shape
+    return np.ascontiguousarray(a4).reshape(n * c, h, w)
+
+
+def _pool_result(out4, unbatched):
+    return out4[0] if unbatched else out4
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling over (N, C, H, W), like ``torch.nn.functional.max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+        Any strides; a non-contiguous input is copied once.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        Implicit -inf padding on both sides, at most half the kernel size.
+    dilation : int or (int, int), default 1
+    ceil_mode : bool, default False
+        Round the output size up (the last window may overhang the padding).
+    return_indices : bool, default False
+        Also return where each maximum came from.
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+    indices : ndarray of int64, same shape as ``out``; only if ``return_indices``
+        Flat index of each maximum within its H*W input plane (torch's convention): the
+        first maximum in row-major window order, or the last NaN if the window has one.
+    """
+    a = _validation.max_pool2d_args(x, kernel_size, stride, padding, dilation, ceil_mode)
+    n, c, ho, wo = a.out_shape
+    out = np.empty(a.out_shape, x.dtype)
+    indices = np.empty(a.out_shape, np.int64) if return_indices else None
+    _pool.max_pool2d_forward(
+        _planes(a.x), out.reshape(n * c, ho, wo),
+        None if indices is None else indices.reshape(n * c, ho, wo),
+        a.kernel_size, a.stride, a.padding, a.dilation, get_num_threads())
+    if return_indices:
+        return _pool_result(out, a.unbatched), _pool_result(indices, a.unbatched)
+    return _pool_result(out, a.unbatched)
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    indices : ndarray of integers, same shape as ``grad_output``
+        As returned by ``max_pool2d(..., return_indices=True)``; each in [0, H*W).
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+        The forward input's shape.
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+        Each grad_output element added at its index in its (n, c) plane; zero elsewhere.
+    """
+    a = _validation.max_pool2d_backward_args(grad_output, indices, input_shape)
+    n, c, h, w = a.input_shape
+    grad_input = np.empty(a.input_shape, grad_output.dtype)
+    _pool.max_pool2d_backward(
+        _planes(a.grad_output), _planes(a.indices.astype(np.int64, copy=False)),
+        grad_input.reshape(n * c, h, w), get_num_threads())
+    return _pool_result(grad_input, a.unbatched)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling over (N, C, H, W), like ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+        Any strides; a non-contiguous input is copied once.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        Implicit zero padding on both sides, at most half the kernel size.
+    ceil_mode : bool, default False
+        Round the output size up (the last window may overhang the padding).
+    count_include_pad : bool, default True
+        Count the padding in the divisor (never the ceil_mode overhang beyond it).
+    divisor_override : int, optional
+        Nonzero; divide every window sum by it instead.
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+    """
+    a = _validation.avg_pool2d_args(x, kernel_size, stride, padding, ceil_mode,
+                                    count_include_pad, divisor_override)
+    n, c, ho, wo = a.out_shape
+    out = np.empty(a.out_shape, x.dtype)
+    _pool.avg_pool2d_forward(
+        _planes(a.x), out.reshape(n * c, ho, wo), a.kernel_size, a.stride, a.padding,
+        a.count_include_pad, a.divisor_override or 0, get_num_threads())
+    return _pool_result(out, a.unbatched)
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+        The forward output's shape.
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+        The forward input's shape.
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As given to :func:`avg_pool2d`.
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+        Each grad_output element divided by its window's divisor and added over the window.
+    """
+    a = _validation.avg_pool2d_backward_args(grad_output, input_shape, kernel_size, stride,
+                                             padding, ceil_mode, count_include_pad,
+                                             divisor_override)
+    n, c, h, w = a.input_shape
+    grad_input = np.empty(a.input_shape, grad_output.dtype)
+    _pool.avg_pool2d_backward(
+        _planes(a.grad_output), grad_input.reshape(n * c, h, w), a.kernel_size, a.stride,
+        a.padding, a.count_include_pad, a.divisor_override or 0, get_num_threads())
+    return _pool_result(grad_input, a.unbatched)

@@ -1,0 +1,118 @@
+# im2col / col2im of ONE image, shared by the batch entry points (_im2col.pyx) and by the
+# convolution kernels (_conv.pyx), so there is a single implementation of the geometry.
+# Everything outside the input is zero: padding is given as top/left plus the output size,
+# which also covers 'same' padding with an odd total (the extra row/column goes bottom/right).
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+
+ctypedef struct Geometry:
+    # one image: C channels of H x W; a kh x kw kernel; Ho x Wo output positions
+    Py_ssize_t C, H, W
+    Py_ssize_t kh, kw
+    Py_ssize_t sh, sw
+    Py_ssize_t ph, pw
+    Py_ssize_t dh, dw
+    Py_ssize_t Ho, Wo
+
+
+cdef inline Geometry make_geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                                   Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef Geometry g
+    g.C = C
+    g.H = H
+    g.W = W
+    g.kh = kh
+    g.kw = kw
+    g.sh = sh
+    g.sw = sw
+    g.ph = ph
+    g.pw = pw
+    g.dh = dh
+    g.dw = dw
+    g.Ho = Ho
+    g.Wo = Wo
+    return g
+
+
+cdef inline void span(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n_out,
+                      Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Output positions o in [lo, hi) read input o * stride + offset inside [0, size)."""
+    cdef Py_ssize_t a = 0, b = 0
+    if offset < 0:
+        a = (-offset + stride - 1) // stride
+    if size > offset:
+        b = (size - offset + stride - 1) // stride
+    if b > n_out:
+        b = n_out
+    if a > b:
+        a = b
+    lo[0] = a
+    hi[0] = b
+
+
+cdef inline void im2col_image(const floating* x, floating* col, const Geometry* g) noexcept nogil:
+    """x (C, H, W) -> col (C*kh*kw, Ho*Wo), row (c*kh + i)*kw + j, column oh*Wo + ow."""
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
+    cdef Py_ssize_t L = g.Ho * g.Wo
+    cdef const floating* src
+    cdef const floating* xc
+    cdef floating* dst
+    cdef floating* row = col
+    for c in range(g.C):
+        xc = x + c * g.H * g.W
+        for i in range(g.kh):
+            row_off = i * g.dh - g.ph
+            span(row_off, g.sh, g.H, g.Ho, &oh_lo, &oh_hi)
+            for j in range(g.kw):
+                col_off = j * g.dw - g.pw
+                span(col_off, g.sw, g.W, g.Wo, &ow_lo, &ow_hi)
+                if oh_lo > 0:
+                    memset(row, 0, oh_lo * g.Wo * sizeof(floating))
+                for oh in range(oh_lo, oh_hi):
+                    dst = row + oh * g.Wo
+                    src = xc + (oh * g.sh + row_off) * g.W + col_off
+                    if ow_lo > 0:
+                        memset(dst, 0, ow_lo * sizeof(floating))
+                    if g.sw == 1:
+                        memcpy(dst + ow_lo, src + ow_lo, (ow_hi - ow_lo) * sizeof(floating))
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] = src[ow * g.sw]
+                    if ow_hi < g.Wo:
+                        memset(dst + ow_hi, 0, (g.Wo - ow_hi) * sizeof(floating))
+                if oh_hi < g.Ho:
+                    memset(row + oh_hi * g.Wo, 0, (g.Ho - oh_hi) * g.Wo * sizeof(floating))
+                row += L
+
+
+cdef inline void col2im_image(const floating* col, floating* x, const Geometry* g) noexcept nogil:
+    """col (C*kh*kw, Ho*Wo) -> x (C, H, W): overwrites x with the sum of every column entry
+    at the input position it was read from (the adjoint of im2col_image); padding is dropped."""
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
+    cdef Py_ssize_t L = g.Ho * g.Wo
+    cdef const floating* src
+    cdef const floating* row = col
+    cdef floating* dst
+    cdef floating* xc
+    memset(x, 0, g.C * g.H * g.W * sizeof(floating))
+    for c in range(g.C):
+        xc = x + c * g.H * g.W
+        for i in range(g.kh):
+            row_off = i * g.dh - g.ph
+            span(row_off, g.sh, g.H, g.Ho, &oh_lo, &oh_hi)
+            for j in range(g.kw):
+                col_off = j * g.dw - g.pw
+                span(col_off, g.sw, g.W, g.Wo, &ow_lo, &ow_hi)
+                for oh in range(oh_lo, oh_hi):
+                    src = row + oh * g.Wo
+                    dst = xc + (oh * g.sh + row_off) * g.W + col_off
+                    if g.sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] += src[ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow * g.sw] += src[ow]
+                row += L
