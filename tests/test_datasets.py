@@ -11,8 +11,10 @@ import io
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -193,6 +195,27 @@ def test_write_is_atomic(tmp_path, monkeypatch, suffix):
         write_idx(path, np.arange(1000, dtype=np.float64))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_write_killed_midway_leaves_a_whole_file(tmp_path):
+    """SIGKILL a process rewriting a file in a loop: what is left is always one whole version."""
+    path = tmp_path / "a.idx.gz"
+    script = ("import sys, numpy as np\n"
+              "from fastconv.datasets import write_idx\n"
+              "for i in range(10**6):\n"
+              "    write_idx(sys.argv[1], np.full((64, 28, 28), i % 256, np.uint8))\n"
+              "    if i == 3: print('ready', flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    array = read_idx(path)
+    assert array.shape == (64, 28, 28) and (array == array.flat[0]).all() and array.flat[0] >= 3
 
 
 def _idx(code, dims, payload):
