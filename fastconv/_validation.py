@@ -187,7 +187,7 @@ def pair(value, name, minimum=1):
 
     Parameters
     ----------
-    value : int or sequence of two ints
+    value : int or tuple/list of two ints
         bool, float and str are refused, as are sequences of another length.
     name : str
         The argument name, for messages.
@@ -203,12 +203,12 @@ def pair(value, name, minimum=1):
         An element is below ``minimum`` or above ``MAX_DIM``.
     """
     what = "an int or a pair of ints"
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        h = w = _as_int(value, name, what)
-    else:
+    if isinstance(value, (tuple, list)):  # torch.Size is a tuple too
         if len(value) != 2:
             raise TypeError(f"{name} must be {what}, got {_type_name(value)} {value!r}")
         h, w = (_as_int(v, name, what) for v in value)
+    else:
+        h = w = _as_int(value, name, what)
     if h < minimum or w < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {(h, w)}")
     if h > MAX_DIM or w > MAX_DIM:
@@ -280,7 +280,7 @@ def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 def _input_shape(input_shape):
     """A 3- or 4-sequence of sizes -> ((N, C, H, W), was_unbatched)."""
-    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+    if not isinstance(input_shape, (tuple, list)):
         raise TypeError(
             f"input_shape must be a sequence of 3 or 4 ints, got {_type_name(input_shape)}")
     if len(input_shape) not in (3, 4):
@@ -510,8 +510,7 @@ def _pool_geometry(shape, kernel_size, stride, padding, dilation, ceil_mode, op)
     """Shared pooling checks on an (N, C, H, W) shape -> (kernel, stride, pad, out_shape)."""
     kernel_size = pair(kernel_size, "kernel_size")
     # torch: stride=None (or an empty sequence) means stride=kernel_size
-    if stride is None or (hasattr(stride, "__len__") and not isinstance(stride, str)
-                          and len(stride) == 0):
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
         stride = kernel_size
     else:
         stride = pair(stride, "stride")
@@ -529,7 +528,28 @@ def _pool_geometry(shape, kernel_size, stride, padding, dilation, ceil_mode, op)
             f"{op}: given input size ({c}x{h}x{w}), kernel_size={kernel_size}, "
             f"stride={stride}, padding={padding}, dilation={dilation}: calculated output "
             f"size ({c}x{ho}x{wo}) is too small")
+    for i, (axis, size, out) in enumerate((("row", h, ho), ("column", w, wo))):
+        empty = _padding_only_window(size, out, kernel_size[i], stride[i], padding[i],
+                                     dilation[i])
+        if empty is not None:
+            # torch returns -inf there, with an index outside the plane
+            raise ValueError(
+                f"{op}: with kernel_size={kernel_size}, stride={stride}, "
+                f"padding={padding} and dilation={dilation}, the window at output {axis} "
+                f"{empty} reads only padding, no element of the input of size ({h}, {w})")
     return kernel_size, stride, padding, (n, c, ho, wo)
+
+
+def _padding_only_window(size, out, kernel, stride, pad, dilation):
+    """The first output index along one axis whose dilated window misses the input, or None.
+
+    Only windows starting in the left padding can (the ceil_mode rule keeps every start
+    below ``size``): their first tap at or past 0 must exist and lie inside the input.
+    """
+    starts = np.arange(min(out, -(-pad // stride))) * stride - pad
+    offset = -(starts // dilation)  # kernel offset of the first tap at or past 0
+    missing = (offset >= kernel) | (starts + offset * dilation >= size)
+    return int(np.argmax(missing)) if missing.any() else None
 
 
 def _divisor(divisor_override):

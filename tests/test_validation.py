@@ -1,4 +1,6 @@
 """Refusals of fastconv._validation: each error's type and what its message names."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,8 @@ def test_pair_accepts(value, expected):
     assert result == expected and all(type(v) is int for v in result)
 
 
-@pytest.mark.parametrize("value", [True, 1.0, "2", None, (1,), (1, 2, 3), (1.0, 2), (1, False)])
+@pytest.mark.parametrize("value", [True, 1.0, "2", None, (1,), (1, 2, 3), (1.0, 2), (1, False),
+                                   np.array(2), {1, 2}])
 def test_pair_refuses_types(value):
     with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
         V.pair(value, "stride", 1)
@@ -93,17 +96,49 @@ def test_batched():
             V.batched(arr(*shape), "input")
 
 
-def test_output_size_formulas_match_torch_examples():
-    # torch: Conv2d(k=3, s=2, p=1) on 7 -> 4; dilation 2 on 10 with k=3 -> 6
+def test_output_size_formulas():
+    # Conv2d(k=3, s=2, p=1) on 7 -> 4; dilation 2, k=3 on 10 -> 6
     assert V.conv_output_size(7, 3, 2, 2, 1) == 4
     assert V.conv_output_size(10, 3, 1, 0, 2) == 6
-    # MaxPool2d(2, 2) on 5: floor -> 2, ceil -> 3; k3 s2 p1 on 4 ceil: the 3rd window would
-    # start at 4 >= 4 + 1? no (4 < 5) -> 3; on 5 with k2 s2 p0 ceil the window at 4 starts inside
+    # MaxPool2d(2, 2) on 5: floor -> 2, ceil -> 3
     assert V.pool_output_size(5, 2, 2, 0, 1, False) == 2
     assert V.pool_output_size(5, 2, 2, 0, 1, True) == 3
-    assert V.pool_output_size(4, 3, 2, 1, 1, True) == 3
-    # a window that would start in the right padding is dropped: size 6, k 2, s 2, p 1
+    # ceil_mode: k2 s2 p1 on 5 would give 4 windows, the 4th starting at 6 - 1 = 5, past
+    # the input: it is dropped
+    assert V.pool_output_size(5, 2, 2, 1, 1, True) == 3
     assert V.pool_output_size(6, 2, 2, 1, 1, True) == 4
+
+
+def test_pool_output_size_and_refusals_match_torch_on_a_grid():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for h, k, s, p, d, ceil in itertools.product(range(1, 8), range(1, 5), range(1, 4),
+                                                 range(3), range(1, 4), (False, True)):
+        x = torch.arange(float(h * h)).reshape(1, 1, h, h)
+        try:
+            out, idx = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+            # torch's own output for a window that reads only padding: -inf, bad index
+            torch_ok = bool(torch.isfinite(out).all()) and int(idx.max()) < h * h
+            torch_shape = tuple(out.shape)
+        except RuntimeError:
+            torch_ok, torch_shape = False, None
+        try:
+            shape = V.max_pool2d_args(x.numpy(), k, s, p, d, ceil).out_shape
+        except ValueError:
+            shape = None
+        assert (shape is not None) == torch_ok, (h, k, s, p, d, ceil)
+        if torch_ok:
+            assert shape == torch_shape
+        if d == 1:
+            try:
+                torch_shape = tuple(F.avg_pool2d(x, k, s, p, ceil).shape)
+            except RuntimeError:
+                torch_shape = None
+            try:
+                shape = V.avg_pool2d_args(x.numpy(), k, s, p, ceil).out_shape
+            except ValueError:
+                shape = None
+            assert shape == torch_shape, (h, k, s, p, ceil)
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,6 +278,9 @@ def test_fold_args():
         V.fold_args(arr(1, 18, 4), (2, 2), 3)
     with pytest.raises(ValueError, match="output_size must be at least 1"):
         V.fold_args(arr(1, 18, 4), (0, 2), 3)
+    big = 2**31 - 1
+    with pytest.raises(ValueError, match="col2im output of shape .* more than can be addressed"):
+        V.fold_args(arr(1, 2, 1), (big, big), 1, stride=big)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,6 +326,11 @@ def test_pool_refusals():
         V.avg_pool2d_args(arr(4, 4), 2)
     with pytest.raises(TypeError, match="kernel_size must be an int or a pair of ints"):
         V.max_pool2d_args(x, "2")
+    # torch would return -inf with index 6 in a 2x2 plane: the window rows -1 and 2 miss
+    with pytest.raises(ValueError, match="the window at output row 0 reads only padding"):
+        V.max_pool2d_args(arr(1, 1, 2, 2), (2, 1), stride=1, padding=(1, 0), dilation=(3, 1))
+    with pytest.raises(ValueError, match="the window at output column 0 reads only padding"):
+        V.max_pool2d_args(arr(1, 1, 3, 2), (1, 2), stride=1, padding=(0, 1), dilation=(1, 3))
 
 
 def test_avg_pool2d_args():
