@@ -500,7 +500,7 @@ def load_dataset(name, root=None, download=True, *, fallback_to_sample=False):
         return _sample_result("bundled MNIST sample")
     if key not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of 'mnist', 'fashion-mnist', 'mnist-sample'")
-    directory = Path(root) if root is not None else get_data_home() / key
+    directory = _directory(key, root)
     try:
         train, test = _LOADERS[key](root, download)
     except DatasetNotFoundError as exc:
@@ -519,8 +519,12 @@ def _sizes(train, test):
     return f"{len(train[0])} train / {len(test[0])} test images"
 
 
+def _directory(name, root):
+    return Path(root) if root is not None else get_data_home() / name
+
+
 def _load(info, root, download):
-    directory = Path(root) if root is not None else get_data_home() / info.name
+    directory = _directory(info.name, root)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{info.title}: {directory} is not a directory")
     missing = [stem for stem in _FILES.values() if _find(directory, stem) is None]
@@ -641,8 +645,8 @@ def _progress_bar(total, desc):
 class _PlainProgress:
     """Percent (or MiB, when the size is unknown) on one stderr line; the tqdm fallback."""
 
-    def __init__(self, total, desc, file=None):
-        self.total, self.desc, self.file = total, desc, file or sys.stderr
+    def __init__(self, total, desc):
+        self.total, self.desc, self.file = total, desc, sys.stderr
         self.done, self._shown = 0, None
 
     def update(self, n):
