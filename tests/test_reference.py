@@ -74,7 +74,8 @@ def distinct(rng, shape, dtype=np.float64):
 
 
 def assert_same(actual, expected, dtype):
-    assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape
+    assert actual.dtype == expected.dtype == np.dtype(dtype)
+    assert actual.shape == expected.shape
     np.testing.assert_allclose(actual, expected, **TOL[dtype])
 
 
