@@ -14,3 +14,11 @@ __all__ = [
     "__version__", "datasets", "functional", "reference", "get_num_threads", "set_num_threads", "threads",
     "show_config",
 ]
+
+# The model API: layers, optimizers, init, backend selection, seeding.
+from . import nn, optim
+from .nn import init
+from ._backend import backend
+from ._random import manual_seed
+
+__all__ += ["nn", "optim", "init", "backend", "manual_seed"]

@@ -1,0 +1,299 @@
+"""Keras-style training on a :class:`~fastconv.nn.Sequential`: fit, evaluate, predict, summary."""
+import math
+import sys
+import time
+
+import numpy as np
+
+from .. import _random
+from .loss import CrossEntropyLoss
+
+__all__ = ["History", "fit", "evaluate", "predict", "summary"]
+
+
+class History:
+    """What :func:`fit` returns: one entry per epoch for each metric.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        "loss", "accuracy" (training, over the epoch's batches), "val_loss", "val_accuracy"
+        (None per epoch without validation data), "seconds" (wall time of the epoch's
+        training) and "images_per_s" (training throughput). ``history["loss"]`` or
+        ``history.history["loss"]``.
+    epoch : list of int
+        0, 1, ...
+    """
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_s")
+
+    def __init__(self):
+        self.history = {key: [] for key in self.KEYS}
+        self.epoch = []
+
+    def _append(self, **values):
+        self.epoch.append(len(self.epoch))
+        for key in self.KEYS:
+            self.history[key].append(values.get(key))
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __len__(self):
+        return len(self.epoch)
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items() if v and v[-1] is not None}
+        return f"History(epochs={len(self)}, last={last})"
+
+    def plot(self, path):
+        """Save a PNG of the loss and accuracy curves (train and validation) to ``path``.
+
+        Needs matplotlib; without it, raises ImportError saying how to install it.
+        """
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or pip install 'fastconv[extras]')") from None
+        epochs = [e + 1 for e in self.epoch]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            for key, label in ((metric, "train"), ("val_" + metric, "validation")):
+                values = self.history[key]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+class _PlainBar:
+    """The fallback progress bar without tqdm: one stderr line, rewritten in place."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+        self._last = 0.0
+
+    def update(self, n):
+        self.n += n
+        now = time.perf_counter()
+        if now - self._last >= 0.1 or self.n >= self.total:  # a few redraws per second
+            self._last = now
+            self._draw()
+
+    def set_postfix_str(self, text):
+        self.postfix = text
+        self._draw()
+
+    def _draw(self):
+        width = 24
+        filled = width * self.n // max(self.total, 1)
+        bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
+        sys.stderr.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {self.postfix}")
+        sys.stderr.flush()
+
+    def close(self):
+        self._draw()
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _progress_bar(total, desc):
+    """tqdm when installed, else :class:`_PlainBar`."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _PlainBar(total, desc)
+    return tqdm(total=total, desc=desc, unit="img", leave=True, dynamic_ncols=True)
+
+
+def _accuracy_count(output, y):
+    """Correct predictions in a batch: argmax of (N, classes) logits against integer labels,
+    None when that does not apply (regression targets)."""
+    if output.ndim != 2 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        return None
+    return int(np.count_nonzero(output.argmax(axis=1) == y))
+
+
+def _format(metrics):
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None)
+
+
+def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
+        shuffle=True, verbose=1, scheduler=None):
+    """Train ``model`` with mini-batches of ``(x, y)`` for ``epochs`` passes.
+
+    Each batch runs the torch-style step: forward, loss, ``optimizer.zero_grad()``,
+    ``model.backward(loss.backward())``, ``optimizer.step()``.
+
+    Parameters
+    ----------
+    model : Sequential
+    x : ndarray (N, ...)
+        Inputs, e.g. float32 images (N, C, H, W) in [0, 1].
+    y : ndarray (N,) or (N, ...)
+        Integer class labels (accuracy is reported) or regression targets.
+    loss : loss module
+        E.g. ``nn.CrossEntropyLoss()``.
+    optimizer : fastconv.optim.Optimizer
+    epochs : int, default 1
+    batch_size : int, default 32
+        The last batch of an epoch may be smaller.
+    validation_data : (x_val, y_val), optional
+        Evaluated (eval mode) after every epoch.
+    shuffle : bool, default True
+        A new order each epoch, from fastconv's generator (:func:`fastconv.manual_seed`).
+    verbose : {0, 1, 2}, default 1
+        0 silent, 1 a progress bar per epoch (tqdm if installed), 2 one line per epoch.
+    scheduler : fastconv.optim.LRScheduler, optional
+        Stepped once after every epoch.
+
+    Returns
+    -------
+    History
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"fit: batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    # Remembered for evaluate(), but not registered as a child module (it has no state to save).
+    object.__setattr__(model, "_fit_loss", loss)
+    history = History()
+    n = len(x)
+    for epoch in range(epochs):
+        model.train()
+        order = _random.generator().permutation(n) if shuffle else None
+        bar = _progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        for begin in range(0, n, batch_size):
+            index = order[begin:begin + batch_size] if shuffle else slice(begin, begin + batch_size)
+            xb, yb = x[index], y[index]
+            out = model(xb)
+            batch_loss = loss(out, yb)
+            optimizer.zero_grad()
+            model.backward(loss.backward())
+            optimizer.step()
+            total_loss += float(batch_loss) * len(xb)
+            count = _accuracy_count(out, yb)
+            correct = None if count is None else correct + count
+            seen += len(xb)
+            if bar is not None:
+                bar.update(len(xb))
+        seconds = time.perf_counter() - start
+        metrics = {"loss": total_loss / max(seen, 1),
+                   "accuracy": None if correct is None else correct / max(seen, 1)}
+        if validation_data is not None:
+            val = evaluate(model, *validation_data, loss=loss, batch_size=max(batch_size, 256))
+            metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        history._append(**metrics, seconds=seconds, images_per_s=seen / seconds if seconds > 0 else None)
+        line = f"{_format(metrics)}  {seconds:.1f}s  {seen / max(seconds, 1e-9):,.0f} img/s"
+        if bar is not None:
+            bar.set_postfix_str(line)
+            bar.close()
+        elif verbose == 2:
+            print(f"epoch {epoch + 1}/{epochs}  {line}", flush=True)
+        if scheduler is not None:
+            scheduler.step()
+    model.train()
+    return history
+
+
+def _batched_outputs(model, x, batch_size):
+    """Yield ``(slice, output)`` for ``x`` in eval mode, restoring the model's mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        for begin in range(0, len(x), batch_size):
+            index = slice(begin, begin + batch_size)
+            yield index, model(x[index])
+    finally:
+        model.train(was_training)
+
+
+def predict(model, x, batch_size=256):
+    """The model's outputs for ``x`` (eval mode, ``batch_size`` samples at a time).
+
+    Returns
+    -------
+    ndarray (N, ...)
+        E.g. logits (N, classes); ``.argmax(axis=1)`` gives the predicted classes.
+    """
+    x = np.asarray(x)
+    outputs = [out for _, out in _batched_outputs(model, x, batch_size)]
+    if not outputs:
+        raise ValueError("predict: x is empty")
+    return np.concatenate(outputs)
+
+
+def evaluate(model, x, y, *, loss=None, batch_size=256):
+    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode.
+
+    Parameters
+    ----------
+    loss : loss module, optional
+        Default: the loss of the last :func:`fit`, else ``CrossEntropyLoss()``.
+
+    Returns
+    -------
+    dict
+        ``{"loss": float, "accuracy": float or None}`` (accuracy for integer labels only).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"evaluate: x and y must be non-empty and of one length, got {len(x)} and {len(y)}")
+    if loss is None:
+        loss = getattr(model, "_fit_loss", None) or CrossEntropyLoss()
+    total_loss, correct = 0.0, 0
+    for index, out in _batched_outputs(model, x, batch_size):
+        yb = y[index]
+        total_loss += float(loss(out, yb)) * len(yb)
+        count = _accuracy_count(out, yb)
+        correct = None if count is None or correct is None else correct + count
+    return {"loss": total_loss / len(x), "accuracy": None if correct is None else correct / len(x)}
+
+
+def summary(model, input_shape=None):
+    """The table :meth:`Sequential.summary` prints: layer (type) / output shape / param #."""
+    shapes = {}
+    if input_shape is not None:
+        x = np.zeros((1,) + tuple(input_shape), dtype=_model_dtype(model))
+        was_training = model.training
+        model.eval()
+        try:
+            for name, layer in model._modules.items():
+                x = layer(x)
+                shapes[name] = x.shape
+        finally:
+            model.train(was_training)
+    rows = [("Layer (type)", "Output Shape", "Param #")]
+    total = trainable = 0
+    for name, layer in model._modules.items():
+        count = sum(p.size for p in layer.parameters())
+        total += count
+        trainable += sum(p.size for p in layer.parameters() if p.requires_grad)
+        shape = shapes.get(name)
+        rows.append((f"{name} ({type(layer).__name__})",
+                     "?" if shape is None else str((None,) + shape[1:]), f"{count:,}"))
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+    line = "-" * sum(widths)
+    fmt = lambda r: r[0].ljust(widths[0]) + r[1].ljust(widths[1]) + r[2].rjust(widths[2])
+    out = [line, fmt(rows[0]), "=" * len(line)] + [fmt(r) for r in rows[1:]]
+    out += ["=" * len(line), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}", line]
+    return "\n".join(out)
+
+
+def _model_dtype(model):
+    params = model.parameters()
+    return params[0].dtype if params else np.float32
+

@@ -1,0 +1,550 @@
+"""Layers with torch's names, arguments, parameter layouts and default init.
+
+Each layer computes its forward and backward with NumPy or with the ops of the selected
+backend (:func:`fastconv.backend`): the compiled :mod:`fastconv.functional` by default,
+:mod:`fastconv.reference` on request. Arrays are NCHW, float32 unless the model is cast.
+"""
+import numbers
+
+import numpy as np
+from scipy.special import expit
+
+from .. import _backend, _random
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+__all__ = [
+    "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid",
+    "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
+]
+
+
+def _pair(value, name):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return (int(value), int(value))
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    return (int(h), int(w))
+
+
+def _dtype(dtype):
+    return np.dtype(np.float32 if dtype is None else dtype)
+
+
+def _cached(layer, name):
+    """The value ``forward`` cached for ``backward``, or a clear error when there is none."""
+    value = layer.__dict__.get(name)
+    if value is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward"
+                           + (" in train mode" if name == "_indices" else ""))
+    return value
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) over (N, C_in, H, W), like ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int), 'valid' or 'same', default 0
+    groups : int, default 1
+        Both channel counts must be divisible by it.
+    bias : bool, default True
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}, default 'zeros'
+        What the padding is filled with: zeros, the mirror image (without the edge), the edge
+        value repeated, or the opposite edge (wrap-around).
+    dtype : numpy dtype, default float32
+
+    Attributes
+    ----------
+    weight : Parameter (C_out, C_in/groups, kH, kW)
+    bias : Parameter (C_out,) or None
+        Both start U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/groups * kH * kW
+        (torch's default).
+
+    Shape: input (N, C_in, H, W) -> output (N, C_out, Ho, Wo), torch's output-size formula.
+    """
+
+    _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", dtype=None):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        if padding_mode not in self._PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {', '.join(map(repr, self._PADDING_MODES))}, "
+                             f"got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(f"padding must be 'valid', 'same' or ints, got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        self.padding_mode = padding_mode
+        dtype = _dtype(dtype)
+        self.weight = Parameter(np.empty((out_channels, in_channels // groups) + self.kernel_size, dtype))
+        self.bias = Parameter(np.empty(out_channels, dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torch's default init (see the class docstring)."""
+        init._default_(self.weight, self.bias)
+
+    def _explicit_padding(self):
+        """((top, bottom), (left, right)) for the non-zero padding modes."""
+        if self.padding == "valid":
+            return ((0, 0), (0, 0))
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        return tuple((p, p) for p in self.padding)
+
+    def _pad(self, x):
+        """x padded by ``padding_mode`` (for the non-zero modes), checked as torch checks it."""
+        pads = self._explicit_padding()
+        for (before, after), size, axis in zip(pads, x.shape[-2:], ("height", "width")):
+            limit = size - 1 if self.padding_mode == "reflect" else size
+            if max(before, after) > limit:
+                raise ValueError(f"{self.padding_mode} padding of {max(before, after)} is too large "
+                                 f"for an input {axis} of {size} (at most {limit})")
+        return np.pad(x, ((0, 0),) * (x.ndim - 2) + pads, mode=self._PADDING_MODES[self.padding_mode])
+
+    def _unpad_grad(self, grad_padded, shape):
+        """Gradient of :meth:`_pad`: every padded cell's gradient added to the cell it copied."""
+        pads = self._explicit_padding()
+        mode = self._PADDING_MODES[self.padding_mode]
+        h, w = shape[-2:]
+        # One-hot (padded, original) maps: padded row i copies row src[i].
+        rows = np.eye(h, dtype=grad_padded.dtype)[np.pad(np.arange(h), pads[0], mode=mode)]
+        cols = np.eye(w, dtype=grad_padded.dtype)[np.pad(np.arange(w), pads[1], mode=mode)]
+        return rows.T @ grad_padded @ cols
+
+    def forward(self, x):
+        ops = _backend.ops()
+        bias = None if self.bias is None else self.bias.data
+        if self.padding_mode == "zeros":
+            self._input = x
+            return ops.conv2d(x, self.weight.data, bias, self.stride, self.padding, self.dilation,
+                              self.groups)
+        self._input_shape = x.shape
+        self._input = self._pad(x)
+        return ops.conv2d(self._input, self.weight.data, bias, self.stride, 0, self.dilation, self.groups)
+
+    def backward(self, grad_output):
+        x = _cached(self, "_input")
+        zeros = self.padding_mode == "zeros"
+        weight, bias = self.weight, self.bias
+        gi, gw, gb = _backend.ops().conv2d_backward(
+            grad_output, x, weight.data, self.stride, self.padding if zeros else 0, self.dilation,
+            self.groups, needs_input_grad=self.requires_input_grad,
+            needs_weight_grad=weight.requires_grad,
+            needs_bias_grad=bias is not None and bias.requires_grad)
+        if gw is not None:
+            weight.accumulate_grad(gw)
+        if gb is not None:
+            bias.accumulate_grad(gb)
+        if gi is None or zeros:
+            return gi
+        return self._unpad_grad(gi, self._input_shape)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+
+class MaxPool2d(Module):
+    """2-D max pooling, like ``torch.nn.MaxPool2d``.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default ``kernel_size``
+    padding, dilation : int or (int, int), default 0 and 1
+    ceil_mode : bool, default False
+
+    Shape: (N, C, H, W) -> (N, C, Ho, Wo). In train mode forward keeps the argmax indices for
+    backward; in eval mode it does not (backward then raises).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.dilation, self.ceil_mode = dilation, ceil_mode
+
+    def forward(self, x):
+        ops = _backend.ops()
+        args = (x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        if not self.training:
+            self._indices = None
+            return ops.max_pool2d(*args)
+        out, self._indices = ops.max_pool2d(*args, return_indices=True)
+        self._input_shape = x.shape
+        return out
+
+    def backward(self, grad_output):
+        indices = _cached(self, "_indices")
+        if not self.requires_input_grad:
+            return None
+        return _backend.ops().max_pool2d_backward(grad_output, indices, self._input_shape)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """2-D average pooling, like ``torch.nn.AvgPool2d``.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default ``kernel_size``
+    padding : int or (int, int), default 0
+    ceil_mode : bool, default False
+    count_include_pad : bool, default True
+        Whether the zero padding counts in each window's divisor.
+    divisor_override : int, optional
+        Divide every window sum by this instead.
+
+    Shape: (N, C, H, W) -> (N, C, Ho, Wo).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                self.divisor_override)
+
+    def forward(self, x):
+        self._input_shape = x.shape
+        return _backend.ops().avg_pool2d(x, *self._args())
+
+    def backward(self, grad_output):
+        shape = _cached(self, "_input_shape")
+        if not self.requires_input_grad:
+            return None
+        return _backend.ops().avg_pool2d_backward(grad_output, shape, *self._args())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``, like ``torch.nn.Linear``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool, default True
+    dtype : numpy dtype, default float32
+
+    Attributes
+    ----------
+    weight : Parameter (out_features, in_features)
+    bias : Parameter (out_features,) or None
+        Both start U(-1/sqrt(in_features), 1/sqrt(in_features)) (torch's default).
+
+    Shape: (*, in_features) -> (*, out_features).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        dtype = _dtype(dtype)
+        self.weight = Parameter(np.empty((out_features, in_features), dtype))
+        self.bias = Parameter(np.empty(out_features, dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torch's default init (see the class docstring)."""
+        init._default_(self.weight, self.bias)
+
+    def forward(self, x):
+        if x.shape[-1:] != (self.in_features,):
+            raise ValueError(f"Linear: expected input[..., {self.in_features}], got input of shape "
+                             f"{x.shape}")
+        self._input = x
+        out = x @ self.weight.data.T
+        if self.bias is not None:
+            out += self.bias.data
+        return out
+
+    def backward(self, grad_output):
+        x = _cached(self, "_input")
+        g2 = grad_output.reshape(-1, self.out_features)
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(g2.T @ x.reshape(-1, self.in_features))
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.accumulate_grad(g2.sum(axis=0))
+        if not self.requires_input_grad:
+            return None
+        return grad_output @ self.weight.data
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Flatten(Module):
+    """Flatten dims ``start_dim`` .. ``end_dim`` into one, like ``torch.nn.Flatten``:
+    (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        self._input_shape = x.shape
+        start = self.start_dim % x.ndim
+        end = self.end_dim % x.ndim
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+    def backward(self, grad_output):
+        shape = _cached(self, "_input_shape")
+        return grad_output.reshape(shape) if self.requires_input_grad else None
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class ReLU(Module):
+    """``max(x, 0)`` elementwise, like ``torch.nn.ReLU``; ``inplace=True`` overwrites the input."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        self._output = np.maximum(x, 0, out=x if self.inplace else None)
+        return self._output
+
+    def backward(self, grad_output):
+        y = _cached(self, "_output")
+        if not self.requires_input_grad:
+            return None
+        return np.where(y > 0, grad_output, 0).astype(grad_output.dtype, copy=False)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class LeakyReLU(Module):
+    """``x if x > 0 else negative_slope * x``, like ``torch.nn.LeakyReLU``."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope, self.inplace = negative_slope, inplace
+
+    def forward(self, x):
+        # torch's backward tests x > 0: keep the mask, the output may have overwritten x.
+        self._positive = x > 0
+        return np.multiply(x, np.where(self._positive, 1, self.negative_slope).astype(x.dtype),
+                           out=x if self.inplace else None)
+
+    def backward(self, grad_output):
+        positive = _cached(self, "_positive")
+        if not self.requires_input_grad:
+            return None
+        return np.where(positive, grad_output, grad_output * self.negative_slope).astype(
+            grad_output.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class Sigmoid(Module):
+    """``1 / (1 + exp(-x))`` elementwise, like ``torch.nn.Sigmoid``."""
+
+    def forward(self, x):
+        self._output = expit(x)
+        return self._output
+
+    def backward(self, grad_output):
+        y = _cached(self, "_output")
+        if not self.requires_input_grad:
+            return None
+        return grad_output * (y * (1 - y))
+
+
+class Tanh(Module):
+    """``tanh(x)`` elementwise, like ``torch.nn.Tanh``."""
+
+    def forward(self, x):
+        self._output = np.tanh(x)
+        return self._output
+
+    def backward(self, grad_output):
+        y = _cached(self, "_output")
+        if not self.requires_input_grad:
+            return None
+        return grad_output * (1 - y * y)
+
+
+class Dropout(Module):
+    """Zero each element with probability ``p`` in train mode and scale the rest by 1/(1-p),
+    like ``torch.nn.Dropout``; the identity in eval mode. Masks come from fastconv's
+    generator (:func:`fastconv.manual_seed`)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self._scale = None
+            return x
+        keep = _random.generator().random(x.shape, dtype=np.float32) >= self.p
+        scale = 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
+        self._scale = keep * np.asarray(scale, dtype=x.dtype)
+        return x * self._scale
+
+    def backward(self, grad_output):
+        if not self.requires_input_grad:
+            return None
+        scale = self.__dict__.get("_scale")
+        return grad_output if scale is None else grad_output * scale
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    """Batch normalization over every axis but the channel axis 1 (shared by 1d and 2d)."""
+
+    _input_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 dtype=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dtype = _dtype(dtype)
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype))
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+
+    def _check(self, x):
+        if x.ndim not in self._input_dims or x.shape[1] != self.num_features:
+            dims = " or ".join(f"{d}-D" for d in self._input_dims)
+            raise ValueError(f"{type(self).__name__}: expected {dims} input with "
+                             f"{self.num_features} channels in dim 1, got input of shape {x.shape}")
+
+    def forward(self, x):
+        self._check(x)
+        c = self.num_features
+        x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L): statistics over N and L
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            count = x3.shape[0] * x3.shape[2]
+            if count < 2 and self.training:
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                                 f"when training, got input of shape {x.shape}")
+            mean = x3.mean(axis=(0, 2))
+            var = x3.var(axis=(0, 2))
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, count)
+        else:
+            mean, var = self.running_mean, self.running_var
+        invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
+        xhat = (x3 - mean[:, None]) * invstd[:, None]
+        self._xhat, self._invstd, self._batch_stats = xhat, invstd, use_batch
+        out = xhat * self.weight.data[:, None] + self.bias.data[:, None] if self.affine else xhat
+        return out.reshape(x.shape)
+
+    def _update_running(self, mean, var, count):
+        self.num_batches_tracked += 1
+        # momentum None: a cumulative average, as in torch.
+        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * (count / (count - 1))
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += m * unbiased
+
+    def backward(self, grad_output):
+        xhat = _cached(self, "_xhat")
+        g3 = grad_output.reshape(xhat.shape)
+        sum_g = g3.sum(axis=(0, 2))
+        sum_gx = (g3 * xhat).sum(axis=(0, 2))
+        if self.affine:
+            if self.weight.requires_grad:
+                self.weight.accumulate_grad(sum_gx)
+            if self.bias.requires_grad:
+                self.bias.accumulate_grad(sum_g)
+        if not self.requires_input_grad:
+            return None
+        scale = self._invstd * (self.weight.data if self.affine else 1)
+        if not self._batch_stats:  # fixed statistics: a per-channel affine map
+            return (g3 * scale[:, None]).reshape(grad_output.shape)
+        count = xhat.shape[0] * xhat.shape[2]
+        gi = (g3 - (sum_g / count)[:, None] - xhat * (sum_gx / count)[:, None]) * scale[:, None]
+        return gi.reshape(grad_output.shape)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) or (N, C, L), like ``torch.nn.BatchNorm1d``.
+
+    Parameters
+    ----------
+    num_features : int
+        C.
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        running = (1 - momentum) * running + momentum * batch statistic (the variance
+        unbiased); None for a cumulative average.
+    affine : bool, default True
+        Learn ``weight`` (ones) and ``bias`` (zeros), each (C,).
+    track_running_stats : bool, default True
+        Keep buffers ``running_mean``, ``running_var``, ``num_batches_tracked`` and use them in
+        eval mode; without them batch statistics are used in both modes.
+    """
+
+    _input_dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) per channel, like ``torch.nn.BatchNorm2d``.
+
+    Same parameters as :class:`BatchNorm1d`.
+    """
+
+    _input_dims = (4,)
+
