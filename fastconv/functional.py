@@ -189,7 +189,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     -------
     ndarray, (N, C * kH * kW, L), or (C * kH * kW, L) for a 3-D input
         Row ``(c * kH + i) * kW + j`` holds kernel tap (i, j) of channel c for every block;
-        ``L = Lh * Lw`` blocks, ``Lh = (H + 2 * pad_h - dilation_h * (kH - 1) - 1) // stride_h + 1``.
+        ``L = Lh * Lw`` blocks,
+        ``Lh = (H + 2 * pad_h - dilation_h * (kH - 1) - 1) // stride_h + 1``, likewise Lw.
     """
     args = _validation.unfold_args(x, kernel_size, stride, padding, dilation)
     cols = np.empty(args.out_shape, dtype=args.x.dtype)

@@ -30,25 +30,28 @@ cdef inline void direct_plane(const floating* xc, const floating* wk, floating* 
                               const Geometry* g) noexcept nogil:
     """o (Ho, Wo) += the cross-correlation of one input plane xc (H, W) with wk (kh, kw)."""
     cdef Py_ssize_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
+    # locals, not g->, so the compiler need not reload them after each store (see _im2col.pxd)
+    cdef Py_ssize_t H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
     cdef floating wv
     cdef const floating* xr
     cdef floating* orow
-    for i in range(g.kh):
-        row_off = i * g.dh - g.ph
-        span(row_off, g.sh, g.H, g.Ho, &oh_lo, &oh_hi)
-        for j in range(g.kw):
-            col_off = j * g.dw - g.pw
-            span(col_off, g.sw, g.W, g.Wo, &ow_lo, &ow_hi)
-            wv = wk[i * g.kw + j]
+    for i in range(kh):
+        row_off = i * dh - ph
+        span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+        for j in range(kw):
+            col_off = j * dw - pw
+            span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
+            wv = wk[i * kw + j]
             for oh in range(oh_lo, oh_hi):
-                orow = o + oh * g.Wo
-                xr = xc + (oh * g.sh + row_off) * g.W + col_off
-                if g.sw == 1:
+                orow = o + oh * Wo
+                xr = xc + (oh * sh + row_off) * W + col_off
+                if sw == 1:
                     for ow in range(ow_lo, ow_hi):
                         orow[ow] += wv * xr[ow]
                 else:
                     for ow in range(ow_lo, ow_hi):
-                        orow[ow] += wv * xr[ow * g.sw]
+                        orow[ow] += wv * xr[ow * sw]
 
 
 def conv2d_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,

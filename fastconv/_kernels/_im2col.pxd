@@ -56,35 +56,39 @@ cdef inline void span(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size, Py_
 cdef inline void im2col_image(const floating* x, floating* col, const Geometry* g) noexcept nogil:
     """x (C, H, W) -> col (C*kh*kw, Ho*Wo), row (c*kh + i)*kw + j, column oh*Wo + ow."""
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    cdef Py_ssize_t L = g.Ho * g.Wo
+    # locals, not g->: stores through the data pointers could alias *g for the compiler,
+    # which would then reload every field and never vectorize the inner loops
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
+    cdef Py_ssize_t L = Ho * Wo
     cdef const floating* src
     cdef const floating* xc
     cdef floating* dst
     cdef floating* row = col
-    for c in range(g.C):
-        xc = x + c * g.H * g.W
-        for i in range(g.kh):
-            row_off = i * g.dh - g.ph
-            span(row_off, g.sh, g.H, g.Ho, &oh_lo, &oh_hi)
-            for j in range(g.kw):
-                col_off = j * g.dw - g.pw
-                span(col_off, g.sw, g.W, g.Wo, &ow_lo, &ow_hi)
+    for c in range(C):
+        xc = x + c * H * W
+        for i in range(kh):
+            row_off = i * dh - ph
+            span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            for j in range(kw):
+                col_off = j * dw - pw
+                span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
                 if oh_lo > 0:
-                    memset(row, 0, oh_lo * g.Wo * sizeof(floating))
+                    memset(row, 0, oh_lo * Wo * sizeof(floating))
                 for oh in range(oh_lo, oh_hi):
-                    dst = row + oh * g.Wo
-                    src = xc + (oh * g.sh + row_off) * g.W + col_off
+                    dst = row + oh * Wo
+                    src = xc + (oh * sh + row_off) * W + col_off
                     if ow_lo > 0:
                         memset(dst, 0, ow_lo * sizeof(floating))
-                    if g.sw == 1:
+                    if sw == 1:
                         memcpy(dst + ow_lo, src + ow_lo, (ow_hi - ow_lo) * sizeof(floating))
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            dst[ow] = src[ow * g.sw]
-                    if ow_hi < g.Wo:
-                        memset(dst + ow_hi, 0, (g.Wo - ow_hi) * sizeof(floating))
-                if oh_hi < g.Ho:
-                    memset(row + oh_hi * g.Wo, 0, (g.Ho - oh_hi) * g.Wo * sizeof(floating))
+                            dst[ow] = src[ow * sw]
+                    if ow_hi < Wo:
+                        memset(dst + ow_hi, 0, (Wo - ow_hi) * sizeof(floating))
+                if oh_hi < Ho:
+                    memset(row + oh_hi * Wo, 0, (Ho - oh_hi) * Wo * sizeof(floating))
                 row += L
 
 
@@ -92,27 +96,31 @@ cdef inline void col2im_image(const floating* col, floating* x, const Geometry* 
     """col (C*kh*kw, Ho*Wo) -> x (C, H, W): overwrites x with the sum of every column entry
     at the input position it was read from (the adjoint of im2col_image); padding is dropped."""
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    cdef Py_ssize_t L = g.Ho * g.Wo
+    # locals, not g->: stores through the data pointers could alias *g for the compiler,
+    # which would then reload every field and never vectorize the inner loops
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
+    cdef Py_ssize_t L = Ho * Wo
     cdef const floating* src
     cdef const floating* row = col
     cdef floating* dst
     cdef floating* xc
-    memset(x, 0, g.C * g.H * g.W * sizeof(floating))
-    for c in range(g.C):
-        xc = x + c * g.H * g.W
-        for i in range(g.kh):
-            row_off = i * g.dh - g.ph
-            span(row_off, g.sh, g.H, g.Ho, &oh_lo, &oh_hi)
-            for j in range(g.kw):
-                col_off = j * g.dw - g.pw
-                span(col_off, g.sw, g.W, g.Wo, &ow_lo, &ow_hi)
+    memset(x, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        xc = x + c * H * W
+        for i in range(kh):
+            row_off = i * dh - ph
+            span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            for j in range(kw):
+                col_off = j * dw - pw
+                span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
                 for oh in range(oh_lo, oh_hi):
-                    src = row + oh * g.Wo
-                    dst = xc + (oh * g.sh + row_off) * g.W + col_off
-                    if g.sw == 1:
+                    src = row + oh * Wo
+                    dst = xc + (oh * sh + row_off) * W + col_off
+                    if sw == 1:
                         for ow in range(ow_lo, ow_hi):
                             dst[ow] += src[ow]
                     else:
                         for ow in range(ow_lo, ow_hi):
-                            dst[ow * g.sw] += src[ow]
+                            dst[ow * sw] += src[ow]
                 row += L

@@ -1,0 +1,245 @@
+"""fastconv.functional.conv2d / conv2d_backward against fastconv.reference and torch."""
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.functional as F
+from fastconv import _workspace
+from fastconv import reference as R
+
+DTYPES = [np.float32, np.float64]
+ALGORITHMS = ["auto", "gemm", "direct"]
+
+# (x shape, weight shape, stride, padding, dilation, groups)
+CASES = [
+    ((2, 3, 7, 9), (4, 3, 3, 2), 1, 0, 1, 1),                  # rectangular kernel, odd sizes
+    ((2, 1, 12, 11), (6, 1, 5, 5), 1, 2, 1, 1),                # LeNet's first layer, smaller
+    ((2, 4, 8, 8), (6, 2, 3, 3), 2, 1, 1, 2),                  # groups, stride
+    ((3, 4, 9, 8), (4, 1, 3, 3), 1, "same", 2, 4),             # depthwise, dilated 'same'
+    ((2, 4, 10, 11), (8, 1, 2, 2), 1, "same", 1, 4),           # even kernel: asymmetric 'same'
+    ((2, 4, 9, 8), (5, 4, 1, 1), 1, 0, 1, 1),                  # pointwise: no im2col
+    ((2, 4, 9, 8), (5, 4, 1, 1), 2, 1, 1, 1),                  # 1x1 with stride and padding
+    ((3, 3, 10, 11), (4, 3, 4, 3), (2, 3), (1, 2), (2, 1), 1),  # every pair differs
+    ((2, 2, 6, 7), (3, 2, 3, 3), 1, "valid", 1, 1),
+    ((1, 2, 5, 5), (3, 2, 2, 2), 3, 4, 1, 1),                  # padding beyond the kernel's reach
+]
+
+
+def _tol(dtype):
+    return 1e-4 if dtype == np.float32 else 1e-10
+
+
+def _close(actual, expected, dtype):
+    tol = _tol(dtype)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+    assert actual.dtype == dtype and actual.shape == expected.shape
+
+
+def _problem(x_shape, w_shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", CASES)
+def test_conv2d_matches_reference(x_shape, w_shape, stride, padding, dilation, groups, dtype,
+                                  algorithm, n_threads):
+    x, w, b = _problem(x_shape, w_shape, dtype)
+    with fastconv.threads(n_threads):
+        out = F.conv2d(x, w, b, stride, padding, dilation, groups, algorithm=algorithm)
+        no_bias = F.conv2d(x, w, None, stride, padding, dilation, groups, algorithm=algorithm)
+    _close(out, R.conv2d(x, w, b, stride, padding, dilation, groups), dtype)
+    _close(no_bias, R.conv2d(x, w, None, stride, padding, dilation, groups), dtype)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", CASES)
+def test_conv2d_backward_matches_reference(x_shape, w_shape, stride, padding, dilation, groups,
+                                           dtype, n_threads):
+    x, w, _ = _problem(x_shape, w_shape, dtype)
+    out_shape = R.conv2d(x, w, None, stride, padding, dilation, groups).shape
+    g = np.random.default_rng(1).standard_normal(out_shape).astype(dtype)
+    with fastconv.threads(n_threads):
+        grads = F.conv2d_backward(g, x, w, stride, padding, dilation, groups)
+    for actual, expected in zip(grads, R.conv2d_backward(g, x, w, stride, padding, dilation,
+                                                         groups)):
+        _close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False),
+                                   (False, False, True), (False, True, True),
+                                   (False, False, False)])
+def test_conv2d_backward_computes_only_what_is_asked(needs):
+    x, w, _ = _problem((3, 4, 8, 7), (6, 2, 3, 3), np.float64)
+    g = np.random.default_rng(1).standard_normal((3, 6, 8, 7))
+    grads = F.conv2d_backward(g, x, w, 1, 1, 1, 2, needs_input_grad=needs[0],
+                              needs_weight_grad=needs[1], needs_bias_grad=needs[2])
+    full = R.conv2d_backward(g, x, w, 1, 1, 1, 2)
+    for asked, actual, expected in zip(needs, grads, full):
+        if asked:
+            _close(actual, expected, np.float64)
+        else:
+            assert actual is None
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_unbatched_input(algorithm):
+    x, w, b = _problem((3, 7, 6), (4, 3, 3, 3), np.float64)
+    out = F.conv2d(x, w, b, padding=1, algorithm=algorithm)
+    assert out.shape == (4, 7, 6)
+    _close(out, R.conv2d(x, w, b, padding=1), np.float64)
+    g = np.random.default_rng(1).standard_normal(out.shape)
+    grads = F.conv2d_backward(g, x, w, padding=1)
+    assert grads[0].shape == (3, 7, 6)
+    for actual, expected in zip(grads, R.conv2d_backward(g, x, w, padding=1)):
+        _close(actual, expected, np.float64)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_zero_batch(algorithm):
+    x, w, b = _problem((0, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    out = F.conv2d(x, w, b, algorithm=algorithm)
+    assert out.shape == (0, 4, 5, 4) and out.dtype == np.float32
+    gi, gw, gb = F.conv2d_backward(np.zeros((0, 4, 5, 4), np.float32), x, w)
+    assert gi.shape == (0, 3, 7, 6)
+    np.testing.assert_array_equal(gw, np.zeros_like(w))
+    np.testing.assert_array_equal(gb, np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_non_contiguous_inputs(algorithm):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 4, 9, 16))[::2, ::2, :, ::2]  # (2, 2, 9, 8)
+    w = rng.standard_normal((3, 5, 3, 4)).transpose(0, 3, 2, 1)[:, ::2]  # (3, 2, 3, 5)
+    b = rng.standard_normal(6)[::2]
+    expected = R.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), b.copy(), padding=1)
+    _close(F.conv2d(x, w, b, padding=1, algorithm=algorithm), expected, np.float64)
+    g = rng.standard_normal((2, 3, 6, 9)).transpose(0, 1, 3, 2)
+    for actual, want in zip(F.conv2d_backward(g, x, w, padding=1),
+                            R.conv2d_backward(np.ascontiguousarray(g), np.ascontiguousarray(x),
+                                              np.ascontiguousarray(w), padding=1)):
+        _close(actual, want, np.float64)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_out_receives_the_result(algorithm):
+    x, w, b = _problem((2, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    out = np.full((2, 4, 5, 4), np.nan, np.float32)
+    result = F.conv2d(x, w, b, out=out, algorithm=algorithm)
+    assert result is out
+    _close(out, R.conv2d(x, w, b), np.float32)
+
+
+@pytest.mark.parametrize("out", [np.empty((2, 4, 5, 4)), np.empty((2, 4, 5, 5), np.float32),
+                                 np.empty((2, 4, 4, 5), np.float32).transpose(0, 1, 3, 2),
+                                 [0.0]])
+def test_out_refusals(out):
+    x, w, _ = _problem((2, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
+        F.conv2d(x, w, out=out)
+
+
+def test_algorithm_refusal():
+    x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm' or 'direct'"):
+        F.conv2d(x, w, algorithm="winograd")
+
+
+def test_refusals_come_before_the_kernel():
+    x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError, match="same dtype"):
+        F.conv2d(x, w.astype(np.float64))
+    with pytest.raises(ValueError, match="grad_output"):
+        F.conv2d_backward(np.zeros((1, 4, 5, 5), np.float32), x, w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_are_bitwise_deterministic_across_runs_and_threads(dtype):
+    # 37 images: several chunks, a ragged last one, uneven thread shares
+    x, w, _ = _problem((37, 4, 9, 8), (6, 4, 3, 3), dtype)
+    g = np.random.default_rng(1).standard_normal((37, 6, 9, 8)).astype(dtype)
+    runs = []
+    for n_threads in (1, 2, 2, 1):
+        with fastconv.threads(n_threads):
+            runs.append(F.conv2d_backward(g, x, w, padding=1))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert runs[0][1].tobytes() == runs[1][1].tobytes()
+
+
+def test_workspace_is_reused_between_calls():
+    x, w, b = _problem((8, 3, 12, 12), (4, 3, 3, 3), np.float32)
+    _workspace.release()
+    F.conv2d(x, w, b, algorithm="gemm")
+    size = _workspace.nbytes()
+    assert size > 0
+    first = _workspace.scratch(1, np.float32).ctypes.data
+    F.conv2d(x[:4], w, b, algorithm="gemm")
+    assert _workspace.nbytes() == size
+    assert _workspace.scratch(1, np.float32).ctypes.data == first
+
+
+def test_workspace_per_python_thread_gives_correct_results():
+    x, w, b = _problem((6, 3, 10, 10), (5, 3, 3, 3), np.float64)
+    expected = R.conv2d(x, w, b, padding=1)
+    results = [None] * 4
+
+    def work(i):
+        for _ in range(5):
+            results[i] = F.conv2d(x, w, b, padding=1, algorithm="gemm")
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    for r in results:
+        _close(r, expected, np.float64)
+
+
+def test_gradient_matches_finite_differences():
+    # float64 central differences of sum(conv2d * g) on a small, strided, grouped problem
+    x, w, b = _problem((2, 4, 6, 5), (4, 2, 3, 2), np.float64)
+    kw = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+    g = np.random.default_rng(3).standard_normal(F.conv2d(x, w, b, **kw).shape)
+    gx, gw, gb = F.conv2d_backward(g, x, w, **kw)
+    eps = 1e-6
+    for array, grad in ((x, gx), (w, gw), (b, gb)):
+        flat, gflat = array.reshape(-1), grad.reshape(-1)
+        for i in np.random.default_rng(4).choice(flat.size, min(6, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            up = np.sum(F.conv2d(x, w, b, **kw) * g)
+            flat[i] = old - eps
+            down = np.sum(F.conv2d(x, w, b, **kw) * g)
+            flat[i] = old
+            assert (up - down) / (2 * eps) == pytest.approx(gflat[i], rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups",
+                         [CASES[2], CASES[3], CASES[4], CASES[7]])
+def test_matches_torch(x_shape, w_shape, stride, padding, dilation, groups, dtype):
+    torch = pytest.importorskip("torch")
+    x, w, b = _problem(x_shape, w_shape, dtype)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    with warnings.catch_warnings():  # torch warns that an even 'same' kernel copies the input
+        warnings.simplefilter("ignore")
+        yt = torch.nn.functional.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    g = np.random.default_rng(1).standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.from_numpy(g))
+    _close(F.conv2d(x, w, b, stride, padding, dilation, groups), yt.detach().numpy(), dtype)
+    for actual, expected in zip(F.conv2d_backward(g, x, w, stride, padding, dilation, groups),
+                                (xt.grad, wt.grad, bt.grad)):
+        _close(actual, expected.numpy(), dtype)
