@@ -10,11 +10,12 @@ from ._training import History
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
                      MaxPool2d, ReLU, Sigmoid, Tanh)
 from .loss import CrossEntropyLoss, MSELoss
+from .models import lenet
 from .module import Module, Sequential
 from .parameter import Parameter
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-    "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss",
+    "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "lenet",
 ]
