@@ -63,6 +63,12 @@ def _optimization_flags(compiler_type):
 class BuildExt(build_ext):
     """Adds per-compiler OpenMP and optimization flags, and records them for show_config()."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        # pip and build never pass -j: compile the extensions on every core by default.
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         ctype = self.compiler.compiler_type
         compile_args = _optimization_flags(ctype)
@@ -91,6 +97,8 @@ class BuildExt(build_ext):
             "machine": platform.machine(),
             "python": platform.python_version(),
             "numpy_build": numpy.__version__,
+            # What fastconv._kernels must be able to import: a missing one is a broken install.
+            "modules": sorted(ext.name.rsplit(".", 1)[-1] for ext in self.extensions),
         }
 
     def run(self):

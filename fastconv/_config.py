@@ -1,21 +1,9 @@
 """show_config(): what this fastconv was built with and what it runs on."""
-import json
-import os
 import platform
 import sys
 
-from ._kernels import _runtime
+from ._kernels import _runtime, build_info
 from ._threads import get_num_threads
-
-
-def build_info():
-    """The build record written by setup.py next to the kernels (compiler, flags, OpenMP)."""
-    path = os.path.join(os.path.dirname(_runtime.__file__), "_build_info.json")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError:
-        return {}
 
 
 def config_dict():

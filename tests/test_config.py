@@ -17,7 +17,7 @@ import pytest
 
 import fastconv
 from fastconv import _kernels
-from fastconv._config import build_info
+from fastconv._kernels import build_info
 from fastconv._kernels import _runtime
 
 
@@ -83,7 +83,8 @@ def test_fastconv_runs_without_cython_or_torch():
         "import sys\n"
         "for name in ('Cython', 'cython', 'torch'): sys.modules[name] = None  # import fails\n"
         "import os, pkgutil, fastconv, fastconv._kernels as k\n"
-        "for m in pkgutil.iter_modules(k.__path__): k.load(m.name)\n"
+        "for m in {m.name for m in pkgutil.iter_modules(k.__path__)} | set(k.build_info()['modules']):\n"
+        "    k.load(m)\n"
         "fastconv.show_config(file=open(os.devnull, 'w'))\n"
         "print(fastconv.__file__)\n"
     )
@@ -121,6 +122,19 @@ def test_unbuilt_kernel_gives_readable_import_error(extra_kernel_dir):
         _kernels.load("_unbuilt")
     assert "python setup.py build_ext --inplace" in str(excinfo.value)
     assert isinstance(excinfo.value.__cause__, ModuleNotFoundError)
+
+
+def test_kernel_listed_in_build_record_but_missing_gives_readable_import_error(monkeypatch):
+    monkeypatch.setattr(_kernels, "build_info", lambda: {"modules": ["_runtime", "_vanished"]})
+    with pytest.raises(ImportError, match="compiled kernels are not built") as excinfo:
+        from fastconv._kernels import _vanished  # noqa: F401
+    assert "pip install --force-reinstall" in str(excinfo.value)
+
+
+def test_build_record_lists_the_kernel_modules():
+    modules = build_info().get("modules")
+    assert modules, "the build record lists no kernel modules: rebuild (setup.py build_ext)"
+    assert "_runtime" in modules
 
 
 def test_missing_dependency_of_a_kernel_is_not_blamed_on_the_build(extra_kernel_dir):

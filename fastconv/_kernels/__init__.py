@@ -7,6 +7,7 @@ says how to rebuild, rather than the loader's bare message.
 """
 import importlib
 import importlib.util
+import json
 import os
 
 REBUILD_HINT = (
@@ -37,9 +38,24 @@ def load(name):
                           name=qualified) from exc
 
 
+def build_info():
+    """The record setup.py writes next to the kernels: compiler, flags, OpenMP, module names.
+
+    Empty when the kernels were never built here.
+    """
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "_build_info.json")) as f:
+            return json.load(f)
+    except OSError:
+        return {}
+
+
 def _is_kernel_module(name):
-    """A compiled module of that name is here, or its Cython source is (a checkout not yet built)."""
+    """A compiled module of that name is here, the build record lists it (an install that lost
+    it), or its Cython source is here (a checkout not yet built)."""
     if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return True
+    if name in build_info().get("modules", ()):
         return True
     return any(os.path.exists(os.path.join(d, name + ".pyx")) for d in __path__)
 
