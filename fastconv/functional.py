@@ -95,6 +95,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             f"out must be a writeable C-contiguous {dtype} array of shape {shape}, got "
             + (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
                else type(out).__name__))
+    if any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
+        raise ValueError("out must not share memory with input, weight or bias: the kernel "
+                         "would read them while it writes out")
     if args.out_shape[0] == 0:
         return out
     if algorithm == "auto":
