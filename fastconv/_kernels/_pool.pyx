@@ -1,0 +1,485 @@
+"""Max and average 2-D pooling, forward and backward, on contiguous (P, H, W) planes.
+
+P = N*C: every plane is pooled independently, so the planes are split over OpenMP threads
+(``prange(schedule='static')``) and backward scatters stay race-free. Each plane is
+computed by one thread in a fixed order, so results do not depend on the thread count.
+
+Callers (fastconv.functional) validate the arguments, make the buffers contiguous and
+allocate the outputs; nothing here raises or touches a Python object inside ``nogil``.
+The semantics follow torch's CPU kernels: window placement, the ceil_mode clipping, the
+avg-pool divisor rules, the max-pool tie-break (first maximum in row-major window order),
+NaN propagation (a NaN in the window wins; its index is the last NaN's, as in torch) and
+the order of every sum, so results match torch bit for bit.
+
+How the loops vectorize. The general kernels run tap by tap over a whole output row held
+in a per-thread scratch row (L1-resident): for each window tap, one strided pass over the
+row's columns, which GCC vectorizes. Every pass covers the same Wp columns (Wo rounded up
+to a multiple of 8): the input row is first copied into a scratch row padded with the
+neutral value (-inf for max, 0 for sums), so no pass needs a bounds test or a scalar
+remainder. A scalar remainder of the max update would branch on the data and mispredict;
+partial remainders overlapping earlier vector stores would stall store forwarding.
+2x2 stride-2 windows (LeNet) get fused single-pass loops instead.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t, int64_t, INT32_MAX
+from libc.math cimport INFINITY
+from libc.string cimport memcpy, memset
+
+cdef enum:
+    # Scratch rows are padded to a multiple of this many columns (whole vectors).
+    COLUMN_BLOCK = 8
+
+
+cdef struct Pool:
+    # Plane and output sizes; kernel, stride, padding, dilation per axis; avg divisor rule.
+    Py_ssize_t H, W, Ho, Wo
+    Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
+    bint count_include_pad
+    Py_ssize_t divisor_override      # 0: none (torch refuses 0)
+    Py_ssize_t Wp                    # Wo rounded up to a multiple of COLUMN_BLOCK
+    Py_ssize_t L                     # padded input row: column w at w + pw, room for Wp windows
+    # Column tables, the same for every row of every plane (see _Plan).
+    const Py_ssize_t* col_first      # (Wo,) first in-bounds input column of each window
+    const Py_ssize_t* col_span       # (Wo,) avg: window width counting padding
+    const Py_ssize_t* col_count      # (Wo,) avg: in-bounds window width
+
+
+cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t step) noexcept nogil:
+    """Smallest t >= 0 with start + t*step >= 0."""
+    if start >= 0:
+        return 0
+    return (step - 1 - start) // step
+
+
+cdef inline Py_ssize_t _tap_end(Py_ssize_t start, Py_ssize_t step, Py_ssize_t count,
+                                Py_ssize_t size) noexcept nogil:
+    """One past the last t < count with start + t*step < size (0 when there is none)."""
+    cdef Py_ssize_t t
+    if start >= size:
+        return 0
+    t = (size - 1 - start) // step + 1
+    return t if t < count else count
+
+
+cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ssize_t k,
+                                 Py_ssize_t size, Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Window o along one axis: [a, b) in bounds; returns its length counting padding.
+
+    As in torch, a window never counts padding beyond size + p (the ceil_mode overhang).
+    """
+    cdef Py_ssize_t start = o * s - p
+    cdef Py_ssize_t end = start + k
+    if end > size + p:
+        end = size + p
+    a[0] = start if start > 0 else 0
+    b[0] = end if end < size else size
+    return end - start
+
+
+cdef class _Plan:
+    """The geometry of one pooling call and its column tables, built once per call."""
+    cdef Pool p
+    cdef Py_ssize_t[::1] tables
+
+    def __init__(self, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
+                 stride, padding, dilation=(1, 1), bint count_include_pad=True,
+                 Py_ssize_t divisor_override=0):
+        cdef Pool* g = &self.p
+        cdef Py_ssize_t ow, w0, a, b
+        cdef Py_ssize_t* t
+        g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
+        g.kh, g.kw = kernel_size
+        g.sh, g.sw = stride
+        g.ph, g.pw = padding
+        g.dh, g.dw = dilation
+        g.count_include_pad = count_include_pad
+        g.divisor_override = divisor_override
+        g.Wp = (Wo + COLUMN_BLOCK - 1) // COLUMN_BLOCK * COLUMN_BLOCK
+        g.L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
+        self.tables = np.empty(3 * Wo, np.intp)
+        t = &self.tables[0]
+        g.col_first, g.col_span, g.col_count = t, t + Wo, t + 2 * Wo
+        for ow in range(Wo):
+            w0 = ow * g.sw - g.pw
+            t[ow] = w0 + _first_tap(w0, g.dw) * g.dw
+            t[Wo + ow] = _avg_span(ow, g.sw, g.pw, g.kw, W, &a, &b)
+            t[2 * Wo + ow] = b - a
+
+    def work(self, num_threads, dtype, avg_backward=False):
+        """Per-thread floating scratch: a row of Wp and a padded input row (or plane) of L."""
+        rows = self.p.H if avg_backward else 1
+        return np.empty((num_threads, self.p.Wp + rows * self.p.L), dtype)
+
+
+cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
+    """2x2 windows, stride 2, no padding or dilation, every window inside the plane: the
+    LeNet pooling, which gets fused single-pass loops (about 2x the general tap loops on
+    28x28 planes, whose short rows make per-tap overhead dominate)."""
+    return (g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
+            and g.dh == 1 and g.dw == 1 and 2 * g.Ho <= g.H and 2 * g.Wo <= g.W)
+
+
+cdef inline void _pad_row(const floating* src, floating* dst, const Pool* g,
+                          floating fill) noexcept nogil:
+    """dst (L,) = the input row src (W,) at offset pw, fill elsewhere."""
+    cdef Py_ssize_t q
+    for q in range(g.pw):
+        dst[q] = fill
+    memcpy(dst + g.pw, src, g.W * sizeof(floating))
+    for q in range(g.pw + g.W, g.L):
+        dst[q] = fill
+
+
+# ---------------------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------------------
+
+ctypedef fused track_t:
+    # The running argmax of one output row: int32 where the plane allows, because GCC
+    # vectorizes a float/int32 select loop but not a float/int64 one.
+    int32_t
+    int64_t
+
+
+ctypedef fused index_t:
+    # Where a 2x2 row's indices go: the int64 output, or a track_t scratch row.
+    int32_t
+    int64_t
+
+
+cdef inline bint _takes(floating v, floating m) noexcept nogil:
+    """torch's update rule: a larger value or a NaN replaces the running max."""
+    return (v > m) | (v != v)
+
+
+cdef void _max_plane(const floating* x, floating* y, int64_t* ind, track_t* track,
+                     floating* work, const Pool* g) noexcept nogil:
+    """y, ind (Ho, Wo) = max over each window of x (H, W), and its flat index in x.
+
+    ind may be NULL (indices not wanted); track (Wp,) and work (Wp + L,) are scratch.
+    Per output the taps are visited in torch's row-major window order, with its update rule.
+    """
+    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, dh = g.dh
+    cdef Py_ssize_t oh, ow, i, j, h0, h
+    cdef track_t base
+    cdef floating v, m
+    cdef bint take
+    cdef floating* yrow = work
+    cdef floating* xpad = work + Wp
+    cdef const floating* xs
+    for oh in range(g.Ho):
+        h0 = oh * g.sh - g.ph
+        # torch starts each window at -inf with the index of its first in-bounds element.
+        base = <track_t>((h0 + _first_tap(h0, dh) * dh) * W)
+        for ow in range(Wp):
+            yrow[ow] = -INFINITY
+        for ow in range(Wo):
+            track[ow] = base + <track_t>g.col_first[ow]
+        for i in range(_first_tap(h0, dh), _tap_end(h0, dh, g.kh, H)):
+            h = h0 + i * dh
+            _pad_row(x + h * W, xpad, g, -INFINITY)
+            for j in range(g.kw):
+                xs = xpad + j * g.dw
+                base = <track_t>(h * W + j * g.dw - g.pw)
+                for ow in range(Wp):
+                    v = xs[ow * sw]
+                    m = yrow[ow]
+                    # Unconditional stores of selects, so the loop vectorizes.
+                    take = _takes(v, m)
+                    yrow[ow] = v if take else m
+                    track[ow] = base + <track_t>(ow * sw) if take else track[ow]
+        memcpy(y + oh * Wo, yrow, Wo * sizeof(floating))
+        if ind != NULL:
+            for ow in range(Wo):
+                ind[oh * Wo + ow] = track[ow]
+
+
+cdef inline void _max_2x2_run(const floating* r0, const floating* r1, floating* yrow,
+                              index_t* irow, index_t base, int32_t w, Py_ssize_t lo,
+                              Py_ssize_t hi) noexcept nogil:
+    """Output columns [lo, hi) of a 2x2 stride-2 row from input rows r0, r1 (flat r0 = base).
+
+    The winner within the window is tracked as an int32 offset, which keeps the loop
+    vectorized whatever irow's type.
+    """
+    cdef Py_ssize_t ow
+    cdef int32_t t
+    cdef floating a, b, c, d, m
+    cdef bint take
+    for ow in range(lo, hi):
+        a = r0[2 * ow]
+        b = r0[2 * ow + 1]
+        c = r1[2 * ow]
+        d = r1[2 * ow + 1]
+        m = a
+        t = 0
+        take = _takes(b, m)
+        m = b if take else m
+        t = 1 if take else t
+        take = _takes(c, m)
+        m = c if take else m
+        t = w if take else t
+        take = _takes(d, m)
+        m = d if take else m
+        t = w + 1 if take else t
+        yrow[ow] = m
+        irow[ow] = base + <index_t>(2 * ow + t)
+
+
+cdef inline void _max_2x2_row(const floating* r0, Py_ssize_t W, floating* yrow, index_t* irow,
+                              index_t base, Py_ssize_t Wo) noexcept nogil:
+    """Output row from input rows r0 and r0 + W.
+
+    Whole 4-column blocks, then the last 4 columns again (recomputing a column rewrites
+    the same values): no scalar remainder, whose data-dependent branches mispredict.
+    """
+    cdef Py_ssize_t blocks = Wo - Wo % 4
+    _max_2x2_run(r0, r0 + W, yrow, irow, base, <int32_t>W, 0, blocks)
+    if blocks < Wo:
+        _max_2x2_run(r0, r0 + W, yrow, irow, base, <int32_t>W,
+                     Wo - 4 if Wo >= 4 else 0, Wo)
+
+
+cdef void _max_plane_2x2(const floating* x, floating* y, int64_t* ind, track_t* track,
+                         const Pool* g) noexcept nogil:
+    """_max_plane for _is_2x2 geometries: the four taps in one pass.
+
+    The indices are written straight into ind when wanted, else into the scratch track.
+    """
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, oh
+    for oh in range(g.Ho):
+        if ind != NULL:
+            _max_2x2_row(x + 2 * oh * W, W, y + oh * Wo, ind + oh * Wo, <int64_t>(2 * oh * W), Wo)
+        else:
+            _max_2x2_row(x + 2 * oh * W, W, y + oh * Wo, track, <track_t>(2 * oh * W), Wo)
+
+
+cdef void _max_plane_any(const floating* x, floating* y, int64_t* ind, track_t* track,
+                         floating* work, const Pool* g) noexcept nogil:
+    if _is_2x2(g):
+        _max_plane_2x2(x, y, ind, track, g)
+    else:
+        _max_plane(x, y, ind, track, work, g)
+
+
+def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+                       int64_t[:, :, ::1] indices, kernel_size, stride, padding, dilation,
+                       int num_threads):
+    """out, indices (P, Ho, Wo) = max pool of x (P, H, W); indices may be None.
+
+    kernel_size, stride, padding, dilation are validated (h, w) pairs.
+    """
+    cdef _Plan plan = _Plan(x.shape[1], x.shape[2], out.shape[1], out.shape[2],
+                            kernel_size, stride, padding, dilation)
+    cdef const Pool* g = &plan.p
+    cdef Py_ssize_t P = x.shape[0], p
+    cdef bint want = indices is not None
+    cdef bint narrow = g.H * g.W <= INT32_MAX
+    cdef int64_t* ind
+    cdef floating[:, ::1] work = plan.work(num_threads, np.float32 if floating is float else np.float64)
+    # One argmax row per thread, reused for every row of every plane it pools.
+    cdef int32_t[:, ::1] track32 = np.empty((num_threads, g.Wp if narrow else 1), np.int32)
+    cdef int64_t[:, ::1] track64 = np.empty((num_threads, 1 if narrow else g.Wp), np.int64)
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            ind = &indices[p, 0, 0] if want else NULL
+            if narrow:
+                _max_plane_any(&x[p, 0, 0], &out[p, 0, 0], ind, &track32[threadid(), 0],
+                               &work[threadid(), 0], g)
+            else:
+                _max_plane_any(&x[p, 0, 0], &out[p, 0, 0], ind, &track64[threadid(), 0],
+                               &work[threadid(), 0], g)
+
+
+cdef void _max_backward_plane(const floating* gy, const int64_t* ind, floating* gx,
+                              Py_ssize_t n_out, Py_ssize_t n_in) noexcept nogil:
+    """gx (n_in,) = scatter-add of gy (n_out,) at ind, in output order (as torch).
+
+    Indices outside [0, n_in) (which callers refuse) are skipped, never written.
+    """
+    cdef Py_ssize_t k, t
+    memset(gx, 0, n_in * sizeof(floating))
+    for k in range(n_out):
+        t = ind[k]
+        if 0 <= t < n_in:
+            gx[t] += gy[k]
+
+
+def max_pool2d_backward(const floating[:, :, ::1] grad_output, const int64_t[:, :, ::1] indices,
+                        floating[:, :, ::1] grad_input, int num_threads):
+    """grad_input (P, H, W) = scatter-add of grad_output (P, Ho, Wo) at indices (P, Ho, Wo)."""
+    cdef Py_ssize_t P = grad_input.shape[0], p
+    cdef Py_ssize_t n_in = grad_input.shape[1] * grad_input.shape[2]
+    cdef Py_ssize_t n_out = grad_output.shape[1] * grad_output.shape[2]
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            _max_backward_plane(&grad_output[p, 0, 0], &indices[p, 0, 0],
+                                &grad_input[p, 0, 0], n_out, n_in)
+
+
+# ---------------------------------------------------------------------------------------
+# average pooling
+# ---------------------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _avg_divisor(const Pool* g, Py_ssize_t hspan, Py_ssize_t hcount,
+                                    Py_ssize_t ow) noexcept nogil:
+    """torch's divisor of window (oh, ow), given its row span and in-bounds row count."""
+    if g.divisor_override != 0:
+        return g.divisor_override
+    if g.count_include_pad:
+        return hspan * g.col_span[ow]
+    return hcount * g.col_count[ow]
+
+
+cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool* g) noexcept nogil:
+    """y (Ho, Wo) = mean over each window of x (H, W), with torch's divisor.
+
+    Per output the sum runs in torch's row-major window order, from 0; the padding's
+    zeros in between change no bit (a sum from +0 is never -0, and s + 0 == s).
+    work (Wp + L,) is scratch.
+    """
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw
+    cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
+    cdef floating* yrow = work
+    cdef floating* xpad = work + Wp
+    cdef const floating* xs
+    for oh in range(g.Ho):
+        hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
+        for ow in range(Wp):
+            yrow[ow] = 0
+        for h in range(ha, hb):
+            _pad_row(x + h * W, xpad, g, 0)
+            for j in range(g.kw):
+                xs = xpad + j
+                for ow in range(Wp):
+                    yrow[ow] = yrow[ow] + xs[ow * sw]
+        for ow in range(Wo):
+            # torch writes 0 for a window with nothing in bounds, whatever the divisor.
+            if ha < hb and g.col_count[ow] > 0:
+                y[oh * Wo + ow] = yrow[ow] / <floating>_avg_divisor(g, hspan, hb - ha, ow)
+            else:
+                y[oh * Wo + ow] = 0
+
+
+cdef void _avg_plane_2x2(const floating* x, floating* y, const Pool* g) noexcept nogil:
+    """_avg_plane for _is_2x2 geometries: the four taps in one pass, summed as torch does."""
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, oh, ow
+    cdef floating zero = 0, div = <floating>_avg_divisor(g, 2, 2, 0)
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating* yrow
+    for oh in range(g.Ho):
+        r0 = x + 2 * oh * W
+        r1 = r0 + W
+        yrow = y + oh * Wo
+        for ow in range(Wo):
+            # From 0, as torch: the same result to the sign of a zero.
+            yrow[ow] = ((((zero + r0[2 * ow]) + r0[2 * ow + 1]) + r1[2 * ow])
+                        + r1[2 * ow + 1]) / div
+
+
+cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
+                              const Pool* g) noexcept nogil:
+    """gx (H, W) = the sum over windows of gy (Ho, Wo) / divisor.
+
+    work (Wp + H*L,) is scratch: a row of per-window terms (0 past Wo and for empty
+    windows, so whole-row passes add nothing there) and the plane with padded rows.
+    Each input element receives its terms in torch's order, outputs in row-major order:
+    within an output row, taps run right to left so output columns come left to right.
+    """
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, L = g.L, sw = g.sw
+    cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
+    cdef floating* delta = work
+    cdef floating* gpad = work + Wp
+    cdef floating* gs
+    memset(gpad, 0, g.H * L * sizeof(floating))
+    for ow in range(Wo, Wp):
+        delta[ow] = 0
+    for oh in range(g.Ho):
+        hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
+        if ha >= hb:
+            continue
+        for ow in range(Wo):
+            if g.col_count[ow] > 0:
+                delta[ow] = gy[oh * Wo + ow] / <floating>_avg_divisor(g, hspan, hb - ha, ow)
+            else:
+                delta[ow] = 0
+        for h in range(ha, hb):
+            for j in range(g.kw - 1, -1, -1):
+                gs = gpad + h * L + j
+                for ow in range(Wp):
+                    gs[ow * sw] += delta[ow]
+    for h in range(g.H):
+        memcpy(gx + h * W, gpad + h * L + g.pw, W * sizeof(floating))
+
+
+cdef void _avg_backward_plane_2x2(const floating* gy, floating* gx, const Pool* g) noexcept nogil:
+    """_avg_backward_plane for _is_2x2 geometries: each input element is written once."""
+    cdef Py_ssize_t H = g.H, W = g.W, Ho = g.Ho, Wo = g.Wo, oh, ow, w
+    cdef floating zero = 0, div = <floating>_avg_divisor(g, 2, 2, 0), d
+    cdef floating* r0
+    cdef floating* r1
+    cdef const floating* gyrow
+    for oh in range(Ho):
+        r0 = gx + 2 * oh * W
+        r1 = r0 + W
+        gyrow = gy + oh * Wo
+        for ow in range(Wo):
+            d = zero + gyrow[ow] / div
+            r0[2 * ow] = d
+            r0[2 * ow + 1] = d
+            r1[2 * ow] = d
+            r1[2 * ow + 1] = d
+        for w in range(2 * Wo, W):  # a last odd column no window covers
+            r0[w] = 0
+            r1[w] = 0
+    memset(gx + 2 * Ho * W, 0, (H - 2 * Ho) * W * sizeof(floating))
+
+
+def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, kernel_size,
+                       stride, padding, bint count_include_pad, Py_ssize_t divisor_override,
+                       int num_threads):
+    """out (P, Ho, Wo) = average pool of x (P, H, W); divisor_override 0 means none."""
+    cdef _Plan plan = _Plan(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
+                            stride, padding, (1, 1), count_include_pad, divisor_override)
+    cdef const Pool* g = &plan.p
+    cdef Py_ssize_t P = x.shape[0], p
+    cdef floating[:, ::1] work = plan.work(num_threads, np.float32 if floating is float else np.float64)
+    if P == 0:
+        return
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            if _is_2x2(g):
+                _avg_plane_2x2(&x[p, 0, 0], &out[p, 0, 0], g)
+            else:
+                _avg_plane(&x[p, 0, 0], &out[p, 0, 0], &work[threadid(), 0], g)
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
+                        kernel_size, stride, padding, bint count_include_pad,
+                        Py_ssize_t divisor_override, int num_threads):
+    """grad_input (P, H, W) from grad_output (P, Ho, Wo); divisor_override 0 means none."""
+    cdef _Plan plan = _Plan(grad_input.shape[1], grad_input.shape[2], grad_output.shape[1],
+                            grad_output.shape[2], kernel_size, stride, padding, (1, 1),
+                            count_include_pad, divisor_override)
+    cdef const Pool* g = &plan.p
+    cdef Py_ssize_t P = grad_input.shape[0], p
+    cdef floating[:, ::1] work
+    if P == 0:
+        return
+    work = plan.work(num_threads, np.float32 if floating is float else np.float64,
+                     avg_backward=not _is_2x2(g))
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=num_threads):
+            if _is_2x2(g):
+                _avg_backward_plane_2x2(&grad_output[p, 0, 0], &grad_input[p, 0, 0], g)
+            else:
+                _avg_backward_plane(&grad_output[p, 0, 0], &grad_input[p, 0, 0],
+                                    &work[threadid(), 0], g)
