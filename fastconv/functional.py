@@ -23,6 +23,10 @@ _INT_MAX = 2**31 - 1
 # which keeps grad_weight bitwise identical across thread counts.
 _GRAD_CHUNKS = 32
 
+# Bytes of one tile's column matrix in the forward GEMM path: measured best of
+# 64/128/256/512/1024 KiB on the LeNet and large shapes (2 threads, float32).
+_TILE_BYTES = 256 * 1024
+
 
 def _contiguous(a):
     return np.ascontiguousarray(a)
@@ -35,11 +39,57 @@ def _check_blas_dims(*dims):
 
 
 def _column_stride(args):
-    """Items of one thread's column buffer: one image and group's im2col, aligned."""
+    """Items of one thread's column buffer for the backward pass: one image and group's
+    im2col, aligned."""
     n, k, ho, wo = args.out_shape
     ckk = int(np.prod(args.weight.shape[1:]))
     _check_blas_dims(ckk, ho * wo, k)
     return _workspace.round_up(ckk * ho * wo, args.x.dtype)
+
+
+def _forward_tiles(args):
+    """(images_per_tile, rows_per_tile, work items per thread) for conv2d_gemm.
+
+    A tile's column matrix should fit in about _TILE_BYTES (the GEMM then reads it from
+    cache): large images are cut into strips of output rows, small ones batched several
+    to a tile so the GEMM stays wide.
+    """
+    n, k, ho, wo = args.out_shape
+    ckk = int(np.prod(args.weight.shape[1:]))
+    row_bytes = ckk * wo * args.x.itemsize
+    pointwise = args.weight.shape[2:] == (1, 1) and args.stride == (1, 1) \
+        and args.padding == (0, 0) and args.x.shape[2:] == (ho, wo)
+    images, rows = 1, ho
+    if row_bytes * ho > _TILE_BYTES:
+        rows = max(1, _TILE_BYTES // row_bytes)
+    elif not pointwise:
+        images = max(1, min(n, _TILE_BYTES // (row_bytes * ho)))
+    width = images * rows * wo
+    # ho * wo: the output's row length is the GEMM's leading dimension
+    _check_blas_dims(ckk, width, k, ho * wo)
+    items = ckk * width + (k // args.groups * width if images > 1 else 0)
+    return images, rows, _workspace.round_up(items, args.x.dtype)
+
+
+def _direct(args, x4, w, b, out4, nt):
+    """Run conv2d_direct: pack the weight in blocks of BLOCK_CHANNELS output channels and
+    size the padded image buffer (whole blocks of BLOCK_COLUMNS output columns)."""
+    k, cg, kh, kw = w.shape
+    kg = k // args.groups
+    kb = _conv.BLOCK_CHANNELS
+    nkb = -(-kg // kb)
+    wpack = np.zeros((args.groups, nkb * kb, cg * kh * kw), dtype=w.dtype)
+    wpack[:, :kg] = w.reshape(args.groups, kg, cg * kh * kw)
+    wpack = np.ascontiguousarray(wpack.reshape(args.groups, nkb, kb, -1).transpose(0, 1, 3, 2))
+    n, _, ho, wo = args.out_shape
+    (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
+    wo_blocks = -(-wo // _conv.BLOCK_COLUMNS) * _conv.BLOCK_COLUMNS
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1
+    wp = (wo_blocks - 1) * sw + (kw - 1) * dw + 1
+    stride_items = _workspace.round_up(x4.shape[1] * sw * hp * -(-wp // sw), w.dtype)
+    work = _workspace.scratch(nt * stride_items, w.dtype)
+    _conv.conv2d_direct(x4, wpack.reshape(-1), b, out4, work, stride_items, kh, kw, sh, sw,
+                        ph, pw, dh, dw, hp, wp, args.groups, nt)
 
 
 def _choose_algorithm(args):
@@ -109,13 +159,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
     nt = get_num_threads()
     if algorithm == "direct":
-        _conv.conv2d_direct(x4, w, b, out4, sh, sw, ph, pw, dh, dw, args.groups, nt)
+        _direct(args, x4, w, b, out4, nt)
         return out
-    col_stride = _column_stride(args)
-    work = _workspace.scratch(nt * col_stride, dtype)
+    images, rows, stride_items = _forward_tiles(args)
+    work = _workspace.scratch(nt * stride_items, dtype)
     with blas_single_threaded():
-        _conv.conv2d_gemm(x4, w, b, out4, work, col_stride, sh, sw, ph, pw, dh, dw,
-                          args.groups, nt)
+        _conv.conv2d_gemm(x4, w, b, out4, work, stride_items, images, rows, sh, sw, ph, pw,
+                          dh, dw, args.groups, nt)
     return out
 
 

@@ -9,7 +9,9 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 
 from fastconv._kernels._blas cimport gemm
-from fastconv._kernels._im2col cimport Geometry, make_geometry, span, im2col_image, col2im_image
+from libc.string cimport memcpy, memset
+
+from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image, col2im_image
 
 
 cdef inline bint is_pointwise(const Geometry* g) noexcept nogil:
@@ -18,96 +20,228 @@ cdef inline bint is_pointwise(const Geometry* g) noexcept nogil:
             and g.Ho == g.H and g.Wo == g.W)
 
 
-cdef inline void fill_bias(floating* out, const floating* bias, Py_ssize_t K,
-                           Py_ssize_t L) noexcept nogil:
-    cdef Py_ssize_t k, l
-    for k in range(K):
-        for l in range(L):
-            out[k * L + l] = bias[k]
-
-
-cdef inline void direct_plane(const floating* xc, const floating* wk, floating* o,
-                              const Geometry* g) noexcept nogil:
-    """o (Ho, Wo) += the cross-correlation of one input plane xc (H, W) with wk (kh, kw)."""
-    cdef Py_ssize_t i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    # locals, not g->, so the compiler need not reload them after each store (see _im2col.pxd)
-    cdef Py_ssize_t H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
-    cdef floating wv
-    cdef const floating* xr
-    cdef floating* orow
-    for i in range(kh):
-        row_off = i * dh - ph
-        span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
-        for j in range(kw):
-            col_off = j * dw - pw
-            span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
-            wv = wk[i * kw + j]
-            for oh in range(oh_lo, oh_hi):
-                orow = o + oh * Wo
-                xr = xc + (oh * sh + row_off) * W + col_off
-                if sw == 1:
-                    for ow in range(ow_lo, ow_hi):
-                        orow[ow] += wv * xr[ow]
-                else:
-                    for ow in range(ow_lo, ow_hi):
-                        orow[ow] += wv * xr[ow * sw]
-
-
 def conv2d_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                 const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] work,
-                Py_ssize_t col_stride, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int groups, int num_threads):
-    """out = conv(x, weight) + bias, by per-image im2col and one GEMM per group.
+                Py_ssize_t work_stride, Py_ssize_t images_per_tile, Py_ssize_t rows_per_tile,
+                Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                Py_ssize_t dh, Py_ssize_t dw, int groups, int num_threads):
+    """out = conv(x, weight) + bias: im2col of a tile, then one GEMM per group.
 
-    bias is empty for no bias. work holds num_threads column buffers of col_stride items
-    (Cg*kh*kw*Ho*Wo, rounded up), unused for pointwise convolutions.
+    A tile is ``images_per_tile`` whole images (their columns side by side, so small
+    images still make a wide GEMM; the result goes through a buffer into out), or output
+    rows [oh0, oh0 + rows_per_tile) of one image (so a large image's columns stay in cache;
+    the GEMM writes out directly). Each thread has work_stride items of work: the tile's
+    column matrix (Cg*kh*kw, tile columns), then for multi-image tiles a (K/groups, tile
+    columns) result. Pointwise convolutions with one-image tiles read x as the columns.
+    bias is empty for no bias.
     """
     cdef Py_ssize_t N = x.shape[0], K = weight.shape[0], Cg = weight.shape[1]
-    cdef Py_ssize_t Kg = K // groups, L = out.shape[2] * out.shape[3]
-    cdef Py_ssize_t n, grp
-    cdef int ckk = <int>(Cg * weight.shape[2] * weight.shape[3])
+    cdef Py_ssize_t Kg = K // groups, Ho = out.shape[2], Wo = out.shape[3], L = Ho * Wo
+    cdef Py_ssize_t CKK = Cg * weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t strips = (Ho + rows_per_tile - 1) // rows_per_tile
+    cdef Py_ssize_t n_tiles = (N + images_per_tile - 1) // images_per_tile * strips
+    cdef Py_ssize_t t, n0, nb, oh0, oh1, width, grp, b, k, l
     cdef Geometry g = make_geometry(Cg, x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
-                                    sh, sw, ph, pw, dh, dw, out.shape[2], out.shape[3])
+                                    sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef bint pointwise = is_pointwise(&g), has_bias = bias.shape[0] > 0
-    cdef floating beta = 1 if has_bias else 0
+    cdef floating beta
     cdef floating* col
-    cdef const floating* colp
+    cdef floating* res
     cdef floating* og
-    for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
-        col = &work[0] + threadid() * col_stride
+    cdef const floating* colp
+    cdef const floating* rk
+    for t in prange(n_tiles, nogil=True, schedule="static", num_threads=num_threads):
+        col = &work[0] + threadid() * work_stride
+        n0 = t // strips * images_per_tile
+        nb = min(images_per_tile, N - n0)
+        oh0 = t % strips * rows_per_tile
+        oh1 = min(oh0 + rows_per_tile, Ho)
+        width = (oh1 - oh0) * Wo
+        res = col + CKK * nb * width
         for grp in range(groups):
-            og = &out[n, grp * Kg, 0, 0]
-            if has_bias:
-                fill_bias(og, &bias[grp * Kg], Kg, L)
-            if pointwise:
-                colp = &x[n, grp * Cg, 0, 0]
+            if nb == 1:
+                og = &out[n0, grp * Kg, oh0, 0]
+                beta = 0
+                if has_bias:
+                    beta = 1
+                    for k in range(Kg):
+                        for l in range(width):
+                            og[k * L + l] = bias[grp * Kg + k]
+                if pointwise:
+                    colp = &x[n0, grp * Cg, oh0, 0]
+                else:
+                    im2col_image(&x[n0, grp * Cg, 0, 0], col, &g, oh0, oh1, width)
+                    colp = col
+                gemm(False, False, <int>Kg, <int>width, <int>CKK, <floating>1,
+                     &weight[grp * Kg, 0, 0, 0], <int>CKK, colp, <int>(L if pointwise else width),
+                     beta, og, <int>L)
             else:
-                im2col_image(&x[n, grp * Cg, 0, 0], col, &g)
-                colp = col
-            gemm(False, False, <int>Kg, <int>L, ckk, <floating>1, &weight[grp * Kg, 0, 0, 0],
-                 ckk, colp, <int>L, beta, og, <int>L)
+                for b in range(nb):
+                    im2col_image(&x[n0 + b, grp * Cg, 0, 0], col + b * L, &g, 0, Ho, nb * L)
+                gemm(False, False, <int>Kg, <int>(nb * L), <int>CKK, <floating>1,
+                     &weight[grp * Kg, 0, 0, 0], <int>CKK, col, <int>(nb * L), <floating>0,
+                     res, <int>(nb * L))
+                for b in range(nb):
+                    og = &out[n0 + b, grp * Kg, 0, 0]
+                    for k in range(Kg):
+                        rk = res + k * nb * L + b * L
+                        if has_bias:
+                            for l in range(L):
+                                og[k * L + l] = rk[l] + bias[grp * Kg + k]
+                        else:
+                            for l in range(L):
+                                og[k * L + l] = rk[l]
 
 
-def conv2d_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                  const floating[::1] bias, floating[:, :, :, ::1] out,
-                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                  Py_ssize_t dh, Py_ssize_t dw, int groups, int num_threads):
-    """out = conv(x, weight) + bias, accumulated plane by plane without a column buffer."""
-    cdef Py_ssize_t N = x.shape[0], K = weight.shape[0], Cg = weight.shape[1]
-    cdef Py_ssize_t Kg = K // groups, L = out.shape[2] * out.shape[3]
-    cdef Py_ssize_t n, k, c, l
-    cdef Geometry g = make_geometry(Cg, x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
-                                    sh, sw, ph, pw, dh, dw, out.shape[2], out.shape[3])
+
+cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
+                           Py_ssize_t Wp, Py_ssize_t sw) noexcept nogil:
+    """Zero-pad x (C, H, W) into p (C, sw, Hp, Wq), Wq = ceil(Wp / sw), split by column phase.
+
+    p[c, q, r, m] = x[c, r - ph, m*sw + q - pw], or 0 outside x: the columns a strided
+    output row reads at one kernel tap are then contiguous, as with stride 1.
+    """
+    cdef Py_ssize_t c, q, r, m, col
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
+    cdef const floating* xr
+    cdef floating* row
+    for c in range(C):
+        for q in range(sw):
+            for r in range(Hp):
+                row = p + ((c * sw + q) * Hp + r) * Wq
+                if r < ph or r - ph >= H:
+                    memset(row, 0, Wq * sizeof(floating))
+                    continue
+                xr = x + (c * H + r - ph) * W
+                for m in range(Wq):
+                    col = m * sw + q - pw
+                    row[m] = xr[col] if 0 <= col < W else 0
+
+
+cdef extern from *:
+    """
+    /* One FC_KB x FC_VW block of direct-convolution outputs, kept in registers over every
+     * kernel tap. In C rather than Cython, and never inlined, because only then does GCC
+     * keep the accumulators in SIMD registers (inlined into the OpenMP region it unrolls
+     * them into scalar code, ~10x slower). */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FC_NOINLINE __attribute__((noinline, target_clones("avx512f", "arch=haswell", "default")))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define FC_NOINLINE __attribute__((noinline))
+    #elif defined(_MSC_VER)
+    #define FC_NOINLINE __declspec(noinline)
+    #else
+    #define FC_NOINLINE
+    #endif
+    #define FC_KB 4
+    #define FC_VW 16
+    #define FC_DIRECT_BLOCK(NAME, T)                                                         \
+    static FC_NOINLINE void NAME(const T* p, const T* wb, T* o, const T* bias,              \
+                                 Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,           \
+                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, \
+                                 Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) \
+    {                                                                                        \
+        T acc[FC_KB][FC_VW] = {{0}};                                                         \
+        const T* wt = wb;                                                                    \
+        for (Py_ssize_t c = 0; c < cg; c++) {                                                \
+            for (Py_ssize_t i = 0; i < kh; i++) {                                            \
+                const T* xr = p + (c * sw * hp + i * dh) * wq;                               \
+                Py_ssize_t q = 0, m = 0;  /* tap column j*dw: phase q, m columns in */       \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                        \
+                    const T* xp = xr + q * hp * wq + m;                                      \
+                    T x[FC_VW];                                                              \
+                    for (int v = 0; v < FC_VW; v++) x[v] = xp[v];                            \
+                    for (int k = 0; k < FC_KB; k++) {                                        \
+                        T w = wt[k];                                                         \
+                        for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];               \
+                    }                                                                        \
+                    wt += FC_KB;                                                             \
+                    for (q += dw; q >= sw; q -= sw) m++;                                     \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        for (Py_ssize_t k = 0; k < kb_n; k++)                                                \
+            for (Py_ssize_t v = 0; v < vw_n; v++)                                            \
+                o[k * L + v] = acc[k][v] + (bias ? bias[k] : (T)0);                          \
+    }
+    FC_DIRECT_BLOCK(fc_direct_block_f, float)
+    FC_DIRECT_BLOCK(fc_direct_block_d, double)
+    """
+    enum:
+        KB "FC_KB"
+        VW "FC_VW"
+    void fc_direct_block_f(const float* p, const float* wb, float* o, const float* bias,
+                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+    void fc_direct_block_d(const double* p, const double* wb, double* o, const double* bias,
+                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+
+
+# the block, for the caller that packs the weight and sizes the padded buffer
+BLOCK_CHANNELS = KB
+BLOCK_COLUMNS = VW
+
+
+cdef inline void direct_block(const floating* p, const floating* wb, floating* o,
+                              const floating* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
+                              Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
+                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wq,
+                              Py_ssize_t L) noexcept nogil:
+    """One KB x VW block of outputs over every kernel tap.
+
+    p: the phase-split padded input (see pad_image) at the block's first row and column;
+    wb: the block's weights packed (Cg*kh*kw, KB); o: the first output, channels L items
+    apart. Stores the first kb_n channels and vw_n columns (the rest of the block is
+    padding), adding bias when given.
+    """
+    if floating is float:
+        fc_direct_block_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+    else:
+        fc_direct_block_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+
+
+def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                  const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] work,
+                  Py_ssize_t work_stride, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                  Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                  Py_ssize_t Hp, Py_ssize_t Wp, int groups, int num_threads):
+    """out = conv(x, weight) + bias by register-blocked direct convolution, no im2col.
+
+    Each image is first copied into a zero-padded, phase-split (C, sw, Hp, ceil(Wp/sw))
+    buffer (work, work_stride items per thread; Wp covers whole VW-column blocks), so the
+    inner loops have no bounds and read contiguous columns.
+    wpack is the weight in blocks of KB output channels per group:
+    (groups, ceil(K/groups/KB), Cg*kh*kw, KB), zero where a block runs past the group.
+    bias is empty for no bias.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3], L = Ho * Wo
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups
+    cdef Py_ssize_t nkb = (Kg + KB - 1) // KB, blk = Cg * kh * kw * KB
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
+    cdef Py_ssize_t n, grp, kb, k0, oh, ob, ow
     cdef bint has_bias = bias.shape[0] > 0
-    cdef floating* o
+    cdef floating* p
+    cdef const floating* pg
     for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
-        for k in range(K):
-            o = &out[n, k, 0, 0]
-            for l in range(L):
-                o[l] = bias[k] if has_bias else 0
-            for c in range(Cg):
-                direct_plane(&x[n, (k // Kg) * Cg + c, 0, 0], &weight[k, c, 0, 0], o, &g)
+        p = &work[0] + threadid() * work_stride
+        pad_image(&x[n, 0, 0, 0], p, C, x.shape[2], x.shape[3], ph, pw, Hp, Wp, sw)
+        for grp in range(groups):
+            pg = p + grp * Cg * sw * Hp * Wq
+            for kb in range(nkb):
+                k0 = grp * Kg + kb * KB
+                for oh in range(Ho):
+                    for ob in range((Wo + VW - 1) // VW):
+                        ow = ob * VW
+                        direct_block(pg + oh * sh * Wq + ow,
+                                     &wpack[(grp * nkb + kb) * blk], &out[n, k0, oh, ow],
+                                     &bias[k0] if has_bias else NULL,
+                                     min(KB, (grp + 1) * Kg - k0), min(VW, Wo - ow),
+                                     Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -146,7 +280,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef const floating* colp
     for b in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
         col = &work[0] + threadid() * col_stride
-        part = &partials[0] + b * slot
+        # no slots at all when only grad_input is asked for
+        part = (&partials[0] + b * slot) if partials.shape[0] > 0 else NULL
         first = b * chunk
         last = min(first + chunk, N)
         for n in range(first, last):
@@ -156,7 +291,7 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     if pointwise:
                         colp = &x[n, grp * Cg, 0, 0]
                     else:
-                        im2col_image(&x[n, grp * Cg, 0, 0], col, &g)
+                        im2col_image(&x[n, grp * Cg, 0, 0], col, &g, 0, g.Ho, L)
                         colp = col
                     # the chunk's first image overwrites its slot, the others add to it
                     beta = 0 if n == first else 1

@@ -53,14 +53,19 @@ cdef inline void span(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size, Py_
     hi[0] = b
 
 
-cdef inline void im2col_image(const floating* x, floating* col, const Geometry* g) noexcept nogil:
-    """x (C, H, W) -> col (C*kh*kw, Ho*Wo), row (c*kh + i)*kw + j, column oh*Wo + ow."""
+cdef inline void im2col_image(const floating* x, floating* col, const Geometry* g,
+                              Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
+    """x (C, H, W) -> col (C*kh*kw, (oh1-oh0)*Wo): the columns of output rows [oh0, oh1).
+
+    Row (c*kh + i)*kw + j of col starts ldc items after the previous one; column
+    (oh-oh0)*Wo + ow holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], or 0 outside x.
+    The whole image is oh0=0, oh1=Ho, ldc=Ho*Wo.
+    """
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
     # locals, not g->: stores through the data pointers could alias *g for the compiler,
     # which would then reload every field and never vectorize the inner loops
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
-    cdef Py_ssize_t L = Ho * Wo
     cdef const floating* src
     cdef const floating* xc
     cdef floating* dst
@@ -70,13 +75,16 @@ cdef inline void im2col_image(const floating* x, floating* col, const Geometry* 
         for i in range(kh):
             row_off = i * dh - ph
             span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            # rows [oh0, oh1) split into zero rows, rows that read x, zero rows
+            oh_lo = min(max(oh_lo, oh0), oh1)
+            oh_hi = min(max(oh_hi, oh_lo), oh1)
             for j in range(kw):
                 col_off = j * dw - pw
                 span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
-                if oh_lo > 0:
-                    memset(row, 0, oh_lo * Wo * sizeof(floating))
+                if oh_lo > oh0:
+                    memset(row, 0, (oh_lo - oh0) * Wo * sizeof(floating))
                 for oh in range(oh_lo, oh_hi):
-                    dst = row + oh * Wo
+                    dst = row + (oh - oh0) * Wo
                     src = xc + (oh * sh + row_off) * W + col_off
                     if ow_lo > 0:
                         memset(dst, 0, ow_lo * sizeof(floating))
@@ -87,17 +95,16 @@ cdef inline void im2col_image(const floating* x, floating* col, const Geometry* 
                             dst[ow] = src[ow * sw]
                     if ow_hi < Wo:
                         memset(dst + ow_hi, 0, (Wo - ow_hi) * sizeof(floating))
-                if oh_hi < Ho:
-                    memset(row + oh_hi * Wo, 0, (Ho - oh_hi) * Wo * sizeof(floating))
-                row += L
+                if oh_hi < oh1:
+                    memset(row + (oh_hi - oh0) * Wo, 0, (oh1 - oh_hi) * Wo * sizeof(floating))
+                row += ldc
 
 
 cdef inline void col2im_image(const floating* col, floating* x, const Geometry* g) noexcept nogil:
     """col (C*kh*kw, Ho*Wo) -> x (C, H, W): overwrites x with the sum of every column entry
     at the input position it was read from (the adjoint of im2col_image); padding is dropped."""
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    # locals, not g->: stores through the data pointers could alias *g for the compiler,
-    # which would then reload every field and never vectorize the inner loops
+    # locals, as in im2col_image
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
     cdef Py_ssize_t L = Ho * Wo

@@ -18,7 +18,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], kh, kw, sh, sw,
                                     ph, pw, dh, dw, Ho, Wo)
     for n in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
-        im2col_image(&x[n, 0, 0, 0], &cols[n, 0, 0], &g)
+        im2col_image(&x[n, 0, 0, 0], &cols[n, 0, 0], &g, 0, Ho, Ho * Wo)
 
 
 def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
