@@ -17,7 +17,8 @@ from collections import namedtuple
 import numpy as np
 
 __all__ = [
-    "check_array", "check_index_array", "same_dtype", "pair", "batched", "check_size",
+    "check_array", "check_index_array", "same_dtype", "pair", "batched", "check_nonempty",
+    "check_size",
     "conv_output_size", "pool_output_size",
     "Conv2dArgs", "Conv2dBackwardArgs", "UnfoldArgs", "FoldArgs", "MaxPool2dArgs",
     "AvgPool2dArgs", "MaxPool2dBackwardArgs", "AvgPool2dBackwardArgs",
@@ -233,6 +234,24 @@ def batched(x, name):
         f"got {name} of shape {_shape_str(x.shape)}")
 
 
+def check_nonempty(batch_view, given, name):
+    """Refuse an empty dimension other than the batch, as torch does.
+
+    ``batch_view`` is the batched view of ``given`` (a leading batch axis added to an
+    unbatched array); every axis after its first must be non-empty, since the kernels index
+    the first element of every image.
+
+    Raises
+    ------
+    ValueError
+        A channel, height or width (for columns: a row or block) count is 0.
+    """
+    if 0 in batch_view.shape[1:]:
+        raise ValueError(
+            f"expected {name} with non-zero dimensions (only the batch may be empty), "
+            f"got {name} of shape {_shape_str(given.shape)}")
+
+
 def check_size(shape, itemsize, what):
     """Refuse a result of ``shape`` whose byte count numpy cannot address.
 
@@ -359,6 +378,10 @@ def conv2d_args(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
             f"expected 4-D weight (C_out, C_in/groups, kH, kW), "
             f"got weight of shape {_shape_str(weight.shape)}")
     k_out, c_per_group, kh, kw = weight.shape
+    check_nonempty(x4, x, "input")
+    if k_out < 1:
+        raise ValueError(f"expected weight to be at least 1 at dimension 0, "
+                         f"got weight of shape {_shape_str(weight.shape)}")
     if kh < 1 or kw < 1:
         raise ValueError(f"expected weight with a positive kernel size, "
                          f"got weight of shape {_shape_str(weight.shape)}")
@@ -440,6 +463,7 @@ def unfold_args(x, kernel_size, stride=1, padding=0, dilation=1):
     """
     check_array(x, "input")
     x4, unbatched = batched(x, "input")
+    check_nonempty(x4, x, "input")
     kernel_size, stride, padding, dilation = _sliding_params(
         kernel_size, stride, padding, dilation)
     n, c, h, w = x4.shape
@@ -473,6 +497,7 @@ def fold_args(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
             f"got input of shape {_shape_str(cols.shape)}")
     unbatched = cols.ndim == 2
     cols3 = cols[np.newaxis] if unbatched else cols
+    check_nonempty(cols3, cols, "input")
     output_size = pair(output_size, "output_size")
     kernel_size, stride, padding, dilation = _sliding_params(
         kernel_size, stride, padding, dilation)
@@ -569,6 +594,7 @@ def max_pool2d_args(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
     """
     check_array(x, "input")
     x4, unbatched = batched(x, "input")
+    check_nonempty(x4, x, "input")
     dilation = pair(dilation, "dilation")
     ceil_mode = bool(ceil_mode)
     kernel_size, stride, padding, out_shape = _pool_geometry(
@@ -587,6 +613,7 @@ def avg_pool2d_args(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     """
     check_array(x, "input")
     x4, unbatched = batched(x, "input")
+    check_nonempty(x4, x, "input")
     ceil_mode = bool(ceil_mode)
     divisor = _divisor(divisor_override)
     kernel_size, stride, padding, out_shape = _pool_geometry(

@@ -222,8 +222,25 @@ def _cases():
         ["pad should be at most half of kernel size", "padding=(0, 2)"])
     add("max_pool2d-kernel-larger-than-input", lambda m: m.max_pool2d(x4(), 7), ValueError,
         ["(3x6x6)", "too small"])
+    # empty dimensions other than the batch: refused as torch refuses them (the kernels
+    # index the first element of every plane)
+    empty = ["non-zero dimensions (only the batch may be empty)"]
     add("max_pool2d-empty-plane", lambda m: m.max_pool2d(arr(1, 1, 0, 4), 1), ValueError,
-        ["(1x0x4)", "too small"])
+        empty + ["(1, 1, 0, 4)"])
+    add("avg_pool2d-zero-channels", lambda m: m.avg_pool2d(arr(1, 0, 4, 4), 2), ValueError,
+        empty + ["(1, 0, 4, 4)"])
+    add("im2col-empty-height", lambda m: m.im2col(arr(1, 1, 0, 5), 3, padding=2), ValueError,
+        empty + ["(1, 1, 0, 5)"])
+    add("im2col-zero-channels", lambda m: m.im2col(arr(0, 5, 5), 3), ValueError,
+        empty + ["(0, 5, 5)"])
+    add("col2im-zero-rows", lambda m: m.col2im(arr(1, 0, 9), (5, 5), 3), ValueError,
+        empty + ["(1, 0, 9)"])
+    add("conv2d-empty-width", lambda m: m.conv2d(arr(1, 3, 5, 0), w4(), padding=2), ValueError,
+        empty + ["(1, 3, 5, 0)"])
+    add("conv2d-zero-channels", lambda m: m.conv2d(arr(1, 0, 5, 5), arr(2, 0, 3, 3)),
+        ValueError, empty + ["(1, 0, 5, 5)"])
+    add("conv2d-zero-filters", lambda m: m.conv2d(x4(), arr(0, 3, 3, 3)), ValueError,
+        ["weight to be at least 1 at dimension 0", "(0, 3, 3, 3)"])
     add("max_pool2d-padding-only-window",
         lambda m: m.max_pool2d(arr(1, 1, 3, 3), 2, stride=1, padding=1, dilation=4),
         ValueError, ["reads only padding", "(3, 3)"])
