@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Bounds-checked run of the kernel tests.
+#
+#   scripts/debug_check.sh [PYTEST_ARGS...]
+#
+# Builds fastconv with FASTCONV_DEBUG=1 (Cython boundscheck and initializedcheck on, -O0 -g)
+# in a throwaway copy of the source tree, so the working tree's in-place .so files are never
+# touched, and runs the kernel tests against that build (or PYTEST_ARGS instead of the
+# default test files). Cython's checks only cover memoryview indexing, and the kernels
+# mostly walk raw pointers: so the build also gets AddressSanitizer when gcc/clang ships
+# libasan (ASAN=0 turns it off), which catches any read or write outside a heap buffer.
+#
+# Environment: PYTHON (default python3) must have numpy, scipy, Cython, setuptools, pytest
+# and hypothesis; ASAN=0|1 (default: 1 when libasan is found); KEEP=1 keeps the build copy.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+start=$SECONDS
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/fastconv-debug.XXXXXX")
+if [[ "${KEEP:-0}" != 1 ]]; then
+    trap 'rm -rf "$work"' EXIT
+fi
+
+# The sources: tracked files and untracked ones git does not ignore (no build outputs).
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard) |
+    while IFS= read -r -d '' f; do
+        if [[ -f "$repo/$f" ]]; then
+            mkdir -p "$work/$(dirname "$f")"
+            cp -p "$repo/$f" "$work/$f"
+        fi
+    done
+
+asan_lib=$(${CC:-cc} -print-file-name=libasan.so 2>/dev/null || true)
+if [[ "${ASAN:-}" == "" ]]; then
+    [[ -f "$asan_lib" ]] && ASAN=1 || ASAN=0
+fi
+if [[ "$ASAN" == 1 ]]; then
+    export CFLAGS="${CFLAGS:-} -fsanitize=address -fno-omit-frame-pointer"
+    export LDFLAGS="${LDFLAGS:-} -fsanitize=address"
+fi
+
+echo "=== building with FASTCONV_DEBUG=1 (ASan: $ASAN) in $work"
+(cd "$work" && FASTCONV_DEBUG=1 "$PYTHON" setup.py -q build_ext --inplace -j 2 >build.log 2>&1) || {
+    tail -40 "$work/build.log"
+    exit 1
+}
+echo "=== built in $((SECONDS - start)) s"
+
+run=(env)
+if [[ "$ASAN" == 1 ]]; then
+    # Python itself is not instrumented: preload the runtime. Leak reports would list every
+    # interpreter allocation; a failed huge allocation must return NULL (numpy then raises
+    # MemoryError, which tests expect) instead of aborting.
+    run+=(LD_PRELOAD="$asan_lib"
+          ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=1:quarantine_size_mb=16:${ASAN_OPTIONS:-}")
+fi
+
+cd "$work"
+# The build in use must be this debug build, not another fastconv on sys.path.
+"${run[@]}" "$PYTHON" - <<'EOF'
+import json, os
+import fastconv._kernels as k
+info = json.load(open(os.path.join(os.path.dirname(k.__file__), "_build_info.json")))
+assert os.path.dirname(k.__file__).startswith(os.getcwd()), k.__file__
+assert info["debug"], info
+print("kernels from", os.path.dirname(k.__file__), "with", " ".join(info["compile_args"]))
+EOF
+
+if [[ $# -eq 0 ]]; then
+    # Every test file that calls the kernels; tests that need a GPU or network do not exist.
+    set -- $(ls tests/test_conv.py tests/test_im2col.py tests/test_pool*.py \
+                tests/test_properties.py tests/test_bad_input.py tests/test_threads_safety.py \
+                tests/test_determinism.py tests/test_nan.py tests/test_memory.py \
+                tests/test_nn.py 2>/dev/null) -q -p no:cacheprovider
+fi
+echo "=== pytest $*"
+"${run[@]}" "$PYTHON" -m pytest "$@"
+echo "=== debug check passed in $((SECONDS - start)) s"
