@@ -38,17 +38,9 @@ def _check_blas_dims(*dims):
                          f"addresses ({_INT_MAX})")
 
 
-def _column_stride(args):
-    """Items of one thread's column buffer for the backward pass: one image and group's
-    im2col, aligned."""
-    n, k, ho, wo = args.out_shape
-    ckk = int(np.prod(args.weight.shape[1:]))
-    _check_blas_dims(ckk, ho * wo, k)
-    return _workspace.round_up(ckk * ho * wo, args.x.dtype)
-
-
-def _forward_tiles(args):
-    """(images_per_tile, rows_per_tile, work items per thread) for conv2d_gemm.
+def _tiles(args):
+    """(images_per_tile, rows_per_tile, work items per thread) for conv2d_gemm and
+    conv2d_backward.
 
     A tile's column matrix should fit in about _TILE_BYTES (the GEMM then reads it from
     cache): large images are cut into strips of output rows, small ones batched several
@@ -161,7 +153,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if algorithm == "direct":
         _direct(args, x4, w, b, out4, nt)
         return out
-    images, rows, stride_items = _forward_tiles(args)
+    images, rows, stride_items = _tiles(args)
     work = _workspace.scratch(nt * stride_items, dtype)
     with blas_single_threaded():
         _conv.conv2d_gemm(x4, w, b, out4, work, stride_items, images, rows, sh, sw, ph, pw,
@@ -208,11 +200,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 g[...] = 0
     elif needs_input_grad or needs_weight_grad or needs_bias_grad:
         nt = get_num_threads()
-        col_stride = _column_stride(args)
-        chunk = -(-n // _GRAD_CHUNKS)
+        images, rows, stride_items = _tiles(args)
+        # whole tiles per chunk, so the chunks (and the sums) do not depend on threads
+        chunk = -(-(-(-n // _GRAD_CHUNKS)) // images) * images
         slot = args.weight.size + k
         n_slots = -(-n // chunk) if (needs_weight_grad or needs_bias_grad) else 0
-        work = _workspace.scratch(nt * col_stride + n_slots * slot, dtype)
+        work = _workspace.scratch(nt * stride_items + n_slots * slot, dtype)
         empty = np.empty(0, dtype=dtype)
         (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
         with blas_single_threaded():
@@ -221,9 +214,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 grad_input if needs_input_grad else np.empty((0, 0, 0, 0), dtype=dtype),
                 grad_weight.reshape(-1) if needs_weight_grad else empty,
                 grad_bias if needs_bias_grad else empty,
-                work[:nt * col_stride], col_stride, work[nt * col_stride:], chunk,
-                sh, sw, ph, pw, dh, dw, args.groups, bool(needs_input_grad),
-                bool(needs_weight_grad), bool(needs_bias_grad), nt)
+                work[:nt * stride_items], stride_items, images, rows,
+                work[nt * stride_items:], chunk, sh, sw, ph, pw, dh, dw, args.groups,
+                bool(needs_input_grad), bool(needs_weight_grad), bool(needs_bias_grad), nt)
     if grad_input is not None and args.unbatched:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias

@@ -119,6 +119,29 @@ cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssiz
                     row[m] = xr[col] if 0 <= col < W else 0
 
 
+cdef enum:
+    LANES = 16
+
+
+cdef inline floating row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
+    """sum(a[:n]) in LANES interleaved partial sums, added up in a fixed order: vectorizes,
+    and gives the same bits for the same n on every call."""
+    cdef floating lanes[LANES]
+    cdef floating total = 0
+    cdef Py_ssize_t i, blocks = n // LANES
+    cdef int v
+    for v in range(LANES):
+        lanes[v] = 0
+    for i in range(blocks):
+        for v in range(LANES):
+            lanes[v] += a[i * LANES + v]
+    for i in range(blocks * LANES, n):
+        total += a[i]
+    for v in range(LANES):
+        total += lanes[v]
+    return total
+
+
 cdef extern from *:
     """
     /* One FC_KB x FC_VW block of direct-convolution outputs, kept in registers over every
@@ -247,75 +270,103 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[::1] grad_weight, floating[::1] grad_bias,
-                    floating[::1] work, Py_ssize_t col_stride, floating[::1] partials,
-                    Py_ssize_t chunk, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                    floating[::1] work, Py_ssize_t work_stride, Py_ssize_t images_per_tile,
+                    Py_ssize_t rows_per_tile, floating[::1] partials, Py_ssize_t chunk,
+                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                     Py_ssize_t dh, Py_ssize_t dw, int groups, bint needs_input_grad,
                     bint needs_weight_grad, bint needs_bias_grad, int num_threads):
-    """Gradients of conv2d, each only when asked for.
+    """Gradients of conv2d, each only when asked for, over the tiles of conv2d_gemm.
 
-    grad_input (N, C, H, W) = col2im(W^T @ grad_output) per image and group.
-    grad_weight (K*Cg*kh*kw,) and grad_bias (K,): images go in fixed-size chunks of
-    ``chunk``; each chunk sums its images in order into its own slot of partials
-    (ceil(N/chunk) slots of K*Cg*kh*kw + K items), then the slots are added in chunk order.
-    The chunking does not depend on the thread count, so neither does the result, bit for bit.
-    work holds num_threads column buffers of col_stride items, as in conv2d_gemm.
+    With G the tile's grad_output as a (K/groups, tile columns) matrix per group:
+    grad_input += col2im(W^T @ G); grad_weight += G @ im2col(x)^T; grad_bias += G's row sums.
+    Images go in fixed-size chunks of ``chunk`` (a multiple of images_per_tile); each chunk
+    sums its tiles in order into its own slot of partials (ceil(N/chunk) slots of
+    K*Cg*kh*kw + K items), then the slots are added in chunk order. Neither the chunks nor
+    the tiles depend on the thread count, so neither does the result, bit for bit.
+    work: per thread, work_stride items: a column matrix (Cg*kh*kw, tile columns), then for
+    multi-image tiles G gathered from grad_output.
     """
     cdef Py_ssize_t N = x.shape[0], K = weight.shape[0], Cg = weight.shape[1]
-    cdef Py_ssize_t Kg = K // groups, L = grad_output.shape[2] * grad_output.shape[3]
-    cdef Py_ssize_t CKK = Cg * weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t Kg = K // groups, Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef Py_ssize_t L = Ho * Wo, CKK = Cg * weight.shape[2] * weight.shape[3]
+    cdef Py_ssize_t HW = x.shape[2] * x.shape[3]
     cdef Py_ssize_t wsize = K * CKK, slot = wsize + K
     cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
-    cdef Py_ssize_t b, n, grp, k, l, e, first, last
+    cdef Py_ssize_t strips = (Ho + rows_per_tile - 1) // rows_per_tile
+    cdef Py_ssize_t b, n0, nb, s, oh0, oh1, width, cols, ld, grp, k, l, i, e, first, last
     cdef Geometry g = make_geometry(Cg, x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
-                                    sh, sw, ph, pw, dh, dw, grad_output.shape[2],
-                                    grad_output.shape[3])
+                                    sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef bint pointwise = is_pointwise(&g)
     # the slice of a slot to reduce: [weights][biases], each only when asked for
     cdef Py_ssize_t e_lo = 0 if needs_weight_grad else wsize
     cdef Py_ssize_t e_hi = slot if needs_bias_grad else wsize
     cdef floating acc, beta
     cdef floating* col
+    cdef floating* gbuf
     cdef floating* part
     cdef const floating* go
     cdef const floating* colp
     for b in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
-        col = &work[0] + threadid() * col_stride
-        # no slots at all when only grad_input is asked for
-        part = (&partials[0] + b * slot) if partials.shape[0] > 0 else NULL
+        col = &work[0] + threadid() * work_stride
+        part = &partials[0] + b * slot
         first = b * chunk
         last = min(first + chunk, N)
-        for n in range(first, last):
-            for grp in range(groups):
-                go = &grad_output[n, grp * Kg, 0, 0]
-                if needs_weight_grad:
-                    if pointwise:
-                        colp = &x[n, grp * Cg, 0, 0]
+        n0 = first
+        while n0 < last:
+            nb = min(images_per_tile, last - n0)
+            for s in range(strips):
+                oh0 = s * rows_per_tile
+                oh1 = min(oh0 + rows_per_tile, Ho)
+                width = (oh1 - oh0) * Wo
+                cols = nb * width
+                gbuf = col + CKK * cols
+                # the chunk's first tile overwrites its slot, the others add to it
+                beta = 0 if n0 == first and s == 0 else 1
+                for grp in range(groups):
+                    if nb == 1:
+                        go = &grad_output[n0, grp * Kg, oh0, 0]
+                        ld = L
                     else:
-                        im2col_image(&x[n, grp * Cg, 0, 0], col, &g, 0, g.Ho, L)
-                        colp = col
-                    # the chunk's first image overwrites its slot, the others add to it
-                    beta = 0 if n == first else 1
-                    gemm(False, True, <int>Kg, <int>CKK, <int>L, <floating>1, go, <int>L,
-                         colp, <int>L, beta, part + grp * Kg * CKK, <int>CKK)
-                if needs_bias_grad:
-                    for k in range(Kg):
-                        acc = 0
-                        for l in range(L):
-                            acc = acc + go[k * L + l]
-                        if n == first:
-                            part[wsize + grp * Kg + k] = acc
+                        for k in range(Kg):
+                            for i in range(nb):
+                                memcpy(gbuf + k * cols + i * L, &grad_output[n0 + i, grp * Kg + k, 0, 0],
+                                       L * sizeof(floating))
+                        go = gbuf
+                        ld = cols
+                    if needs_weight_grad:
+                        if pointwise and nb == 1:
+                            colp = &x[n0, grp * Cg, oh0, 0]
                         else:
-                            part[wsize + grp * Kg + k] += acc
-                if needs_input_grad:
-                    if pointwise:
-                        gemm(True, False, <int>CKK, <int>L, <int>Kg, <floating>1,
-                             &weight[grp * Kg, 0, 0, 0], <int>CKK, go, <int>L, <floating>0,
-                             &grad_input[n, grp * Cg, 0, 0], <int>L)
-                    else:
-                        gemm(True, False, <int>CKK, <int>L, <int>Kg, <floating>1,
-                             &weight[grp * Kg, 0, 0, 0], <int>CKK, go, <int>L, <floating>0,
-                             col, <int>L)
-                        col2im_image(col, &grad_input[n, grp * Cg, 0, 0], &g)
+                            for i in range(nb):
+                                im2col_image(&x[n0 + i, grp * Cg, 0, 0], col + i * width, &g,
+                                             oh0, oh1, cols)
+                            colp = col
+                        gemm(False, True, <int>Kg, <int>CKK, <int>cols, <floating>1, go, <int>ld,
+                             colp, <int>(L if pointwise and nb == 1 else cols), beta,
+                             part + grp * Kg * CKK, <int>CKK)
+                    if needs_bias_grad:
+                        for k in range(Kg):
+                            acc = row_sum(go + k * ld, cols)
+                            if beta == 0:
+                                part[wsize + grp * Kg + k] = acc
+                            else:
+                                part[wsize + grp * Kg + k] += acc
+                    if needs_input_grad:
+                        if pointwise and nb == 1:
+                            gemm(True, False, <int>CKK, <int>width, <int>Kg, <floating>1,
+                                 &weight[grp * Kg, 0, 0, 0], <int>CKK, go, <int>ld, <floating>0,
+                                 &grad_input[n0, grp * Cg, oh0, 0], <int>HW)
+                        else:
+                            gemm(True, False, <int>CKK, <int>cols, <int>Kg, <floating>1,
+                                 &weight[grp * Kg, 0, 0, 0], <int>CKK, go, <int>ld, <floating>0,
+                                 col, <int>cols)
+                            for i in range(nb):
+                                if s == 0:
+                                    memset(&grad_input[n0 + i, grp * Cg, 0, 0], 0,
+                                           Cg * HW * sizeof(floating))
+                                col2im_image(col + i * width, &grad_input[n0 + i, grp * Cg, 0, 0],
+                                             &g, oh0, oh1, cols)
+            n0 = n0 + nb
     for e in prange(e_lo, e_hi, nogil=True, schedule="static", num_threads=num_threads):
         acc = 0
         for b in range(n_chunks):

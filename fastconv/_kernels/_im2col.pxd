@@ -100,29 +100,31 @@ cdef inline void im2col_image(const floating* x, floating* col, const Geometry* 
                 row += ldc
 
 
-cdef inline void col2im_image(const floating* col, floating* x, const Geometry* g) noexcept nogil:
-    """col (C*kh*kw, Ho*Wo) -> x (C, H, W): overwrites x with the sum of every column entry
-    at the input position it was read from (the adjoint of im2col_image); padding is dropped."""
+cdef inline void col2im_image(const floating* col, floating* x, const Geometry* g,
+                              Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
+    """Add col (C*kh*kw, (oh1-oh0)*Wo), the columns of output rows [oh0, oh1) laid out as
+    in im2col_image, into x (C, H, W) at the input positions they were read from (the
+    adjoint of im2col_image); entries in the padding are dropped. The caller zeroes x."""
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
     # locals, as in im2col_image
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
-    cdef Py_ssize_t L = Ho * Wo
     cdef const floating* src
     cdef const floating* row = col
     cdef floating* dst
     cdef floating* xc
-    memset(x, 0, C * H * W * sizeof(floating))
     for c in range(C):
         xc = x + c * H * W
         for i in range(kh):
             row_off = i * dh - ph
             span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            oh_lo = min(max(oh_lo, oh0), oh1)
+            oh_hi = min(max(oh_hi, oh_lo), oh1)
             for j in range(kw):
                 col_off = j * dw - pw
                 span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
                 for oh in range(oh_lo, oh_hi):
-                    src = row + oh * Wo
+                    src = row + (oh - oh0) * Wo
                     dst = xc + (oh * sh + row_off) * W + col_off
                     if sw == 1:
                         for ow in range(ow_lo, ow_hi):
@@ -130,4 +132,4 @@ cdef inline void col2im_image(const floating* col, floating* x, const Geometry* 
                     else:
                         for ow in range(ow_lo, ow_hi):
                             dst[ow * sw] += src[ow]
-                row += L
+                row += ldc

@@ -5,6 +5,7 @@ float dtype; nothing here checks or allocates.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image, col2im_image
 
@@ -30,4 +31,5 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], kh, kw, sh, sw,
                                     ph, pw, dh, dw, Ho, Wo)
     for n in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
-        col2im_image(&cols[n, 0, 0], &x[n, 0, 0, 0], &g)
+        memset(&x[n, 0, 0, 0], 0, g.C * g.H * g.W * sizeof(floating))
+        col2im_image(&cols[n, 0, 0], &x[n, 0, 0, 0], &g, 0, Ho, Ho * Wo)
