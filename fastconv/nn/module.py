@@ -218,10 +218,14 @@ class Module:
 
         Raises
         ------
+        TypeError
+            ``state_dict`` is not a mapping.
         RuntimeError
-            Listing every missing or unexpected key (when ``strict``) and every shape mismatch;
-            nothing is copied then.
+            Listing every missing or unexpected key (when ``strict``), every shape mismatch
+            and every non-numeric value; nothing is copied then.
         """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}")
         slots = self._state_slots()
         values = {key: np.asarray(value) for key, value in state_dict.items()}
         missing = [key for key in slots if key not in values]
@@ -238,6 +242,11 @@ class Module:
                     errors.append(f"size mismatch for {key}: copying a param with shape "
                                   f"{values[key].shape} from checkpoint, the shape in current "
                                   f"model is {current}")
+                # checked here, not left to the copy: a failing copy would leave the
+                # entries before it overwritten (and None in an object array becomes NaN)
+                if values[key].dtype.kind not in "biufc":
+                    errors.append(f"dtype mismatch for {key}: cannot copy an array of dtype "
+                                  f"{values[key].dtype} into one of dtype {registry[name].dtype}")
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                                + "\n\t".join(errors))
