@@ -123,6 +123,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ndarray, (N, K, Ho, Wo), or (K, Ho, Wo) for a 3-D input
         ``Ho = (H + pad_top + pad_bottom - dilation_h * (kH - 1) - 1) // stride_h + 1``,
         likewise Wo.
+
+    Notes
+    -----
+    NaN and +-inf propagate as in torch: every product of a weight and an input or padding
+    element is summed, so a NaN reaches every output whose window holds it, and an infinite
+    weight gives NaN where its window covers a zero (padding included, inf * 0).
     """
     args = _validation.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     if algorithm not in ("auto", "gemm", "direct"):
