@@ -1,24 +1,26 @@
 """Interleaved best-of-N wall-clock timing, shared by the benchmark scripts.
 
 The machines these benchmarks run on are shared and noisy, so competitors are timed in the
-same process, one call of each per round (the order rotating from round to round), and
-each keeps its best time: a slow spell then hurts every competitor alike instead of
-whichever happened to be running.
+same process, in rounds (the order rotating from round to round), and each keeps its best
+time: a slow spell then hurts every competitor alike instead of whichever happened to be
+running. Within a round each callable runs a short burst of calls: after a parallel region
+an OpenMP (or OpenBLAS) pool keeps spinning on the cores for a while, so the first call
+after a competitor's may wait for those cores; the calls after it show the steady state.
 
 API
 ---
-best_of(fns, repeat=7, repeats=None, warmup=1) -> {name: best seconds}
+best_of(fns, repeat=7, repeats=None, warmup=1, burst=2) -> {name: best seconds}
     ``fns`` maps a name to a zero-argument callable. Every callable is called ``warmup``
-    times first (not timed), then round r calls each callable whose repeat count exceeds r.
-    ``repeats`` maps a name to its own repeat count (for a slow baseline that deserves
-    fewer runs); the others get ``repeat``.
+    times first (not timed), then each round calls each callable up to ``burst`` times in
+    a row, until it has had its ``repeat`` timed calls. ``repeats`` maps a name to its own
+    count (for a slow baseline that deserves fewer runs).
 """
 import time
 
 __all__ = ["best_of"]
 
 
-def best_of(fns, repeat=7, repeats=None, warmup=1):
+def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2):
     """Best wall-clock seconds of each callable in ``fns``, timed interleaved.
 
     Parameters
@@ -31,6 +33,8 @@ def best_of(fns, repeat=7, repeats=None, warmup=1):
         Per-callable overrides of ``repeat``.
     warmup : int, default 1
         Untimed calls per callable before timing (first-call allocations, caches).
+    burst : int, default 2
+        Consecutive timed calls of one callable within a round.
 
     Returns
     -------
@@ -43,12 +47,15 @@ def best_of(fns, repeat=7, repeats=None, warmup=1):
         for _ in range(warmup):
             fns[name]()
     best = {name: float("inf") for name in names}
-    for r in range(max(counts.values(), default=0)):
-        shift = r % len(names)
+    done = {name: 0 for name in names}
+    rounds = 0
+    while any(done[name] < counts[name] for name in names):
+        shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
-            if counts[name] <= r:
-                continue
-            start = time.perf_counter()
-            fns[name]()
-            best[name] = min(best[name], time.perf_counter() - start)
+            for _ in range(min(burst, counts[name] - done[name])):
+                start = time.perf_counter()
+                fns[name]()
+                best[name] = min(best[name], time.perf_counter() - start)
+                done[name] += 1
+        rounds += 1
     return best

@@ -302,11 +302,12 @@ cdef void _max_backward_plane(const floating* gy, const int64_t* ind, floating* 
 
     Indices outside [0, n_in) (which callers refuse) are skipped, never written.
     """
-    cdef Py_ssize_t k, t
+    cdef Py_ssize_t k
+    cdef size_t t
     memset(gx, 0, n_in * sizeof(floating))
     for k in range(n_out):
-        t = ind[k]
-        if 0 <= t < n_in:
+        t = <size_t>ind[k]  # negative indices wrap to huge: one test covers both ends
+        if t < <size_t>n_in:
             gx[t] += gy[k]
 
 
