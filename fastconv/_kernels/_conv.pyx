@@ -144,35 +144,28 @@ cdef inline floating row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
 
 cdef extern from *:
     """
-    /* One KB x VW block of direct-convolution outputs, kept in registers over every kernel
-     * tap. In C rather than Cython, and never inlined, because only then does GCC keep the
-     * accumulators in SIMD registers (inlined into the OpenMP region it unrolls them into
-     * scalar code, ~10x slower). The block is sized per instruction set so that its
-     * accumulators fill 8 SIMD registers (8 independent FMA chains hide the FMA latency):
-     * level 0 is the portable baseline, 1 AVX2+FMA, 2 AVX-512F; x86 builds with GCC or
-     * clang compile all three and pick one at run time. */
-    #if defined(__GNUC__) || defined(__clang__)
+    /* One FC_KB x FC_VW block of direct-convolution outputs, kept in registers over every
+     * kernel tap. In C rather than Cython, and never inlined, because only then does GCC
+     * keep the accumulators in SIMD registers (inlined into the OpenMP region it unrolls
+     * them into scalar code, ~10x slower). */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FC_NOINLINE __attribute__((noinline, target_clones("avx512f", "arch=haswell", "default")))
+    #elif defined(__GNUC__) || defined(__clang__)
     #define FC_NOINLINE __attribute__((noinline))
     #elif defined(_MSC_VER)
     #define FC_NOINLINE __declspec(noinline)
     #else
     #define FC_NOINLINE
     #endif
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    #define FC_X86_DISPATCH 1
-    #define FC_AVX2 __attribute__((noinline, target("avx2,fma")))
-    #define FC_AVX512 __attribute__((noinline, target("avx512f")))
-    #else
-    #define FC_X86_DISPATCH 0
-    #endif
-
-    #define FC_DIRECT_BLOCK(NAME, T, KB, VW, ATTR)                                           \
-    static ATTR void NAME(const T* p, const T* wb, T* o, const T* bias, Py_ssize_t kb_n,    \
-                          Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw,     \
-                          Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp,       \
-                          Py_ssize_t wq, Py_ssize_t L)                                      \
+    #define FC_KB 4
+    #define FC_VW 16
+    #define FC_DIRECT_BLOCK(NAME, T)                                                         \
+    static FC_NOINLINE void NAME(const T* p, const T* wb, T* o, const T* bias,              \
+                                 Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,           \
+                                 Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, \
+                                 Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) \
     {                                                                                        \
-        T acc[KB][VW] = {{0}};                                                               \
+        T acc[FC_KB][FC_VW] = {{0}};                                                         \
         const T* wt = wb;                                                                    \
         for (Py_ssize_t c = 0; c < cg; c++) {                                                \
             for (Py_ssize_t i = 0; i < kh; i++) {                                            \
@@ -180,13 +173,13 @@ cdef extern from *:
                 Py_ssize_t q = 0, m = 0;  /* tap column j*dw: phase q, m columns in */       \
                 for (Py_ssize_t j = 0; j < kw; j++) {                                        \
                     const T* xp = xr + q * hp * wq + m;                                      \
-                    T x[VW];                                                                 \
-                    for (int v = 0; v < VW; v++) x[v] = xp[v];                               \
-                    for (int k = 0; k < KB; k++) {                                           \
+                    T x[FC_VW];                                                              \
+                    for (int v = 0; v < FC_VW; v++) x[v] = xp[v];                            \
+                    for (int k = 0; k < FC_KB; k++) {                                        \
                         T w = wt[k];                                                         \
-                        for (int v = 0; v < VW; v++) acc[k][v] += w * x[v];                  \
+                        for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];               \
                     }                                                                        \
-                    wt += KB;                                                                \
+                    wt += FC_KB;                                                             \
                     for (q += dw; q >= sw; q -= sw) m++;                                     \
                 }                                                                            \
             }                                                                                \
@@ -195,106 +188,55 @@ cdef extern from *:
             for (Py_ssize_t v = 0; v < vw_n; v++)                                            \
                 o[k * L + v] = acc[k][v] + (bias ? bias[k] : (T)0);                          \
     }
-
-    FC_DIRECT_BLOCK(fc_block_f0, float, 4, 8, FC_NOINLINE)
-    FC_DIRECT_BLOCK(fc_block_d0, double, 4, 4, FC_NOINLINE)
-    #if FC_X86_DISPATCH
-    FC_DIRECT_BLOCK(fc_block_f1, float, 4, 16, FC_AVX2)
-    FC_DIRECT_BLOCK(fc_block_d1, double, 4, 8, FC_AVX2)
-    FC_DIRECT_BLOCK(fc_block_f2, float, 8, 16, FC_AVX512)
-    FC_DIRECT_BLOCK(fc_block_d2, double, 8, 8, FC_AVX512)
-    #else
-    #define fc_block_f1 fc_block_f0
-    #define fc_block_d1 fc_block_d0
-    #define fc_block_f2 fc_block_f0
-    #define fc_block_d2 fc_block_d0
-    #endif
-    /* block shape per level: output channels, float columns, double columns */
-    static const int fc_block_kb[3] = {4, 4, 8};
-    static const int fc_block_vw_f[3] = {8, 16, 16};
-    static const int fc_block_vw_d[3] = {4, 8, 8};
-
-    static int fc_max_level(void) {
-    #if FC_X86_DISPATCH
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) return 2;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-    #endif
-        return 0;
-    }
+    FC_DIRECT_BLOCK(fc_direct_block_f, float)
+    FC_DIRECT_BLOCK(fc_direct_block_d, double)
     """
-    int fc_max_level() noexcept nogil
-    const int* fc_block_kb
-    const int* fc_block_vw_f
-    const int* fc_block_vw_d
-    void fc_block_f0(const float*, const float*, float*, const float*, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    void fc_block_f1(const float*, const float*, float*, const float*, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    void fc_block_f2(const float*, const float*, float*, const float*, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    void fc_block_d0(const double*, const double*, double*, const double*, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    void fc_block_d1(const double*, const double*, double*, const double*, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
-    void fc_block_d2(const double*, const double*, double*, const double*, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
+    enum:
+        KB "FC_KB"
+        VW "FC_VW"
+    void fc_direct_block_f(const float* p, const float* wb, float* o, const float* bias,
+                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+    void fc_direct_block_d(const double* p, const double* wb, double* o, const double* bias,
+                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
 
 
-MAX_SIMD_LEVEL = fc_max_level()
+# the block, for the caller that packs the weight and sizes the padded buffer
+BLOCK_CHANNELS = KB
+BLOCK_COLUMNS = VW
 
 
-def direct_block_shape(int itemsize, int level):
-    """(output channels, output columns) of the direct kernel's register block for float32
-    (itemsize 4) or float64 (8) at SIMD level 0 (baseline), 1 (AVX2) or 2 (AVX-512)."""
-    return fc_block_kb[level], (fc_block_vw_f if itemsize == 4 else fc_block_vw_d)[level]
-
-
-cdef inline void direct_block(int level, const floating* p, const floating* wb, floating* o,
+cdef inline void direct_block(const floating* p, const floating* wb, floating* o,
                               const floating* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
                               Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wq,
                               Py_ssize_t L) noexcept nogil:
-    """One block of outputs over every kernel tap, by the kernel of SIMD ``level``.
+    """One KB x VW block of outputs over every kernel tap.
 
     p: the phase-split padded input (see pad_image) at the block's first row and column;
-    wb: the block's weights packed (Cg*kh*kw, block channels); o: the first output,
-    channels L items apart. Stores the first kb_n channels and vw_n columns (the rest of
-    the block is padding), adding bias when given.
+    wb: the block's weights packed (Cg*kh*kw, KB); o: the first output, channels L items
+    apart. Stores the first kb_n channels and vw_n columns (the rest of the block is
+    padding), adding bias when given.
     """
     if floating is float:
-        if level == 2:
-            fc_block_f2(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif level == 1:
-            fc_block_f1(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        else:
-            fc_block_f0(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        fc_direct_block_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
     else:
-        if level == 2:
-            fc_block_d2(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif level == 1:
-            fc_block_d1(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        else:
-            fc_block_d0(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        fc_direct_block_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
 
 
 def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                   const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] work,
                   Py_ssize_t work_stride, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                   Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                  Py_ssize_t Hp, Py_ssize_t Wp, int groups, int level, int num_threads):
+                  Py_ssize_t Hp, Py_ssize_t Wp, int groups, int num_threads):
     """out = conv(x, weight) + bias by register-blocked direct convolution, no im2col.
 
     Each image is first copied into a zero-padded, phase-split (C, sw, Hp, ceil(Wp/sw))
-    buffer (work, work_stride items per thread; Wp covers whole blocks of VW columns), so
-    the inner loops have no bounds and read contiguous columns. (KB, VW) is
-    direct_block_shape(itemsize, level), level <= MAX_SIMD_LEVEL.
+    buffer (work, work_stride items per thread; Wp covers whole VW-column blocks), so the
+    inner loops have no bounds and read contiguous columns.
     wpack is the weight in blocks of KB output channels per group:
     (groups, ceil(K/groups/KB), Cg*kh*kw, KB), zero where a block runs past the group.
     bias is empty for no bias.
@@ -302,8 +244,6 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3], L = Ho * Wo
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups
-    cdef Py_ssize_t KB = fc_block_kb[level]
-    cdef Py_ssize_t VW = fc_block_vw_f[level] if floating is float else fc_block_vw_d[level]
     cdef Py_ssize_t nkb = (Kg + KB - 1) // KB, blk = Cg * kh * kw * KB
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef Py_ssize_t n, grp, kb, k0, oh, ob, ow
@@ -320,7 +260,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                 for oh in range(Ho):
                     for ob in range((Wo + VW - 1) // VW):
                         ow = ob * VW
-                        direct_block(level, pg + oh * sh * Wq + ow,
+                        direct_block(pg + oh * sh * Wq + ow,
                                      &wpack[(grp * nkb + kb) * blk], &out[n, k0, oh, ow],
                                      &bias[k0] if has_bias else NULL,
                                      min(KB, (grp + 1) * Kg - k0), min(VW, Wo - ow),
