@@ -9,6 +9,7 @@ offline, with nothing cached, the bundled 4000/1000-image MNIST sample is used i
 one-line notice says so. The last line printed is ``test accuracy: 0.xxxx``.
 """
 import argparse
+import os
 import time
 
 import fastconv
@@ -34,7 +35,19 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
     parser.add_argument("--plot", metavar="PATH", help="save loss and accuracy curves (PNG, needs matplotlib)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # refused here, with a usage message, rather than after loading data or training
+    for name, low in (("epochs", 0), ("batch_size", 1), ("threads", 1), ("seed", 0)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"argument --{name.replace('_', '-')}: must be at least {low}, got {value}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        parser.error(f"argument --lr: must be a positive finite number, got {args.lr}")
+    for name in ("save", "plot"):
+        directory = os.path.dirname(os.path.abspath(getattr(args, name) or "."))
+        if not os.path.isdir(directory):
+            parser.error(f"argument --{name}: directory {directory} does not exist")
+    return args
 
 
 def main(argv=None):

@@ -78,7 +78,7 @@ class Optimizer:
 
 
 def _check_nonnegative(name, value):
-    if value < 0:
+    if not 0.0 <= value:  # torch's test, which refuses NaN too
         raise ValueError(f"Invalid {name}: {value}")
 
 
