@@ -29,6 +29,15 @@ def _pair(value, name):
     return (int(h), int(w))
 
 
+def _size(value, name):
+    """A positive int layer size (channels, features, kernel side), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
 def _dtype(dtype):
     return np.dtype(np.float32 if dtype is None else dtype)
 
@@ -74,14 +83,16 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", dtype=None):
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        in_channels, out_channels = _size(in_channels, "in_channels"), _size(out_channels, "out_channels")
+        groups = _size(groups, "groups")
+        if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
         if padding_mode not in self._PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {', '.join(map(repr, self._PADDING_MODES))}, "
                              f"got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = tuple(_size(k, "kernel_size") for k in _pair(kernel_size, "kernel_size"))
         self.stride = _pair(stride, "stride")
         self.dilation = _pair(dilation, "dilation")
         if isinstance(padding, str):
@@ -277,6 +288,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None):
         super().__init__()
+        in_features, out_features = _size(in_features, "in_features"), _size(out_features, "out_features")
         self.in_features, self.out_features = in_features, out_features
         dtype = _dtype(dtype)
         self.weight = Parameter(np.empty((out_features, in_features), dtype))
@@ -450,6 +462,7 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  dtype=None):
         super().__init__()
+        num_features = _size(num_features, "num_features")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = _dtype(dtype)
