@@ -5,6 +5,7 @@ Environment switches (read once, at build time):
 FASTCONV_USE_OPENMP=0   build without OpenMP (serial kernels; a warning is printed)
 FASTCONV_NATIVE=1       add -march=native (not portable: never for wheels)
 FASTCONV_DEBUG=1        Cython bounds/initialization checks on, -O0 -g
+FASTCONV_CPU_DISPATCH=0 build only the portable kernels, no AVX2/AVX-512 variants
 """
 import glob
 import json
@@ -26,6 +27,23 @@ def _flag(name, default="0"):
 USE_OPENMP = _flag("FASTCONV_USE_OPENMP", "1")
 NATIVE = _flag("FASTCONV_NATIVE")
 DEBUG = _flag("FASTCONV_DEBUG")
+
+# The hand-written loops that measured faster with wider SIMD (scripts/compare_native.py) are
+# also built for these x86-64 levels, into fastconv/_kernels/_<level>/; at import,
+# fastconv._kernels picks the best build the CPU runs (FASTCONV_CPU=generic overrides).
+# _pool stops at v3: its 2x2 path measured slower with -march=x86-64-v4.
+CPU_LEVEL_FLAGS = {
+    "x86_64_v3": {"msvc": "/arch:AVX2", "unix": "-march=x86-64-v3"},    # AVX2, FMA
+    "x86_64_v4": {"msvc": "/arch:AVX512", "unix": "-march=x86-64-v4"},  # AVX-512 F/BW/CD/DQ/VL
+}
+CPU_VARIANTS = {
+    "_conv": ("x86_64_v3", "x86_64_v4"),
+    "_im2col": ("x86_64_v3", "x86_64_v4"),
+    "_pool": ("x86_64_v3",),
+}
+_platform = os.environ.get("_PYTHON_HOST_PLATFORM") or sysconfig.get_platform()
+CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE and not DEBUG
+                and _platform.endswith(("x86_64", "amd64")))
 
 # Set once for the whole build; FASTCONV_DEBUG=1 turns the checks back on.
 COMPILER_DIRECTIVES = {
@@ -81,7 +99,10 @@ class BuildExt(build_ext):
             print("WARNING: FASTCONV_USE_OPENMP=0: building fastconv without OpenMP; "
                   "every kernel will run on one thread.", file=sys.stderr)
         for ext in self.extensions:
-            ext.extra_compile_args = compile_args + ext.extra_compile_args
+            level_flags = []
+            if getattr(ext, "cpu_level", None):
+                level_flags = [CPU_LEVEL_FLAGS[ext.cpu_level]["msvc" if ctype == "msvc" else "unix"]]
+            ext.extra_compile_args = compile_args + level_flags + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
         super().build_extensions()
         compiler = getattr(self.compiler, "compiler_so", None) or [ctype]
@@ -98,10 +119,17 @@ class BuildExt(build_ext):
             "python": platform.python_version(),
             "numpy_build": numpy.__version__,
             # What fastconv._kernels must be able to import: a missing one is a broken install.
-            "modules": sorted(ext.name.rsplit(".", 1)[-1] for ext in self.extensions),
+            "modules": sorted(ext.name.rsplit(".", 1)[-1] for ext in self.extensions
+                              if not getattr(ext, "cpu_level", None)),
+            # Extra builds per module, by CPU level: fastconv._kernels chooses among them.
+            "cpu_variants": {name: list(levels) for name, levels in _variant_levels(self.extensions).items()},
         }
 
     def run(self):
+        if self.inplace:
+            # The CPU-level builds go to _<level>/ folders that the in-place copy does not create.
+            for ext in self.extensions:
+                os.makedirs(os.path.dirname(self.get_ext_fullpath(ext.name)), exist_ok=True)
         super().run()
         # The record goes where the kernels went: the build tree (wheels) and, for
         # --inplace builds, the source tree as well.
@@ -114,6 +142,36 @@ class BuildExt(build_ext):
                 json.dump(getattr(self, "_build_info", {}), f, indent=1)
 
 
+def _variant_levels(extensions):
+    """{module: (level, ...)} for the CPU-level builds among ``extensions``."""
+    levels = {}
+    for ext in extensions:
+        if getattr(ext, "cpu_level", None):
+            levels.setdefault(ext.name.rsplit(".", 1)[-1], []).append(ext.cpu_level)
+    return {name: tuple(sorted(found)) for name, found in sorted(levels.items())}
+
+
+def _cpu_variant(ext, level):
+    """The same Cython module compiled for ``level`` as fastconv._kernels._<level>.<module>.
+
+    Its C source is a one-line file that includes the module's generated C: a source path of
+    its own gives it an object file of its own. The module keeps its name (PyInit__conv), so
+    fastconv._kernels imports it under the usual name.
+    """
+    package, module = ext.name.rsplit(".", 1)
+    wrapper = os.path.join("build", "cpu-variants", level, module + ".c")
+    os.makedirs(os.path.dirname(wrapper), exist_ok=True)
+    include = os.path.relpath(ext.sources[0], os.path.dirname(wrapper)).replace(os.sep, "/")
+    text = f'#include "{include}"\n'
+    if not os.path.exists(wrapper) or open(wrapper).read() != text:
+        with open(wrapper, "w") as f:
+            f.write(text)
+    variant = Extension(f"{package}._{level}.{module}", [wrapper], include_dirs=ext.include_dirs,
+                        define_macros=ext.define_macros, depends=ext.sources)
+    variant.cpu_level = level
+    return variant
+
+
 def _extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     exts = []
@@ -122,8 +180,12 @@ def _extensions():
         exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()], define_macros=macros))
     # Debug C sources live apart, so switching FASTCONV_DEBUG regenerates them.
     build_dir = os.path.join("build", "cython-debug") if DEBUG else None
-    return cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=build_dir,
+    exts = cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=build_dir,
                      nthreads=os.cpu_count() or 1)
+    if CPU_DISPATCH:
+        exts += [_cpu_variant(ext, level) for ext in exts
+                 for level in CPU_VARIANTS.get(ext.name.rsplit(".", 1)[-1], ())]
+    return exts
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

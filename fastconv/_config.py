@@ -1,8 +1,9 @@
 """show_config(): what this fastconv was built with and what it runs on."""
+import os
 import platform
 import sys
 
-from ._kernels import _runtime, build_info
+from ._kernels import _runtime, build_info, cpu_level, dispatched_levels
 from ._threads import get_num_threads
 
 
@@ -27,6 +28,8 @@ def config_dict():
         "compile_args": info.get("compile_args", []),
         "link_args": info.get("link_args", []),
         "simd_baseline": _runtime.simd_baseline(),
+        "cpu_level": cpu_level(),
+        "cpu_dispatch": dispatched_levels(),
         "debug_build": info.get("debug", False),
         "blas": [
             {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer",
@@ -50,6 +53,11 @@ def show_config(file=None):
         f"Compile flags: {' '.join(cfg['compile_args']) or 'unknown'}",
         f"Link flags: {' '.join(cfg['link_args']) or '-'}",
         f"SIMD baseline: {cfg['simd_baseline']}",
+        "CPU dispatch: " + (", ".join(f"{m} {level}" for m, level in cfg["cpu_dispatch"].items())
+                            + (f" (FASTCONV_CPU={os.environ['FASTCONV_CPU']})"
+                               if os.environ.get("FASTCONV_CPU")
+                               else " (FASTCONV_CPU=generic for the portable kernels)")
+                            if cfg["cpu_dispatch"] else "none (portable kernels only)"),
         f"Bounds checks: {'on (FASTCONV_DEBUG build)' if cfg['debug_build'] else 'off'}",
     ]
     for lib in cfg["blas"]:

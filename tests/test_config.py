@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
 
 import fastconv
@@ -77,6 +78,17 @@ def test_kernels_import_from_the_package_and_from_site_packages_when_installed()
     assert names and not names & {"torch", "cython"}, runtime_requires
 
 
+def _run_child(code, **env):
+    """Run ``code`` in a fresh interpreter that imports this same fastconv; return its stdout."""
+    # `python -c` imports from its working directory first: run it where this fastconv lives
+    # (source tree or site-packages).
+    home = os.path.dirname(os.path.dirname(os.path.realpath(fastconv.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=home, capture_output=True, text=True,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_fastconv_runs_without_cython_or_torch():
     """A wheel needs neither at run time: with both unimportable, every kernel loads."""
     code = (
@@ -88,12 +100,50 @@ def test_fastconv_runs_without_cython_or_torch():
         "fastconv.show_config(file=open(os.devnull, 'w'))\n"
         "print(fastconv.__file__)\n"
     )
-    # `python -c` imports from its working directory first: run it where this fastconv lives
-    # (source tree or site-packages), so the child imports the same one.
-    home = os.path.dirname(os.path.dirname(os.path.realpath(fastconv.__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=home, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert os.path.realpath(out.stdout.strip()) == os.path.realpath(fastconv.__file__)
+    assert os.path.realpath(_run_child(code).strip()) == os.path.realpath(fastconv.__file__)
+
+
+def _level_of(module):
+    """'generic' for the portable build, else the CPU level folder it was imported from."""
+    folder = os.path.basename(os.path.dirname(module.__file__))
+    return folder[1:] if folder != "_kernels" else "generic"
+
+
+def test_cpu_dispatch_imports_a_level_this_cpu_runs():
+    features = _kernels._cpu_features()
+    levels = _kernels.dispatched_levels()
+    assert set(levels) == set(build_info().get("cpu_variants", {}))
+    for name, level in levels.items():
+        assert level == "generic" or all(features.get(f) for f in _kernels.CPU_LEVELS[level])
+        assert _level_of(_kernels.load(name)) == level
+        assert sys.modules[f"fastconv._kernels.{name}"] is _kernels.load(name)
+
+
+# Every dispatched kernel family on float32 inputs; prints the kernels' levels, saves results.
+_DISPATCH_CHILD = """
+import numpy as np, fastconv._kernels as k, fastconv.functional as F
+rng = np.random.default_rng(0)
+x = rng.standard_normal((3, 4, 13, 11), dtype=np.float32)
+w = rng.standard_normal((6, 4, 3, 3), dtype=np.float32)
+dw = rng.standard_normal((4, 1, 5, 5), dtype=np.float32)
+np.savez({path!r},
+         gemm=F.conv2d(x, w, padding=1, algorithm="gemm"),
+         direct=F.conv2d(x, dw, padding=2, groups=4, algorithm="direct"),
+         cols=F.im2col(x, 3, padding=1),
+         maxp=F.max_pool2d(x, 3, 2, 1), avgp=F.avg_pool2d(x, 2))
+print(sorted(set(k.dispatched_levels().values())))
+"""
+
+
+def test_fastconv_cpu_generic_imports_the_portable_kernels_with_the_same_results(tmp_path):
+    generic, dispatched = tmp_path / "generic.npz", tmp_path / "dispatched.npz"
+    assert _run_child(_DISPATCH_CHILD.format(path=str(generic)), FASTCONV_CPU="generic").strip() \
+        in ("[]", "['generic']")
+    _run_child(_DISPATCH_CHILD.format(path=str(dispatched)), FASTCONV_CPU="")
+    with np.load(generic) as a, np.load(dispatched) as b:
+        for key in a.files:
+            # Wider builds may fuse multiply-adds (FMA): float32 rounding, not exact equality.
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 @pytest.fixture
