@@ -303,7 +303,120 @@ def _cases():
     return cases
 
 
+def _model_cases():
+    """Bad input to layers, models, losses and optimizers: name -> Case (call takes no module)."""
+    from fastconv import nn, optim
+
+    def params():
+        return nn.Linear(2, 2).parameters()
+
+    def lenet_forward(x):
+        fastconv.manual_seed(0)
+        return nn.lenet()(x)
+
+    def linear_backward(grad):
+        layer = nn.Linear(4, 2)
+        layer(arr(3, 4))
+        return layer.backward(grad)
+
+    def fit(x, y):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        return model.fit(x, y, loss=nn.CrossEntropyLoss(),
+                         optimizer=optim.SGD(model.parameters(), lr=0.1), verbose=0)
+
+    ce = nn.CrossEntropyLoss()
+    cases = [
+        # layer construction
+        ("Conv2d-negative-channels", lambda: nn.Conv2d(-1, 4, 3), ValueError,
+         ["in_channels must be at least 1, got -1"]),
+        ("Conv2d-zero-out-channels", lambda: nn.Conv2d(3, 0, 3), ValueError,
+         ["out_channels must be at least 1, got 0"]),
+        ("Conv2d-str-channels", lambda: nn.Conv2d("3", 4, 3), TypeError,
+         ["in_channels must be an int, got str"]),
+        ("Conv2d-zero-kernel", lambda: nn.Conv2d(3, 4, (3, 0)), ValueError,
+         ["kernel_size must be at least 1, got 0"]),
+        ("Conv2d-groups-not-dividing", lambda: nn.Conv2d(3, 4, 3, groups=2), ValueError,
+         ["in_channels (3)", "groups (2)"]),
+        ("Conv2d-padding-mode", lambda: nn.Conv2d(3, 4, 3, padding_mode="zero"), ValueError,
+         ["padding_mode", "'zero'"]),
+        ("Conv2d-same-strided", lambda: nn.Conv2d(3, 4, 3, stride=2, padding="same"),
+         ValueError, ["padding='same'"]),
+        ("Linear-zero-features", lambda: nn.Linear(0, 4), ValueError,
+         ["in_features must be at least 1, got 0"]),
+        ("Linear-float-features", lambda: nn.Linear(4, 2.0), TypeError,
+         ["out_features must be an int, got float"]),
+        ("BatchNorm2d-zero-features", lambda: nn.BatchNorm2d(0), ValueError,
+         ["num_features must be at least 1, got 0"]),
+        ("Dropout-p-above-1", lambda: nn.Dropout(1.5), ValueError, ["between 0 and 1", "1.5"]),
+        ("Dropout-p-nan", lambda: nn.Dropout(float("nan")), ValueError, ["nan"]),
+        ("MaxPool2d-zero-kernel", lambda: nn.MaxPool2d(0)(arr(1, 1, 4, 4)), ValueError,
+         ["kernel_size must be at least 1"]),
+        # model input
+        ("lenet-3-channels", lambda: lenet_forward(arr(2, 3, 28, 28)), ValueError,
+         ["expected input[2, 3, 28, 28] to have 1 channels, but got 3 channels"]),
+        ("lenet-32x32-images", lambda: lenet_forward(arr(2, 1, 32, 32)), ValueError,
+         ["Linear: expected input[..., 400]", "(2, 576)"]),
+        ("lenet-float64-images", lambda: lenet_forward(arr(2, 1, 28, 28, dtype=np.float64)),
+         TypeError, ["input and weight", "float64 and float32"]),
+        ("lenet-uint8-images", lambda: lenet_forward(arr(2, 1, 28, 28, dtype=np.uint8)),
+         TypeError, ["input", "uint8"]),
+        ("lenet-none", lambda: lenet_forward(None), TypeError, ["input", "NoneType"]),
+        ("BatchNorm2d-wrong-channels", lambda: nn.BatchNorm2d(4)(arr(2, 3, 5, 5)), ValueError,
+         ["4 channels", "(2, 3, 5, 5)"]),
+        ("backward-before-forward", lambda: nn.lenet().backward(arr(2, 10)), RuntimeError,
+         ["backward called before forward"]),
+        ("Linear-backward-wrong-grad", lambda: linear_backward(arr(3, 3)), ValueError,
+         ["grad_output", "(3, 3)", "(3, 2)"]),
+        # same size as the right one: a reshape would take it and mix up the samples
+        ("Linear-backward-transposed-grad", lambda: linear_backward(arr(2, 3)), ValueError,
+         ["grad_output", "(2, 3)", "(3, 2)"]),
+        # losses and class labels
+        ("CrossEntropyLoss-label-equal-to-classes", lambda: ce(arr(2, 10), np.array([1, 10])),
+         ValueError, ["target labels must be in [0, 10)", "[1, 10]"]),
+        ("CrossEntropyLoss-negative-label", lambda: ce(arr(2, 10), np.array([1, -1])),
+         ValueError, ["[0, 10)", "[-1, 1]"]),
+        ("CrossEntropyLoss-huge-uint64-label",
+         lambda: ce(arr(2, 10), np.array([1, 2**64 - 1], np.uint64)), ValueError,
+         ["[0, 10)", str(2**64 - 1)]),
+        ("CrossEntropyLoss-float-labels", lambda: ce(arr(2, 10), np.array([1.0, 2.0])),
+         TypeError, ["integer class labels", "float64"]),
+        ("CrossEntropyLoss-bool-labels", lambda: ce(arr(2, 10), np.array([True, False])),
+         TypeError, ["integer class labels", "bool"]),
+        ("CrossEntropyLoss-str-labels", lambda: ce(arr(2, 10), np.array(["a", "b"])),
+         TypeError, ["integer class labels", "<U1"]),
+        ("CrossEntropyLoss-label-shape", lambda: ce(arr(2, 10), np.array([[1], [2]])),
+         ValueError, ["target of shape (2,)", "(2, 1)"]),
+        ("CrossEntropyLoss-1-D-logits", lambda: ce(arr(10), np.array([1])), ValueError,
+         ["(N, classes)", "(10,)"]),
+        ("MSELoss-shape-mismatch", lambda: nn.MSELoss()(arr(2, 3), arr(3, 2)), ValueError,
+         ["(2, 3) and (3, 2)"]),
+        ("fit-length-mismatch", lambda: fit(arr(10, 4), np.zeros(9, np.int64)), ValueError,
+         ["10 samples", "9"]),
+        ("fit-labels-out-of-range", lambda: fit(arr(10, 4), np.full(10, 3)), ValueError,
+         ["[0, 3)"]),
+        # optimizers
+        ("SGD-negative-lr", lambda: optim.SGD(params(), lr=-1), ValueError,
+         ["Invalid learning rate: -1"]),
+        ("SGD-nan-lr", lambda: optim.SGD(params(), lr=float("nan")), ValueError,
+         ["Invalid learning rate: nan"]),
+        ("SGD-nan-momentum", lambda: optim.SGD(params(), lr=0.1, momentum=float("nan")),
+         ValueError, ["momentum", "nan"]),
+        ("SGD-no-parameters", lambda: optim.SGD([], lr=0.1), ValueError,
+         ["empty parameter list"]),
+        ("SGD-arrays-not-parameters", lambda: optim.SGD([np.zeros(3)], lr=0.1), TypeError,
+         ["Parameters", "ndarray"]),
+        ("SGD-nesterov-without-momentum", lambda: optim.SGD(params(), lr=0.1, nesterov=True),
+         ValueError, ["Nesterov"]),
+        ("Adam-beta-1", lambda: optim.Adam(params(), betas=(1.0, 0.999)), ValueError,
+         ["beta parameter at index 0: 1.0"]),
+        ("Adam-negative-eps", lambda: optim.Adam(params(), eps=-1), ValueError,
+         ["epsilon value: -1"]),
+    ]
+    return [Case(*c) for c in cases]
+
+
 CASE_LIST = _cases()
+MODEL_CASES = {case.name: case for case in _model_cases()}
 SPECS = {case.name: case for case in CASE_LIST}
 CASES = {f"{tag}:{case.name}": partial(case.call, module)
          for case in CASE_LIST for tag, module in MODULES.items()}
@@ -311,6 +424,7 @@ CASES = {f"{tag}:{case.name}": partial(case.call, module)
 # may be allocated; its row length Ho*Wo is a GEMM leading dimension, which BLAS takes as
 # a C int, so the call must be refused before any kernel runs (the reference, with no
 # such limit, would compute it).
+CASES.update({f"nn:{name}": case.call for name, case in MODEL_CASES.items()})
 CASES["compiled:conv2d-blas-leading-dimension-overflow"] = partial(
     F.conv2d, arr(1, 1, 1, 1), arr(1, 1, 1, 1), padding=(2**30, 0))
 
@@ -331,6 +445,15 @@ def test_refused_with_a_clear_error(outcomes, name):
             assert fragment in outcome.message, f"{tag}: {fragment!r} not in {outcome}"
     compiled, reference = results["compiled"], results["reference"]
     assert (compiled.raised, compiled.message) == (reference.raised, reference.message)
+
+
+@pytest.mark.parametrize("name", list(MODEL_CASES))
+def test_models_losses_and_optimizers_refuse_with_a_clear_error(outcomes, name):
+    spec, outcome = MODEL_CASES[name], outcomes[f"nn:{name}"]
+    assert not outcome.crashed, outcome
+    assert outcome.is_a(spec.exc), f"expected {spec.exc.__name__}, {outcome}"
+    for fragment in spec.fragments:
+        assert fragment in outcome.message, f"{fragment!r} not in {outcome}"
 
 
 def test_conv2d_blas_leading_dimension_overflow_is_refused(outcomes):

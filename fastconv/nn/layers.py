@@ -311,6 +311,10 @@ class Linear(Module):
 
     def backward(self, grad_output):
         x = _cached(self, "_input")
+        expected = x.shape[:-1] + (self.out_features,)
+        if grad_output.shape != expected:  # a reshape could take some wrong shapes silently
+            raise ValueError(f"Linear: expected grad_output of shape {expected}, got grad_output "
+                             f"of shape {grad_output.shape}")
         g2 = grad_output.reshape(-1, self.out_features)
         if self.weight.requires_grad:
             self.weight.accumulate_grad(g2.T @ x.reshape(-1, self.in_features))
