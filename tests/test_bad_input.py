@@ -6,9 +6,11 @@ with the same message, naming the argument and the shapes involved. The calls ru
 child processes (tests/_isolated.py), so a case that reaches a kernel with a bad buffer and
 segfaults fails its own test instead of killing pytest.
 """
+import importlib.util
 import re
 from collections import namedtuple
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -512,3 +514,41 @@ def test_thread_count_refusals(n):
         with fastconv.threads(n):
             pass
     assert fastconv.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------
+# the example script's command line
+# ---------------------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_lenet.py"
+
+
+@pytest.fixture(scope="module")
+def train_lenet():
+    if not EXAMPLE.exists():
+        pytest.skip("examples/ is not shipped next to the installed tests")
+    spec = importlib.util.spec_from_file_location("train_lenet", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "-1"], "argument --epochs: must be at least 0, got -1"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["--seed", "-3"], "argument --seed: must be at least 0, got -3"),
+    (["--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
+    (["--lr", "-0.1"], "argument --lr: must be a positive finite number, got -0.1"),
+    (["--lr", "inf"], "argument --lr: must be a positive finite number, got inf"),
+    (["--variant", "resnet"], "argument --variant: invalid choice: 'resnet'"),
+    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["--save", "/nonexistent-dir/lenet.npz"], "argument --save: directory /nonexistent-dir"),
+    (["--plot", "/nonexistent-dir/curves.png"], "argument --plot: directory /nonexistent-dir"),
+])
+def test_train_lenet_refuses_bad_options_before_any_work(train_lenet, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_lenet.parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
