@@ -417,6 +417,56 @@ def _model_cases():
     return [Case(*c) for c in cases]
 
 
+def _unaligned(shape, dtype, seed):
+    """A C-contiguous array whose data starts one byte past an aligned address."""
+    count, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    a = np.frombuffer(bytearray(count * itemsize + 1), dtype, count, offset=1).reshape(shape)
+    a[...] = np.random.default_rng(seed).standard_normal(shape)
+    return a
+
+
+def _layouts(dtype):
+    """Valid arrays in unusual memory layouts: label -> (x, weight, grad) of shapes
+    (3, 4, 11, 10), (6, 4, 3, 3), (3, 6, 11, 10)."""
+    rng = np.random.default_rng(7)
+    x, w, g = (rng.standard_normal(s).astype(dtype)
+               for s in ((3, 4, 11, 10), (6, 4, 3, 3), (3, 6, 11, 10)))
+    return {
+        "unaligned": (_unaligned(x.shape, dtype, 1), _unaligned(w.shape, dtype, 2),
+                      _unaligned(g.shape, dtype, 3)),
+        "reversed": (x[:, ::-1, ::-1], w[::-1, :, :, ::-1], g[..., ::-1]),
+        "fortran": (np.asfortranarray(x), np.asfortranarray(w), np.asfortranarray(g)),
+        "broadcast": (np.broadcast_to(x[:1], x.shape), np.broadcast_to(w[:, :1], w.shape),
+                      np.broadcast_to(g[..., :1], g.shape)),
+        "read-only": tuple(np.frombuffer(a.tobytes(), dtype).reshape(a.shape)
+                           for a in (x, w, g)),
+    }
+
+
+def _layout_case(label, dtype):
+    """Every op on one layout, compiled against reference; AssertionError on a mismatch."""
+    x, w, g = _layouts(dtype)[label]
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    ops = [lambda m: m.conv2d(x, w, w[:, 0, 0, 0], padding=1),
+           lambda m: m.conv2d(x, w[:4, :1], padding=1, groups=4),
+           lambda m: m.conv2d_backward(g, x, w, padding=1),
+           lambda m: m.im2col(x, 3, padding=1),
+           lambda m: m.col2im(m.im2col(x, 3, padding=1), (11, 10), 3, padding=1),
+           lambda m: m.max_pool2d(x, 3, 2, 1, return_indices=True),
+           lambda m: m.max_pool2d_backward(x[..., ::2], np.zeros((3, 4, 11, 5), np.int64),
+                                           x.shape),
+           lambda m: m.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+           lambda m: m.avg_pool2d_backward(x[:, :, :10:2, ::2], x.shape, 2, 2)]
+    for op in ops:
+        got, want = op(F), op(R)
+        for a, b in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, want))):
+            np.testing.assert_allclose(a, b, **tol)
+    return True
+
+
+LAYOUTS = [(label, dtype) for label in _layouts(np.float32) for dtype in ("float32", "float64")]
+
+
 CASE_LIST = _cases()
 MODEL_CASES = {case.name: case for case in _model_cases()}
 SPECS = {case.name: case for case in CASE_LIST}
@@ -427,6 +477,8 @@ CASES = {f"{tag}:{case.name}": partial(case.call, module)
 # a C int, so the call must be refused before any kernel runs (the reference, with no
 # such limit, would compute it).
 CASES.update({f"nn:{name}": case.call for name, case in MODEL_CASES.items()})
+CASES.update({f"layout:{label}-{dtype}": partial(_layout_case, label, np.dtype(dtype).type)
+              for label, dtype in LAYOUTS})
 CASES["compiled:conv2d-blas-leading-dimension-overflow"] = partial(
     F.conv2d, arr(1, 1, 1, 1), arr(1, 1, 1, 1), padding=(2**30, 0))
 
@@ -456,6 +508,13 @@ def test_models_losses_and_optimizers_refuse_with_a_clear_error(outcomes, name):
     assert outcome.is_a(spec.exc), f"expected {spec.exc.__name__}, {outcome}"
     for fragment in spec.fragments:
         assert fragment in outcome.message, f"{fragment!r} not in {outcome}"
+
+
+@pytest.mark.parametrize("label, dtype", LAYOUTS)
+def test_unusual_memory_layouts_give_the_reference_result(outcomes, label, dtype):
+    """Unaligned, reversed, Fortran-ordered, broadcast and read-only arrays are valid input."""
+    outcome = outcomes[f"layout:{label}-{dtype}"]
+    assert outcome.returned == "bool", outcome
 
 
 def test_conv2d_blas_leading_dimension_overflow_is_refused(outcomes):
