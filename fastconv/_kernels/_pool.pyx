@@ -40,7 +40,7 @@ cdef struct Pool:
     bint count_include_pad
     Py_ssize_t divisor_override      # 0: none (torch refuses 0)
     Py_ssize_t Wp                    # Wo rounded up to a multiple of COLUMN_BLOCK
-    Py_ssize_t L                     # padded input row: column w at w + pw, room for Wp windows
+    Py_ssize_t Lk                    # one stride phase of the padded row (see _Plan)
     # Column tables, the same for every row of every plane (see _Plan).
     const Py_ssize_t* col_first      # (Wo,) first in-bounds input column of each window
     const Py_ssize_t* col_span       # (Wo,) avg: window width counting padding
@@ -88,7 +88,7 @@ cdef class _Plan:
                  stride, padding, dilation=(1, 1), bint count_include_pad=True,
                  Py_ssize_t divisor_override=0):
         cdef Pool* g = &self.p
-        cdef Py_ssize_t ow, w0, a, b
+        cdef Py_ssize_t ow, w0, a, b, L
         cdef Py_ssize_t* t
         g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
         g.kh, g.kw = kernel_size
@@ -98,7 +98,9 @@ cdef class _Plan:
         g.count_include_pad = count_include_pad
         g.divisor_override = divisor_override
         g.Wp = (Wo + COLUMN_BLOCK - 1) // COLUMN_BLOCK * COLUMN_BLOCK
-        g.L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
+        # The padded row holds input column w at w + pw and reaches every tap of Wp windows.
+        L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
+        g.Lk = (L + g.sw - 1) // g.sw
         self.tables = np.empty(3 * Wo, np.intp)
         t = &self.tables[0]
         g.col_first, g.col_span, g.col_count = t, t + Wo, t + 2 * Wo
@@ -109,9 +111,10 @@ cdef class _Plan:
             t[2 * Wo + ow] = b - a
 
     def work(self, num_threads, dtype, avg_backward=False):
-        """Per-thread floating scratch: a row of Wp and a padded input row (or plane) of L."""
-        rows = self.p.H if avg_backward else 1
-        return np.empty((num_threads, self.p.Wp + rows * self.p.L), dtype)
+        """Per-thread floating scratch: a row of Wp, then a padded row split by stride
+        phase (sw * Lk; see _phases), or for avg_backward H such rows."""
+        cdef Py_ssize_t size = self.p.sw * self.p.Lk * (self.p.H if avg_backward else 1)
+        return np.empty((num_threads, self.p.Wp + size), dtype)
 
 
 cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
@@ -122,15 +125,49 @@ cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
             and g.dh == 1 and g.dw == 1 and 2 * g.Ho <= g.H and 2 * g.Wo <= g.W)
 
 
-cdef inline void _pad_row(const floating* src, floating* dst, const Pool* g,
-                          floating fill) noexcept nogil:
-    """dst (L,) = the input row src (W,) at offset pw, fill elsewhere."""
-    cdef Py_ssize_t q
-    for q in range(g.pw):
-        dst[q] = fill
-    memcpy(dst + g.pw, src, g.W * sizeof(floating))
-    for q in range(g.pw + g.W, g.L):
-        dst[q] = fill
+cdef inline void _phases(const floating* src, floating* dst, const Pool* g,
+                         floating fill) noexcept nogil:
+    """The padded input row (src at offset pw, fill elsewhere), split by stride phase.
+
+    dst[r*Lk + k] is padded column k*sw + r, so the tap at padded offset o reads its Wp
+    columns contiguously from dst + (o % sw)*Lk + o // sw: no strided loads in the tap loops.
+    """
+    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, r, k, ka, kb, off
+    cdef floating* d
+    for r in range(sw):
+        d = dst + r * Lk
+        off = r - g.pw
+        ka = _first_tap(off, sw)
+        kb = _tap_end(off, sw, Lk, g.W)
+        for k in range(ka if ka < Lk else Lk):
+            d[k] = fill
+        # Constant strides for the common cases: the copy vectorizes.
+        if sw == 1:
+            if kb > ka:
+                memcpy(d + ka, src + ka + off, (kb - ka) * sizeof(floating))
+        elif sw == 2:
+            for k in range(ka, kb):
+                d[k] = src[2 * k + off]
+        else:
+            for k in range(ka, kb):
+                d[k] = src[k * sw + off]
+        for k in range(kb if kb > ka else ka, Lk):
+            d[k] = fill
+
+
+cdef inline void _unphase(const floating* src, floating* dst, const Pool* g) noexcept nogil:
+    """The inverse of _phases for the input columns: dst (W,) from a phase-split padded row."""
+    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, r, k, off
+    cdef const floating* s
+    for r in range(sw):
+        s = src + r * Lk
+        off = r - g.pw
+        if sw == 2:
+            for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, g.W)):
+                dst[2 * k + off] = s[k]
+        else:
+            for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, g.W)):
+                dst[k * sw + off] = s[k]
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,46 +192,74 @@ cdef inline bint _takes(floating v, floating m) noexcept nogil:
     return (v > m) | (v != v)
 
 
+cdef inline void _max_taps(const floating* p0, const floating* p1, const floating* p2,
+                           track_t o0, track_t o1, track_t o2, floating* yrow, track_t* track,
+                           Py_ssize_t n) noexcept nogil:
+    """Three window taps, in order, over columns [0, n): tap t reads pt[ow], and a win
+    records its offset ot within the window. One pass keeps the running max in registers."""
+    cdef Py_ssize_t ow
+    cdef floating v, m
+    cdef track_t t
+    cdef bint take
+    for ow in range(n):
+        m = yrow[ow]
+        t = track[ow]
+        # Selects, not branches: the loop vectorizes.
+        v = p0[ow]
+        take = _takes(v, m)
+        m = v if take else m
+        t = o0 if take else t
+        v = p1[ow]
+        take = _takes(v, m)
+        m = v if take else m
+        t = o1 if take else t
+        v = p2[ow]
+        take = _takes(v, m)
+        m = v if take else m
+        t = o2 if take else t
+        yrow[ow] = m
+        track[ow] = t
+
+
 cdef void _max_plane(const floating* x, floating* y, int64_t* ind, track_t* track,
                      floating* work, const Pool* g) noexcept nogil:
     """y, ind (Ho, Wo) = max over each window of x (H, W), and its flat index in x.
 
-    ind may be NULL (indices not wanted); track (Wp,) and work (Wp + L,) are scratch.
-    Per output the taps are visited in torch's row-major window order, with its update rule.
+    ind may be NULL (indices not wanted); track (Wp,) and work (Wp + sw*Lk,) are scratch.
+    Per output the taps are visited in torch's row-major window order, with its update
+    rule, three at a time; a last group of fewer repeats its last tap, which changes
+    nothing (a tap cannot beat itself). track holds each winner's offset from its window's
+    top-left corner (h0, w0), turned into a flat index once per row.
     """
-    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, dh = g.dh
-    cdef Py_ssize_t oh, ow, i, j, h0, h
-    cdef track_t base
-    cdef floating v, m
-    cdef bint take
+    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, Wp = g.Wp, Lk = g.Lk
+    cdef Py_ssize_t sw = g.sw, dh = g.dh, dw = g.dw, kw = g.kw
+    cdef Py_ssize_t oh, ow, i, j, q, h0, h, i0
+    cdef Py_ssize_t tap[3]
     cdef floating* yrow = work
-    cdef floating* xpad = work + Wp
-    cdef const floating* xs
+    cdef floating* phases = work + Wp
     for oh in range(g.Ho):
         h0 = oh * g.sh - g.ph
+        i0 = _first_tap(h0, dh)
         # torch starts each window at -inf with the index of its first in-bounds element.
-        base = <track_t>((h0 + _first_tap(h0, dh) * dh) * W)
         for ow in range(Wp):
             yrow[ow] = -INFINITY
         for ow in range(Wo):
-            track[ow] = base + <track_t>g.col_first[ow]
-        for i in range(_first_tap(h0, dh), _tap_end(h0, dh, g.kh, H)):
+            track[ow] = <track_t>(i0 * dh * W + g.col_first[ow] - (ow * sw - g.pw))
+        for i in range(i0, _tap_end(h0, dh, g.kh, H)):
             h = h0 + i * dh
-            _pad_row(x + h * W, xpad, g, -INFINITY)
-            for j in range(g.kw):
-                xs = xpad + j * g.dw
-                base = <track_t>(h * W + j * g.dw - g.pw)
-                for ow in range(Wp):
-                    v = xs[ow * sw]
-                    m = yrow[ow]
-                    # Unconditional stores of selects, so the loop vectorizes.
-                    take = _takes(v, m)
-                    yrow[ow] = v if take else m
-                    track[ow] = base + <track_t>(ow * sw) if take else track[ow]
+            _phases(x + h * W, phases, g, -INFINITY)
+            for j in range(0, kw, 3):
+                for q in range(3):
+                    tap[q] = (j + q if j + q < kw else kw - 1) * dw
+                _max_taps(phases + tap[0] % sw * Lk + tap[0] // sw,
+                          phases + tap[1] % sw * Lk + tap[1] // sw,
+                          phases + tap[2] % sw * Lk + tap[2] // sw,
+                          <track_t>(i * dh * W + tap[0]), <track_t>(i * dh * W + tap[1]),
+                          <track_t>(i * dh * W + tap[2]), yrow, track, Wp)
         memcpy(y + oh * Wo, yrow, Wo * sizeof(floating))
         if ind != NULL:
             for ow in range(Wo):
-                ind[oh * Wo + ow] = track[ow]
+                ind[oh * Wo + ow] = h0 * W + ow * sw - g.pw + track[ow]
 
 
 cdef inline void _max_2x2_run(const floating* r0, const floating* r1, floating* yrow,
@@ -277,7 +342,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = x.shape[0], p
     cdef bint want = indices is not None
-    cdef bint narrow = g.H * g.W <= INT32_MAX
+    # Offsets within a window, and flat indices: int32 when they fit.
+    cdef bint narrow = (g.H + 2 * g.ph + 1) * (g.W + 2 * g.pw + 1) <= INT32_MAX
     cdef int64_t* ind
     cdef floating[:, ::1] work = plan.work(num_threads, np.float32 if floating is float else np.float64)
     # One argmax row per thread, reused for every row of every plane it pools.
@@ -344,23 +410,23 @@ cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool*
 
     Per output the sum runs in torch's row-major window order, from 0; the padding's
     zeros in between change no bit (a sum from +0 is never -0, and s + 0 == s).
-    work (Wp + L,) is scratch.
+    work (Wp + sw*Lk,) is scratch.
     """
-    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk
     cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
     cdef floating* yrow = work
-    cdef floating* xpad = work + Wp
+    cdef floating* phases = work + Wp
     cdef const floating* xs
     for oh in range(g.Ho):
         hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
         for ow in range(Wp):
             yrow[ow] = 0
         for h in range(ha, hb):
-            _pad_row(x + h * W, xpad, g, 0)
+            _phases(x + h * W, phases, g, 0)
             for j in range(g.kw):
-                xs = xpad + j
+                xs = phases + j % sw * Lk + j // sw
                 for ow in range(Wp):
-                    yrow[ow] = yrow[ow] + xs[ow * sw]
+                    yrow[ow] = yrow[ow] + xs[ow]
         for ow in range(Wo):
             # torch writes 0 for a window with nothing in bounds, whatever the divisor.
             if ha < hb and g.col_count[ow] > 0:
@@ -390,12 +456,13 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
                               const Pool* g) noexcept nogil:
     """gx (H, W) = the sum over windows of gy (Ho, Wo) / divisor.
 
-    work (Wp + H*L,) is scratch: a row of per-window terms (0 past Wo and for empty
-    windows, so whole-row passes add nothing there) and the plane with padded rows.
+    work (Wp + H*sw*Lk,) is scratch: a row of per-window terms (0 past Wo and for empty
+    windows, so whole-row passes add nothing there) and the plane with padded rows split
+    by stride phase (see _phases), so every tap adds into contiguous columns.
     Each input element receives its terms in torch's order, outputs in row-major order:
     within an output row, taps run right to left so output columns come left to right.
     """
-    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, L = g.L, sw = g.sw
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, L = g.sw * g.Lk
     cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
     cdef floating* delta = work
     cdef floating* gpad = work + Wp
@@ -414,11 +481,11 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
                 delta[ow] = 0
         for h in range(ha, hb):
             for j in range(g.kw - 1, -1, -1):
-                gs = gpad + h * L + j
+                gs = gpad + h * L + j % sw * Lk + j // sw
                 for ow in range(Wp):
-                    gs[ow * sw] += delta[ow]
+                    gs[ow] += delta[ow]
     for h in range(g.H):
-        memcpy(gx + h * W, gpad + h * L + g.pw, W * sizeof(floating))
+        _unphase(gpad + h * L, gx + h * W, g)
 
 
 cdef void _avg_backward_plane_2x2(const floating* gy, floating* gx, const Pool* g) noexcept nogil:
