@@ -1,14 +1,18 @@
-"""Portable build against FASTCONV_NATIVE=1 (-march=native) on the hand-written loops.
+"""Portable kernels against CPU dispatch and FASTCONV_NATIVE=1 on the hand-written loops.
 
-Builds the current tree twice, out of place (two copies under a temporary directory, each
-built with ``setup.py build_ext --inplace``), then times direct convolution, im2col/col2im
-and pooling, plus one GEMM-bound convolution as a control, in worker processes that
-alternate between the two builds, best of N. Prints a table and writes JSON.
+Builds the current tree twice, out of place (two copies of one snapshot under a temporary
+directory, each built with ``setup.py build_ext --inplace``): the default build, which also
+carries the x86-64-v3/v4 variants of the hot loops, and a FASTCONV_NATIVE=1 (-march=native)
+build. It then times direct convolution, im2col/col2im and pooling, plus one GEMM-bound
+convolution as a control, in worker processes that alternate between three configurations:
+``portable`` (the default build with FASTCONV_CPU=generic), ``dispatched`` (the same build,
+variants chosen at import) and ``native``. Best of N; prints a table and writes JSON.
 
-    python scripts/compare_native.py [--rounds 5] [--threads 2] [--json native.json]
+    python scripts/compare_native.py [--rounds 5] [--threads 2] [--clock wall|cpu] [--json F]
 
 Wall-clock times on a shared machine are noisy: compare the ratio column, and rerun if a
-control (GEMM) ratio strays far from 1.
+control (GEMM) ratio strays far from 1. ``--clock cpu --threads 1`` times the calling
+thread's CPU time instead, which other processes' load barely moves.
 """
 import argparse
 import json
@@ -20,7 +24,13 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILDS = {"portable": {"FASTCONV_NATIVE": "0"}, "native": {"FASTCONV_NATIVE": "1"}}
+BUILDS = {"default": {"FASTCONV_NATIVE": "0"}, "native": {"FASTCONV_NATIVE": "1"}}
+# configuration: (build, environment of the worker)
+CONFIGS = {
+    "portable": ("default", {"FASTCONV_CPU": "generic"}),
+    "dispatched": ("default", {"FASTCONV_CPU": ""}),
+    "native": ("native", {"FASTCONV_CPU": ""}),
+}
 
 
 def _cases():
@@ -58,86 +68,103 @@ def _cases():
     ]
 
 
-def worker(threads, repeats):
+def worker(threads, repeats, clock):
     """Best-of-``repeats`` seconds per case, as JSON on stdout."""
     import fastconv
+    from fastconv import _kernels
     from fastconv._kernels import _runtime
 
     fastconv.set_num_threads(threads)
+    # With one OpenMP thread the kernel runs on the calling thread, so its CPU time is the cost.
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     best = {}
     for name, fn in _cases():
         fn()  # warm-up: workspaces, page faults, BLAS initialization
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            times.append(time.perf_counter() - t0)
+            times.append(now() - t0)
         best[name] = min(times)
-    json.dump({"best_s": best, "simd": _runtime.simd_baseline()}, sys.stdout)
+    levels = _kernels.dispatched_levels()
+    json.dump({"best_s": best, "kernels": ", ".join(f"{m} {lv}" for m, lv in levels.items())
+               or _runtime.simd_baseline()}, sys.stdout)
 
 
 def build(root):
-    """Copy the tracked and untracked-but-not-ignored files, and build each variant in place."""
+    """Snapshot the tracked and untracked-but-not-ignored files once, then build each
+    in its own copy of that snapshot."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    snapshot = os.path.join(root, "snapshot")
+    for rel in files:
+        if os.path.isfile(os.path.join(REPO, rel)):
+            os.makedirs(os.path.dirname(os.path.join(snapshot, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(REPO, rel), os.path.join(snapshot, rel))
     dirs = {}
-    for variant, env in BUILDS.items():
-        dest = os.path.join(root, variant)
-        for rel in files:
-            if os.path.isfile(os.path.join(REPO, rel)):
-                os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
-                shutil.copy2(os.path.join(REPO, rel), os.path.join(dest, rel))
-        print(f"building {variant} ({env}) in {dest} ...", file=sys.stderr, flush=True)
+    for name, env in BUILDS.items():
+        dest = os.path.join(root, name)
+        shutil.copytree(snapshot, dest)
+        print(f"building {name} ({env}) in {dest} ...", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-j", "2"],
                        cwd=dest, env={**os.environ, **env}, check=True,
                        stdout=subprocess.DEVNULL)
-        dirs[variant] = dest
+        dirs[name] = dest
     return dirs
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="worker runs per build")
+    parser.add_argument("--rounds", type=int, default=5, help="worker runs per configuration")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per case per run")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default="native_vs_portable.json")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the calling thread's CPU time (needs --threads 1)")
+    parser.add_argument("--json", default="compare_native.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu times the calling thread only: use --threads 1")
     if args.worker:
-        worker(args.threads, args.repeats)
+        worker(args.threads, args.repeats, args.clock)
         return
 
     with tempfile.TemporaryDirectory(prefix="fastconv-native-") as root:
         dirs = build(root)
-        best, simd = {}, {}
+        best, kernels = {}, {}
         for r in range(args.rounds):
-            # Alternate the order so drift on a shared machine does not favour one build.
-            order = list(dirs) if r % 2 == 0 else list(dirs)[::-1]
-            for variant in order:
-                # The worker imports fastconv from its working directory (the build's tree).
+            # Alternate the order so drift on a shared machine does not favour one configuration.
+            order = list(CONFIGS) if r % 2 == 0 else list(CONFIGS)[::-1]
+            for config in order:
+                build_name, env = CONFIGS[config]
+                # The worker imports fastconv from that build's tree.
                 out = subprocess.run(
                     [sys.executable, os.path.abspath(__file__), "--worker",
-                     "--threads", str(args.threads), "--repeats", str(args.repeats)],
-                    cwd=dirs[variant], capture_output=True, text=True, check=True,
-                    env={**os.environ, "PYTHONPATH": dirs[variant]}).stdout
+                     "--threads", str(args.threads), "--repeats", str(args.repeats),
+                     "--clock", args.clock],
+                    cwd=dirs[build_name], stdout=subprocess.PIPE, text=True, check=True,
+                    env={**os.environ, **env, "PYTHONPATH": dirs[build_name]}).stdout
                 result = json.loads(out)
-                simd[variant] = result["simd"]
+                kernels[config] = result["kernels"]
                 for name, t in result["best_s"].items():
-                    best.setdefault(name, {}).setdefault(variant, t)
-                    best[name][variant] = min(best[name][variant], t)
+                    best.setdefault(name, {}).setdefault(config, t)
+                    best[name][config] = min(best[name][config], t)
 
-    print(f"float32, {args.threads} threads, best of {args.rounds} runs x {args.repeats} calls; "
-          f"SIMD baseline: portable {simd['portable']}, native {simd['native']}")
-    print(f"{'case':48s} {'portable ms':>12s} {'native ms':>10s} {'portable/native':>16s}")
+    print(f"float32, {args.threads} threads, {args.clock} clock, "
+          f"best of {args.rounds} runs x {args.repeats} calls")
+    for config, what in kernels.items():
+        print(f"  {config}: {what}")
+    print(f"{'case':46s} {'portable':>9s} {'dispatch':>9s} {'native':>9s}   "
+          f"{'p/dispatch':>10s} {'p/native':>9s}   (ms; ratios > 1: faster than portable)")
     rows = []
     for name, t in best.items():
-        ratio = t["portable"] / t["native"]
-        rows.append({"case": name, "portable_ms": t["portable"] * 1e3,
-                     "native_ms": t["native"] * 1e3, "ratio": ratio})
-        print(f"{name:48s} {t['portable'] * 1e3:12.3f} {t['native'] * 1e3:10.3f} {ratio:16.2f}")
+        p, d, n = (t[c] * 1e3 for c in CONFIGS)
+        rows.append({"case": name, "portable_ms": p, "dispatched_ms": d, "native_ms": n,
+                     "portable_over_dispatched": p / d, "portable_over_native": p / n})
+        print(f"{name:46s} {p:9.3f} {d:9.3f} {n:9.3f}   {p / d:10.2f} {p / n:9.2f}")
     with open(args.json, "w") as f:
-        json.dump({"threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
-                   "simd": simd, "rows": rows}, f, indent=1)
+        json.dump({"threads": args.threads, "clock": args.clock, "rounds": args.rounds,
+                   "repeats": args.repeats, "kernels": kernels, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
