@@ -111,10 +111,10 @@ cdef class _Plan:
             t[2 * Wo + ow] = b - a
 
     def work(self, num_threads, dtype, avg_backward=False):
-        """Per-thread floating scratch: a row of Wp, then a padded row split by stride
+        """Per-thread floating scratch: two rows of Wp, then a padded row split by stride
         phase (sw * Lk; see _phases), or for avg_backward H such rows."""
         cdef Py_ssize_t size = self.p.sw * self.p.Lk * (self.p.H if avg_backward else 1)
-        return np.empty((num_threads, self.p.Wp + size), dtype)
+        return np.empty((num_threads, 2 * self.p.Wp + size), dtype)
 
 
 cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
@@ -405,28 +405,39 @@ cdef inline Py_ssize_t _avg_divisor(const Pool* g, Py_ssize_t hspan, Py_ssize_t 
     return hcount * g.col_count[ow]
 
 
+cdef inline void _sum_taps(const floating* p0, const floating* p1, const floating* p2,
+                           floating* yrow, Py_ssize_t n) noexcept nogil:
+    """yrow[ow] += p0[ow], then p1[ow], then p2[ow], over columns [0, n), in one pass."""
+    cdef Py_ssize_t ow
+    for ow in range(n):
+        yrow[ow] = ((yrow[ow] + p0[ow]) + p1[ow]) + p2[ow]
+
+
 cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool* g) noexcept nogil:
     """y (Ho, Wo) = mean over each window of x (H, W), with torch's divisor.
 
-    Per output the sum runs in torch's row-major window order, from 0; the padding's
-    zeros in between change no bit (a sum from +0 is never -0, and s + 0 == s).
-    work (Wp + sw*Lk,) is scratch.
+    Per output the sum runs in torch's row-major window order, from 0, three taps per
+    pass; the zeros of the padding and of a short last group's missing taps change no bit
+    (a sum from +0 is never -0, and s + 0 == s). work (2*Wp + sw*Lk,) is scratch.
     """
-    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk
-    cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, kw = g.kw
+    cdef Py_ssize_t oh, ow, h, j, q, ha, hb, hspan
     cdef floating* yrow = work
-    cdef floating* phases = work + Wp
-    cdef const floating* xs
+    cdef floating* zeros = work + Wp
+    cdef floating* phases = work + 2 * Wp
+    cdef const floating* tap[3]
+    for ow in range(Wp):
+        zeros[ow] = 0
     for oh in range(g.Ho):
         hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
         for ow in range(Wp):
             yrow[ow] = 0
         for h in range(ha, hb):
             _phases(x + h * W, phases, g, 0)
-            for j in range(g.kw):
-                xs = phases + j % sw * Lk + j // sw
-                for ow in range(Wp):
-                    yrow[ow] = yrow[ow] + xs[ow]
+            for j in range(0, kw, 3):
+                for q in range(3):
+                    tap[q] = (phases + (j + q) % sw * Lk + (j + q) // sw) if j + q < kw else zeros
+                _sum_taps(tap[0], tap[1], tap[2], yrow, Wp)
         for ow in range(Wo):
             # torch writes 0 for a window with nothing in bounds, whatever the divisor.
             if ha < hb and g.col_count[ow] > 0:
