@@ -178,3 +178,33 @@ def test_impossible_allocations_raise_instead_of_crashing():
     for case, outcome in report.items():
         assert outcome in ("MemoryError", "ValueError"), (case, outcome)
     assert report["compiled:conv2d-1e13-outputs"] == "MemoryError"
+
+
+_HUGE_WINDOW = textwrap.dedent(r"""
+    import os, resource
+    import numpy as np
+    from fastconv import functional as F
+    x = np.ones((1, 1, 3, 3), np.float32)
+    F.max_pool2d(x, 2), F.avg_pool2d(x, 2)  # thread stacks and libraries mapped first
+    if "asan" not in os.environ.get("LD_PRELOAD", ""):
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        cap = mapped + 128 * 2**20  # room for the outputs, not for O(window) tables
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    k = 2**25  # padding k // 2 keeps the output at 3 x 4 elements
+    out = F.max_pool2d(x, (1, k), stride=1, padding=(0, k // 2))
+    avg = F.avg_pool2d(x, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
+    assert out.shape == avg.shape == (1, 1, 3, 4)
+    assert (out == 1).all() and (avg == 1).all()
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+@pytest.mark.xfail(strict=True, reason="_pool.pyx's per-thread padded row spans the whole "
+                   "dilated window, (kernel_width - 1) * dilation + 1 items, even where only "
+                   "a few taps reach the input: a 2**28-wide window on a 3x3 input takes "
+                   "2 GB and ~8 s; torch clips windows to the input")
+def test_a_huge_window_on_a_tiny_input_costs_little_memory():
+    proc = subprocess.run([sys.executable, "-c", _HUGE_WINDOW], capture_output=True,
+                          text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
