@@ -15,8 +15,10 @@ import time
 import fastconv
 from fastconv import datasets, nn, optim
 
-# Per optimizer: a learning rate that trains both variants well in a few epochs.
-DEFAULT_LR = {("sgd", "modern"): 0.05, ("sgd", "d2l"): 0.9, ("adam", "modern"): 2e-3, ("adam", "d2l"): 5e-3}
+# Per optimizer and variant: a learning rate that trains well in a few epochs (measured on the
+# bundled sample: modern + adam reaches 0.95 test accuracy by epoch 3-4).
+DEFAULT_LR = {("sgd", "modern"): 0.02, ("sgd", "d2l"): 0.1, ("adam", "modern"): 2e-3, ("adam", "d2l"): 5e-3}
+LR_DECAY = 0.8  # per epoch (ExponentialLR), as the seeds decayed it
 
 
 def parse_args(argv=None):
@@ -27,8 +29,10 @@ def parse_args(argv=None):
     parser.add_argument("--data", metavar="DIR",
                         help="a directory of the four IDX files (default: download into the cache)")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, help="learning rate (default: per optimizer and variant)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float,
+                        help=f"initial learning rate, decayed x{LR_DECAY} per epoch (default: per optimizer "
+                             f"and variant, {DEFAULT_LR})")
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
                         help="sgd has momentum 0.9 (default: adam)")
     parser.add_argument("--threads", type=int, help="OpenMP threads (default: OMP_NUM_THREADS or all cores)")
@@ -61,20 +65,28 @@ def main(argv=None):
     else:
         print(f"data: {data.description}")
     (x_train, y_train), (x_test, y_test) = data.train, data.test
+    # Standardize with the training set's statistics: the optimizer then needs no per-dataset lr.
+    mean, std = x_train.mean(), x_train.std()
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
     model = nn.lenet(args.variant)
+    if args.variant == "d2l":  # d2l's init_cnn: Glorot for sigmoid layers
+        for layer in model:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(layer.weight)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer, args.variant]
     if args.optimizer == "sgd":
         optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     else:
         optimizer = optim.Adam(model.parameters(), lr=lr)
-    print(f"LeNet ({args.variant}), {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
+    scheduler = optim.ExponentialLR(optimizer, gamma=LR_DECAY)
+    print(f"LeNet ({args.variant}), {args.optimizer} lr={lr:g} (x{LR_DECAY}/epoch), batch {args.batch_size}, "
           f"{args.epochs} epochs, {fastconv.get_num_threads()} threads")
 
     start = time.perf_counter()
     history = model.fit(x_train, y_train, loss=nn.CrossEntropyLoss(), optimizer=optimizer,
                         epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(x_test, y_test), verbose=2)
+                        validation_data=(x_test, y_test), verbose=2, scheduler=scheduler)
     print(f"trained in {time.perf_counter() - start:.1f} s")
     if args.save:
         model.save(args.save)
