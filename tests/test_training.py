@@ -155,4 +155,5 @@ def test_train_lenet_script(tmp_path, sample, capsys, monkeypatch):
     assert lines[-1].startswith("test accuracy: ") and 0.3 < float(lines[-1].split()[-1]) <= 1
     assert sum(line.startswith("epoch") for line in lines) == 3
     model = nn.lenet("modern").load(tmp_path / "lenet.npz")
-    assert model.evaluate(x[256:384], y[256:384])["accuracy"] == pytest.approx(float(lines[-1].split()[-1]), abs=5e-5)
+    script = runpy.run_path(str(EXAMPLE))  # its standardize(), without running main
+    assert model.evaluate(script["standardize"](x[256:384], "mnist"), y[256:384])["accuracy"] == pytest.approx(float(lines[-1].split()[-1]), abs=5e-5)
