@@ -33,9 +33,17 @@ def _default_num_threads():
     return _available_cores()
 
 
+# Far beyond any useful count for these CPU-bound kernels, and below where creating the
+# OpenMP team fails: libgomp exits the process at ~50,000 threads here, and segfaults at
+# 100,000.
+MAX_THREADS = 1024
+
+
 def _check_count(n):
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    if n > MAX_THREADS:
+        raise ValueError(f"number of threads must be at most {MAX_THREADS}, got {n!r}")
     return n
 
 

@@ -564,12 +564,13 @@ def test_conv2d_unknown_algorithm():
         F.conv2d(x4(), w4(), algorithm="fft")
 
 
-@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2", None])
+# 100,000 threads crashed the interpreter (libgomp could not create the team)
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2", None, 100_000, 2**31])
 def test_thread_count_refusals(n):
     before = fastconv.get_num_threads()
     with pytest.raises(ValueError, match=re.escape(f"got {n!r}")):
         fastconv.set_num_threads(n)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="number of threads must be"):
         with fastconv.threads(n):
             pass
     assert fastconv.get_num_threads() == before
