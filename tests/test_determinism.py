@@ -34,11 +34,16 @@ def _kernel_results(dtype):
     g = rng.standard_normal((37, 8, 6, 6)).astype(dtype)
     w1 = rng.standard_normal((5, 1, 5, 5)).astype(dtype)   # direct path
     g1 = rng.standard_normal((37, 5, 12, 11)).astype(dtype)
+    # large images: one image per tile, so the 61 images make many chunks over the threads
+    xl = rng.standard_normal((61, 16, 24, 24)).astype(dtype)
+    wl = rng.standard_normal((8, 16, 3, 3)).astype(dtype)
+    gl = rng.standard_normal((61, 8, 24, 24)).astype(dtype)
     out, ind = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     avg = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
     return (F.conv2d(x, w, w[:, 0, 0, 0].copy(), stride=2, padding=1, groups=2),
             *F.conv2d_backward(g, x, w, stride=2, padding=1, groups=2),
             F.conv2d(x[:, :1], w1, padding=2),
+            *F.conv2d_backward(gl, xl, wl, padding=1),
             *F.conv2d_backward(g1, x[:, :1], w1, padding=2),
             F.im2col(x, 3, padding=1), F.col2im(F.im2col(x, 3, padding=1), (12, 11), 3, padding=1),
             out, ind, F.max_pool2d_backward(out, ind, x.shape),
