@@ -80,7 +80,9 @@ def _check_gradients(layer, x, rng, eps=1e-6):
 @pytest.mark.parametrize("name,make,shape", LAYERS, ids=[case[0] for case in LAYERS])
 def test_layer_gradients_finite_differences(name, make, shape, backend):
     rng = np.random.default_rng(0)
-    with fastconv.backend(backend):
+    # One thread: hundreds of tiny kernel calls, each a parallel region that waits for every
+    # core of this shared machine (the kernels' thread counts have their own tests).
+    with fastconv.backend(backend), fastconv.threads(1):
         layer = make().double()
         _randomize(layer, rng)
         x = rng.standard_normal(shape)
