@@ -34,17 +34,23 @@ def test_lenet_follows_torchs_loss_curve(variant, opt_kwargs, sample):
     opt_t = getattr(torch.optim, kind)(theirs.parameters(), **opt_kwargs)
     loss_fn, loss_fn_t = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     losses, losses_t = [], []
-    for step in range(8):
-        xb, yb = x[64 * step:64 * (step + 1)], y[64 * step:64 * (step + 1)]
-        losses.append(float(loss_fn(ours(xb), yb)))
-        opt.zero_grad()
-        ours.backward(loss_fn.backward())
-        opt.step()
-        loss_t = loss_fn_t(theirs(torch.from_numpy(xb)), torch.from_numpy(yb))
-        losses_t.append(loss_t.item())
-        opt_t.zero_grad()
-        loss_t.backward()
-        opt_t.step()
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both on one thread: fast on a busy machine, same results
+    try:
+        with fastconv.threads(1):
+            for step in range(8):
+                xb, yb = x[64 * step:64 * (step + 1)], y[64 * step:64 * (step + 1)]
+                losses.append(float(loss_fn(ours(xb), yb)))
+                opt.zero_grad()
+                ours.backward(loss_fn.backward())
+                opt.step()
+                loss_t = loss_fn_t(theirs(torch.from_numpy(xb)), torch.from_numpy(yb))
+                losses_t.append(loss_t.item())
+                opt_t.zero_grad()
+                loss_t.backward()
+                opt_t.step()
+    finally:
+        torch.set_num_threads(torch_threads)
     np.testing.assert_allclose(losses, losses_t, rtol=2e-4)
     assert losses[-1] < losses[0]  # it learns, so the curves are not trivially equal
     for key, value in theirs.state_dict().items():
