@@ -34,17 +34,13 @@ cdef enum:
 
 
 cdef struct Pool:
-    # Plane and output sizes; kernel, stride, padding, dilation per axis; avg divisor rule.
+    # Plane and output sizes; kernel, stride, padding, dilation per axis.
     Py_ssize_t H, W, Ho, Wo
     Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
-    bint count_include_pad
-    Py_ssize_t divisor_override      # 0: none (torch refuses 0)
     Py_ssize_t Wp                    # Wo rounded up to a multiple of COLUMN_BLOCK
     Py_ssize_t Lk                    # one stride phase of the padded row (see _Plan)
-    # Column tables, the same for every row of every plane (see _Plan).
+    # The same for every row of every plane, so built once per call (see _Plan).
     const Py_ssize_t* col_first      # (Wo,) first in-bounds input column of each window
-    const Py_ssize_t* col_span       # (Wo,) avg: window width counting padding
-    const Py_ssize_t* col_count      # (Wo,) avg: in-bounds window width
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t step) noexcept nogil:
@@ -80,35 +76,54 @@ cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ss
 
 
 cdef class _Plan:
-    """The geometry of one pooling call and its column tables, built once per call."""
+    """The geometry of one pooling call and its tables, built once per call."""
     cdef Pool p
-    cdef Py_ssize_t[::1] tables
+    cdef Py_ssize_t[::1] col_first
 
     def __init__(self, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
-                 stride, padding, dilation=(1, 1), bint count_include_pad=True,
-                 Py_ssize_t divisor_override=0):
+                 stride, padding, dilation=(1, 1)):
         cdef Pool* g = &self.p
-        cdef Py_ssize_t ow, w0, a, b, L
-        cdef Py_ssize_t* t
+        cdef Py_ssize_t ow, w0, L
         g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
         g.kh, g.kw = kernel_size
         g.sh, g.sw = stride
         g.ph, g.pw = padding
         g.dh, g.dw = dilation
-        g.count_include_pad = count_include_pad
-        g.divisor_override = divisor_override
         g.Wp = (Wo + COLUMN_BLOCK - 1) // COLUMN_BLOCK * COLUMN_BLOCK
         # The padded row holds input column w at w + pw and reaches every tap of Wp windows.
         L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
         g.Lk = (L + g.sw - 1) // g.sw
-        self.tables = np.empty(3 * Wo, np.intp)
-        t = &self.tables[0]
-        g.col_first, g.col_span, g.col_count = t, t + Wo, t + 2 * Wo
+        self.col_first = np.empty(Wo, np.intp)
+        g.col_first = &self.col_first[0]
         for ow in range(Wo):
             w0 = ow * g.sw - g.pw
-            t[ow] = w0 + _first_tap(w0, g.dw) * g.dw
-            t[Wo + ow] = _avg_span(ow, g.sw, g.pw, g.kw, W, &a, &b)
-            t[2 * Wo + ow] = b - a
+            self.col_first[ow] = w0 + _first_tap(w0, g.dw) * g.dw
+
+    def divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
+        """(Ho*Wo,) torch's avg-pool divisor of every window, as dtype.
+
+        The override if nonzero, else the window's area with or without the padding. A
+        window with nothing in bounds (torch's argument rules leave none) gets inf, so its
+        mean is 0 as in torch. One table for all planes keeps the kernels' divisions in
+        vectorized loops.
+        """
+        cdef Py_ssize_t o, a, b
+        spans, counts = [], []
+        for size, out, s, p, k in ((self.p.H, self.p.Ho, self.p.sh, self.p.ph, self.p.kh),
+                                    (self.p.W, self.p.Wo, self.p.sw, self.p.pw, self.p.kw)):
+            span, count = np.empty(out), np.empty(out)
+            for o in range(out):
+                span[o] = _avg_span(o, s, p, k, size, &a, &b)
+                count[o] = max(b - a, 0)
+            spans.append(span)
+            counts.append(count)
+        inside = np.multiply.outer(*counts)
+        if divisor_override != 0:
+            div = np.full(inside.shape, float(divisor_override))
+        else:
+            div = np.multiply.outer(*spans) if count_include_pad else inside.copy()
+        div[inside == 0] = np.inf
+        return div.astype(dtype).reshape(-1)
 
     def work(self, num_threads, dtype, avg_backward=False):
         """Per-thread floating scratch: two rows of Wp, then a padded row split by stride
@@ -395,16 +410,6 @@ def max_pool2d_backward(const floating[:, :, ::1] grad_output, const int64_t[:, 
 # average pooling
 # ---------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _avg_divisor(const Pool* g, Py_ssize_t hspan, Py_ssize_t hcount,
-                                    Py_ssize_t ow) noexcept nogil:
-    """torch's divisor of window (oh, ow), given its row span and in-bounds row count."""
-    if g.divisor_override != 0:
-        return g.divisor_override
-    if g.count_include_pad:
-        return hspan * g.col_span[ow]
-    return hcount * g.col_count[ow]
-
-
 cdef inline void _sum_taps(const floating* p0, const floating* p1, const floating* p2,
                            floating* yrow, Py_ssize_t n) noexcept nogil:
     """yrow[ow] += p0[ow], then p1[ow], then p2[ow], over columns [0, n), in one pass."""
@@ -413,15 +418,16 @@ cdef inline void _sum_taps(const floating* p0, const floating* p1, const floatin
         yrow[ow] = ((yrow[ow] + p0[ow]) + p1[ow]) + p2[ow]
 
 
-cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool* g) noexcept nogil:
-    """y (Ho, Wo) = mean over each window of x (H, W), with torch's divisor.
+cdef void _avg_plane(const floating* x, floating* y, floating* work, const floating* divs,
+                     const Pool* g) noexcept nogil:
+    """y (Ho, Wo) = mean over each window of x (H, W): its sum / divs (Ho*Wo,).
 
     Per output the sum runs in torch's row-major window order, from 0, three taps per
     pass; the zeros of the padding and of a short last group's missing taps change no bit
     (a sum from +0 is never -0, and s + 0 == s). work (2*Wp + sw*Lk,) is scratch.
     """
     cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, kw = g.kw
-    cdef Py_ssize_t oh, ow, h, j, q, ha, hb, hspan
+    cdef Py_ssize_t oh, ow, h, j, q, ha, hb
     cdef floating* yrow = work
     cdef floating* zeros = work + Wp
     cdef floating* phases = work + 2 * Wp
@@ -429,7 +435,7 @@ cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool*
     for ow in range(Wp):
         zeros[ow] = 0
     for oh in range(g.Ho):
-        hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
+        _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
         for ow in range(Wp):
             yrow[ow] = 0
         for h in range(ha, hb):
@@ -439,17 +445,15 @@ cdef void _avg_plane(const floating* x, floating* y, floating* work, const Pool*
                     tap[q] = (phases + (j + q) % sw * Lk + (j + q) // sw) if j + q < kw else zeros
                 _sum_taps(tap[0], tap[1], tap[2], yrow, Wp)
         for ow in range(Wo):
-            # torch writes 0 for a window with nothing in bounds, whatever the divisor.
-            if ha < hb and g.col_count[ow] > 0:
-                y[oh * Wo + ow] = yrow[ow] / <floating>_avg_divisor(g, hspan, hb - ha, ow)
-            else:
-                y[oh * Wo + ow] = 0
+            y[oh * Wo + ow] = yrow[ow] / divs[oh * Wo + ow]
 
 
-cdef void _avg_plane_2x2(const floating* x, floating* y, const Pool* g) noexcept nogil:
-    """_avg_plane for _is_2x2 geometries: the four taps in one pass, summed as torch does."""
+cdef void _avg_plane_2x2(const floating* x, floating* y, floating div,
+                         const Pool* g) noexcept nogil:
+    """_avg_plane for _is_2x2 geometries (whose windows share one divisor, div): the four
+    taps in one pass, summed as torch does."""
     cdef Py_ssize_t W = g.W, Wo = g.Wo, oh, ow
-    cdef floating zero = 0, div = <floating>_avg_divisor(g, 2, 2, 0)
+    cdef floating zero = 0
     cdef const floating* r0
     cdef const floating* r1
     cdef floating* yrow
@@ -464,17 +468,18 @@ cdef void _avg_plane_2x2(const floating* x, floating* y, const Pool* g) noexcept
 
 
 cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
-                              const Pool* g) noexcept nogil:
-    """gx (H, W) = the sum over windows of gy (Ho, Wo) / divisor.
+                              const floating* divs, const Pool* g) noexcept nogil:
+    """gx (H, W) = the sum over windows of gy (Ho, Wo) / divs (Ho*Wo,).
 
-    work (Wp + H*sw*Lk,) is scratch: a row of per-window terms (0 past Wo and for empty
-    windows, so whole-row passes add nothing there) and the plane with padded rows split
-    by stride phase (see _phases), so every tap adds into contiguous columns.
+    work (Wp + H*sw*Lk,) is scratch: a row of per-window terms (0 past Wo, so whole-row
+    passes add nothing there) and the plane with padded rows split by stride phase (see
+    _phases), so every tap adds into contiguous columns; what lands in the padding
+    (including the terms of windows with nothing in bounds) is dropped.
     Each input element receives its terms in torch's order, outputs in row-major order:
     within an output row, taps run right to left so output columns come left to right.
     """
     cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, L = g.sw * g.Lk
-    cdef Py_ssize_t oh, ow, h, j, ha, hb, hspan
+    cdef Py_ssize_t oh, ow, h, j, ha, hb
     cdef floating* delta = work
     cdef floating* gpad = work + Wp
     cdef floating* gs
@@ -482,14 +487,9 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
     for ow in range(Wo, Wp):
         delta[ow] = 0
     for oh in range(g.Ho):
-        hspan = _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
-        if ha >= hb:
-            continue
+        _avg_span(oh, g.sh, g.ph, g.kh, g.H, &ha, &hb)
         for ow in range(Wo):
-            if g.col_count[ow] > 0:
-                delta[ow] = gy[oh * Wo + ow] / <floating>_avg_divisor(g, hspan, hb - ha, ow)
-            else:
-                delta[ow] = 0
+            delta[ow] = gy[oh * Wo + ow] / divs[oh * Wo + ow]
         for h in range(ha, hb):
             for j in range(g.kw - 1, -1, -1):
                 gs = gpad + h * L + j % sw * Lk + j // sw
@@ -499,10 +499,12 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
         _unphase(gpad + h * L, gx + h * W, g)
 
 
-cdef void _avg_backward_plane_2x2(const floating* gy, floating* gx, const Pool* g) noexcept nogil:
-    """_avg_backward_plane for _is_2x2 geometries: each input element is written once."""
+cdef void _avg_backward_plane_2x2(const floating* gy, floating* gx, floating div,
+                                  const Pool* g) noexcept nogil:
+    """_avg_backward_plane for _is_2x2 geometries (one divisor, div): each input element is
+    written once."""
     cdef Py_ssize_t H = g.H, W = g.W, Ho = g.Ho, Wo = g.Wo, oh, ow, w
-    cdef floating zero = 0, div = <floating>_avg_divisor(g, 2, 2, 0), d
+    cdef floating zero = 0, d
     cdef floating* r0
     cdef floating* r1
     cdef const floating* gyrow
@@ -527,18 +529,20 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, ker
                        int num_threads):
     """out (P, Ho, Wo) = average pool of x (P, H, W); divisor_override 0 means none."""
     cdef _Plan plan = _Plan(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
-                            stride, padding, (1, 1), count_include_pad, divisor_override)
+                            stride, padding)
     cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = x.shape[0], p
-    cdef floating[:, ::1] work = plan.work(num_threads, np.float32 if floating is float else np.float64)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] work = plan.work(num_threads, dtype)
+    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     if P == 0:
         return
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             if _is_2x2(g):
-                _avg_plane_2x2(&x[p, 0, 0], &out[p, 0, 0], g)
+                _avg_plane_2x2(&x[p, 0, 0], &out[p, 0, 0], divs[0], g)
             else:
-                _avg_plane(&x[p, 0, 0], &out[p, 0, 0], &work[threadid(), 0], g)
+                _avg_plane(&x[p, 0, 0], &out[p, 0, 0], &work[threadid(), 0], &divs[0], g)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
@@ -546,19 +550,19 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
                         Py_ssize_t divisor_override, int num_threads):
     """grad_input (P, H, W) from grad_output (P, Ho, Wo); divisor_override 0 means none."""
     cdef _Plan plan = _Plan(grad_input.shape[1], grad_input.shape[2], grad_output.shape[1],
-                            grad_output.shape[2], kernel_size, stride, padding, (1, 1),
-                            count_include_pad, divisor_override)
+                            grad_output.shape[2], kernel_size, stride, padding)
     cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = grad_input.shape[0], p
+    dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] work
+    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     if P == 0:
         return
-    work = plan.work(num_threads, np.float32 if floating is float else np.float64,
-                     avg_backward=not _is_2x2(g))
+    work = plan.work(num_threads, dtype, avg_backward=not _is_2x2(g))
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             if _is_2x2(g):
-                _avg_backward_plane_2x2(&grad_output[p, 0, 0], &grad_input[p, 0, 0], g)
+                _avg_backward_plane_2x2(&grad_output[p, 0, 0], &grad_input[p, 0, 0], divs[0], g)
             else:
                 _avg_backward_plane(&grad_output[p, 0, 0], &grad_input[p, 0, 0],
-                                    &work[threadid(), 0], g)
+                                    &work[threadid(), 0], &divs[0], g)
