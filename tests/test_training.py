@@ -126,6 +126,7 @@ def test_history_plot(tmp_path, sample, monkeypatch):
     path = history.plot(tmp_path / "curves.png")
     assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         history.plot(tmp_path / "other.png")
 

@@ -52,26 +52,26 @@ class History:
         Needs matplotlib; without it, raises ImportError saying how to install it.
         """
         try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            # A bare Figure, not pyplot: no GUI backend, no change to the user's pyplot state.
+            from matplotlib.figure import Figure
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install matplotlib "
                               "(or pip install 'fastconv[extras]')") from None
         epochs = [e + 1 for e in self.epoch]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        axes = fig.subplots(1, 2)
         for ax, metric in zip(axes, ("loss", "accuracy")):
             for key, label in ((metric, "train"), ("val_" + metric, "validation")):
                 values = self.history[key]
                 if any(v is not None for v in values):
                     ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", label=label)
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
             ax.grid(True, alpha=0.3)
             ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
 
