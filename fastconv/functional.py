@@ -64,20 +64,19 @@ def _tiles(args):
 
 
 def _direct(args, x4, w, b, out4, nt):
-    """Run conv2d_direct: pack the weight in blocks of BLOCK_CHANNELS output channels and
-    size the padded image buffer (whole blocks of BLOCK_COLUMNS output columns)."""
+    """Run conv2d_direct: pack the weight in blocks of the kernel's output channels and size
+    the padded image buffer (whole blocks of output columns)."""
     k, cg, kh, kw = w.shape
     kg = k // args.groups
-    kb = _conv.BLOCK_CHANNELS
+    kb, vw = _conv.direct_block_shape(w.itemsize)
     nkb = -(-kg // kb)
     wpack = np.zeros((args.groups, nkb * kb, cg * kh * kw), dtype=w.dtype)
     wpack[:, :kg] = w.reshape(args.groups, kg, cg * kh * kw)
     wpack = np.ascontiguousarray(wpack.reshape(args.groups, nkb, kb, -1).transpose(0, 1, 3, 2))
     n, _, ho, wo = args.out_shape
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
-    wo_blocks = -(-wo // _conv.BLOCK_COLUMNS) * _conv.BLOCK_COLUMNS
     hp = (ho - 1) * sh + (kh - 1) * dh + 1
-    wp = (wo_blocks - 1) * sw + (kw - 1) * dw + 1
+    wp = (-(-wo // vw) * vw - 1) * sw + (kw - 1) * dw + 1
     stride_items = _workspace.round_up(x4.shape[1] * sw * hp * -(-wp // sw), w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, wpack.reshape(-1), b, out4, work, stride_items, kh, kw, sh, sw,
@@ -85,11 +84,23 @@ def _direct(args, x4, w, b, out4, nt):
 
 
 def _choose_algorithm(args):
-    """'direct' where it measured faster than im2col + GEMM, else 'gemm'."""
+    """'direct' where it measured faster than im2col + GEMM, else 'gemm'.
+
+    Measured (float32, 1 and 2 threads, AVX2/AVX-512 builds of the direct kernel): direct
+    was 1.0-1.5x GEMM for C/groups*kH*kW <= 300 (LeNet's layers among them; GEMM's inputs
+    are then too thin for BLAS to reach its peak), even to 0.9x at 576 and 1152 (the large
+    3x3 layers), 0.5x on 1x1 layers, 2x on 5x5 depthwise and 0.5-0.9x on 3x3 depthwise
+    (a block of output channels is then mostly padding). The portable SSE2 build of the
+    direct kernel measured 2-3x slower than its AVX2 build: there GEMM always.
+    """
     k, c_per_group, kh, kw = args.weight.shape
-    if c_per_group == 1 and kh * kw > 1:
-        return "direct"
-    return "gemm"
+    kb, vw = _conv.direct_block_shape(args.x.itemsize)
+    baseline_build = vw * args.x.itemsize < 64  # the SSE2 block: 8 registers of 16 bytes
+    if baseline_build or kh * kw == 1:
+        return "gemm"
+    if k // args.groups < kb:
+        return "direct" if kh * kw >= 25 else "gemm"
+    return "direct" if c_per_group * kh * kw <= 300 else "gemm"
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -111,10 +122,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         C and K are split into ``groups`` independent convolutions (``groups == C``:
         depthwise).
     algorithm : {'auto', 'gemm', 'direct'}
-        'gemm': per-image im2col and one GEMM per group; 'direct': accumulate each output
-        plane from the input planes, no column buffer; 'auto' picks the one that measured
-        faster for the shape (direct for one input channel per group, as in LeNet's
-        first layer and depthwise convolutions).
+        'gemm': im2col of a cache-sized tile of images or rows, then one GEMM per group;
+        'direct': register-blocked direct convolution, no column buffer; 'auto' picks the
+        one that measured faster for the shape (direct for small C/groups*kH*kW, as in
+        LeNet, and 5x5 depthwise; GEMM for 1x1 and wide layers).
     out : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo), optional
         C-contiguous array of x's dtype that receives the result (saves an allocation).
 

@@ -147,25 +147,34 @@ cdef extern from *:
     /* One FC_KB x FC_VW block of direct-convolution outputs, kept in registers over every
      * kernel tap. In C rather than Cython, and never inlined, because only then does GCC
      * keep the accumulators in SIMD registers (inlined into the OpenMP region it unrolls
-     * them into scalar code, ~10x slower). */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define FC_NOINLINE __attribute__((noinline, target_clones("avx512f", "arch=haswell", "default")))
-    #elif defined(__GNUC__) || defined(__clang__)
+     * them into scalar code, ~10x slower). The block is 8 registers of the baseline SSE2
+     * or of AVX2 (setup.py also builds this module for x86-64-v3 and v4); the AVX-512 build
+     * keeps AVX2's block: GCC's code for the 8-zmm blocks tried (4x32, 8x16) spilled or
+     * reloaded accumulators and measured 2x slower. */
+    #if defined(__GNUC__) || defined(__clang__)
     #define FC_NOINLINE __attribute__((noinline))
     #elif defined(_MSC_VER)
     #define FC_NOINLINE __declspec(noinline)
     #else
     #define FC_NOINLINE
     #endif
+    #if defined(__AVX2__)
     #define FC_KB 4
-    #define FC_VW 16
-    #define FC_DIRECT_BLOCK(NAME, T)                                                         \
+    #define FC_VW_F 16
+    #define FC_VW_D 8
+    #else
+    #define FC_KB 4
+    #define FC_VW_F 8
+    #define FC_VW_D 4
+    #endif
+
+    #define FC_DIRECT_BLOCK(NAME, T, VW)                                                     \
     static FC_NOINLINE void NAME(const T* p, const T* wb, T* o, const T* bias,              \
                                  Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,           \
                                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, \
                                  Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) \
     {                                                                                        \
-        T acc[FC_KB][FC_VW] = {{0}};                                                         \
+        T acc[FC_KB][VW] = {{0}};                                                            \
         const T* wt = wb;                                                                    \
         for (Py_ssize_t c = 0; c < cg; c++) {                                                \
             for (Py_ssize_t i = 0; i < kh; i++) {                                            \
@@ -173,11 +182,11 @@ cdef extern from *:
                 Py_ssize_t q = 0, m = 0;  /* tap column j*dw: phase q, m columns in */       \
                 for (Py_ssize_t j = 0; j < kw; j++) {                                        \
                     const T* xp = xr + q * hp * wq + m;                                      \
-                    T x[FC_VW];                                                              \
-                    for (int v = 0; v < FC_VW; v++) x[v] = xp[v];                            \
+                    T x[VW];                                                                 \
+                    for (int v = 0; v < VW; v++) x[v] = xp[v];                               \
                     for (int k = 0; k < FC_KB; k++) {                                        \
                         T w = wt[k];                                                         \
-                        for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];               \
+                        for (int v = 0; v < VW; v++) acc[k][v] += w * x[v];                  \
                     }                                                                        \
                     wt += FC_KB;                                                             \
                     for (q += dw; q >= sw; q -= sw) m++;                                     \
@@ -188,12 +197,13 @@ cdef extern from *:
             for (Py_ssize_t v = 0; v < vw_n; v++)                                            \
                 o[k * L + v] = acc[k][v] + (bias ? bias[k] : (T)0);                          \
     }
-    FC_DIRECT_BLOCK(fc_direct_block_f, float)
-    FC_DIRECT_BLOCK(fc_direct_block_d, double)
+    FC_DIRECT_BLOCK(fc_direct_block_f, float, FC_VW_F)
+    FC_DIRECT_BLOCK(fc_direct_block_d, double, FC_VW_D)
     """
     enum:
         KB "FC_KB"
-        VW "FC_VW"
+        VW_F "FC_VW_F"
+        VW_D "FC_VW_D"
     void fc_direct_block_f(const float* p, const float* wb, float* o, const float* bias,
                            Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
                            Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
@@ -204,9 +214,10 @@ cdef extern from *:
                            Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
 
 
-# the block, for the caller that packs the weight and sizes the padded buffer
-BLOCK_CHANNELS = KB
-BLOCK_COLUMNS = VW
+def direct_block_shape(int itemsize):
+    """(output channels, output columns) of the direct kernel's register block, for float32
+    (itemsize 4) or float64 (8), in this build of the module."""
+    return KB, (VW_F if itemsize == 4 else VW_D)
 
 
 cdef inline void direct_block(const floating* p, const floating* wb, floating* o,
@@ -235,8 +246,9 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
     """out = conv(x, weight) + bias by register-blocked direct convolution, no im2col.
 
     Each image is first copied into a zero-padded, phase-split (C, sw, Hp, ceil(Wp/sw))
-    buffer (work, work_stride items per thread; Wp covers whole VW-column blocks), so the
-    inner loops have no bounds and read contiguous columns.
+    buffer (work, work_stride items per thread; Wp covers whole blocks of VW columns), so
+    the inner loops have no bounds and read contiguous columns. (KB, VW) is
+    direct_block_shape(itemsize).
     wpack is the weight in blocks of KB output channels per group:
     (groups, ceil(K/groups/KB), Cg*kh*kw, KB), zero where a block runs past the group.
     bias is empty for no bias.
@@ -244,6 +256,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3], L = Ho * Wo
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups
+    cdef Py_ssize_t VW = VW_F if floating is float else VW_D
     cdef Py_ssize_t nkb = (Kg + KB - 1) // KB, blk = Cg * kh * kw * KB
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef Py_ssize_t n, grp, kb, k0, oh, ob, ow
