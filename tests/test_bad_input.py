@@ -396,6 +396,13 @@ def _model_cases():
          ["10 samples", "9"]),
         ("fit-labels-out-of-range", lambda: fit(arr(10, 4), np.full(10, 3)), ValueError,
          ["[0, 3)"]),
+        ("predict-zero-batch-size",
+         lambda: nn.Sequential(nn.Linear(4, 3)).predict(arr(10, 4), batch_size=0), ValueError,
+         ["batch_size must be >= 1, got 0"]),
+        ("evaluate-negative-batch-size",  # was "x is empty"
+         lambda: nn.Sequential(nn.Linear(4, 3)).evaluate(arr(10, 4), np.zeros(10, np.int64),
+                                                         batch_size=-1), ValueError,
+         ["batch_size must be >= 1, got -1"]),
         # optimizers
         ("SGD-negative-lr", lambda: optim.SGD(params(), lr=-1), ValueError,
          ["Invalid learning rate: -1"]),

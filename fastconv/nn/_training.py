@@ -210,6 +210,8 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
 
 def _batched_outputs(model, x, batch_size):
     """Yield ``(slice, output)`` for ``x`` in eval mode, restoring the model's mode after."""
+    if batch_size < 1:  # else range() refuses 0, and a negative size reads as an empty x
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
     try:
