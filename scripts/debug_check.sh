@@ -17,6 +17,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 start=$SECONDS
 
+if ! "$PYTHON" -c "import Cython, setuptools, numpy, scipy, pytest, hypothesis" 2>/dev/null; then
+    echo "debug_check.sh: $PYTHON needs Cython, setuptools, numpy, scipy, pytest and hypothesis" \
+         "(pip install Cython setuptools '.[test]')" >&2
+    exit 2
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/fastconv-debug.XXXXXX")
 if [[ "${KEEP:-0}" != 1 ]]; then
     trap 'rm -rf "$work"' EXIT
