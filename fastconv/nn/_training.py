@@ -6,7 +6,6 @@ import time
 import numpy as np
 
 from .. import _random
-from .loss import CrossEntropyLoss
 
 __all__ = ["History", "fit", "evaluate", "predict", "summary"]
 
@@ -129,14 +128,13 @@ def _format(metrics):
 
 def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
         shuffle=True, verbose=1, scheduler=None):
-    """Train ``model`` with mini-batches of ``(x, y)`` for ``epochs`` passes.
+    """Train the model with mini-batches of ``(x, y)`` for ``epochs`` passes.
 
     Each batch runs the torch-style step: forward, loss, ``optimizer.zero_grad()``,
     ``model.backward(loss.backward())``, ``optimizer.step()``.
 
     Parameters
     ----------
-    model : Sequential
     x : ndarray (N, ...)
         Inputs, e.g. float32 images (N, C, H, W) in [0, 1].
     y : ndarray (N,) or (N, ...)
@@ -238,7 +236,7 @@ def predict(model, x, batch_size=256):
 
 
 def evaluate(model, x, y, *, loss=None, batch_size=256):
-    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode.
+    """Mean loss and accuracy of the model on ``(x, y)`` in eval mode.
 
     Parameters
     ----------
@@ -254,6 +252,7 @@ def evaluate(model, x, y, *, loss=None, batch_size=256):
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"evaluate: x and y must be non-empty and of one length, got {len(x)} and {len(y)}")
     if loss is None:
+        from .loss import CrossEntropyLoss  # not at the top: loss -> module -> this module
         loss = getattr(model, "_fit_loss", None) or CrossEntropyLoss()
     total_loss, correct = 0.0, 0
     for index, out in _batched_outputs(model, x, batch_size):

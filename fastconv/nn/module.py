@@ -5,6 +5,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from . import _training
 from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", "missing_keys unexpected_keys")
@@ -336,21 +337,18 @@ class Sequential(Module):
 
     def fit(self, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
             shuffle=True, verbose=1, scheduler=None):
-        """Train on ``(x, y)`` for ``epochs`` passes; see :func:`fastconv.nn.fit`."""
-        from ._training import fit
-        return fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
-                   batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
-                   verbose=verbose, scheduler=scheduler)
+        return _training.fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
+                             batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
+                             verbose=verbose, scheduler=scheduler)
 
     def evaluate(self, x, y, *, loss=None, batch_size=256):
-        """Mean loss and accuracy on ``(x, y)`` in eval mode; see :func:`fastconv.nn.evaluate`."""
-        from ._training import evaluate
-        return evaluate(self, x, y, loss=loss, batch_size=batch_size)
+        return _training.evaluate(self, x, y, loss=loss, batch_size=batch_size)
 
     def predict(self, x, batch_size=256):
-        """Outputs for ``x`` in eval mode, batch by batch; see :func:`fastconv.nn.predict`."""
-        from ._training import predict
-        return predict(self, x, batch_size=batch_size)
+        return _training.predict(self, x, batch_size=batch_size)
+
+    fit.__doc__, evaluate.__doc__, predict.__doc__ = (
+        _training.fit.__doc__, _training.evaluate.__doc__, _training.predict.__doc__)
 
     def summary(self, input_shape=None, print_fn=print):
         """Print (and return) a table: layer (type) / output shape / param #.
@@ -363,8 +361,7 @@ class Sequential(Module):
         print_fn : callable or None
             Where the table goes; None to only return it.
         """
-        from ._training import summary
-        table = summary(self, input_shape)
+        table = _training.summary(self, input_shape)
         if print_fn is not None:
             print_fn(table)
         return table
