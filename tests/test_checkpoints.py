@@ -243,9 +243,6 @@ def test_a_checkpoint_survives_a_kill_in_the_middle_of_a_save(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
-@pytest.mark.xfail(strict=True, reason="Sequential.save writes through tempfile.mkstemp, "
-                   "whose file mode is 0600 whatever the umask; datasets._atomic_file opens "
-                   "its temporary with 0666 & ~umask (one shared helper would fix both)")
 def test_save_gives_the_usual_file_permissions(tmp_path):
     umask = os.umask(0o022)
     try:

@@ -1,10 +1,10 @@
 """Module and Sequential: the containers of layers, parameters and buffers."""
 import os
-import tempfile
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from ..datasets import _atomic_file
 from . import _training
 from .parameter import Parameter
 
@@ -372,24 +372,8 @@ class Sequential(Module):
         The file is written beside ``path`` under a temporary name, flushed to disk, then
         renamed over ``path``: a crash leaves the old file or the new one, never a broken one.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        with _atomic_file(path) as f:
+            np.savez(f, **self.state_dict())
 
     def load(self, path, strict=True):
         """Load weights written by :meth:`save` (or any .npz of torch-named arrays) into this
