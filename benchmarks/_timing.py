@@ -9,18 +9,20 @@ after a competitor's may wait for those cores; the calls after it show the stead
 
 API
 ---
-best_of(fns, repeat=7, repeats=None, warmup=1, burst=2) -> {name: best seconds}
+best_of(fns, repeat=7, repeats=None, warmup=1, burst=2, min_time=0.0) -> {name: best seconds}
     ``fns`` maps a name to a zero-argument callable. Every callable is called ``warmup``
     times first (not timed), then each round calls each callable up to ``burst`` times in
     a row, until it has had its ``repeat`` timed calls. ``repeats`` maps a name to its own
-    count (for a slow baseline that deserves fewer runs).
+    count (for a slow baseline that deserves fewer runs). With ``min_time``, a fast
+    callable gets more calls (up to 10x its count) until its timed calls add up to that
+    many seconds: more chances to catch a quiet moment on a busy machine.
 """
 import time
 
 __all__ = ["best_of"]
 
 
-def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2):
+def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2, min_time=0.0):
     """Best wall-clock seconds of each callable in ``fns``, timed interleaved.
 
     Parameters
@@ -35,6 +37,8 @@ def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2):
         Untimed calls per callable before timing (first-call allocations, caches).
     burst : int, default 2
         Consecutive timed calls of one callable within a round.
+    min_time : float, default 0
+        Seconds of timed calls each callable should reach, by up to 10x its repeat count.
 
     Returns
     -------
@@ -48,14 +52,25 @@ def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2):
             fns[name]()
     best = {name: float("inf") for name in names}
     done = {name: 0 for name in names}
+    spent = {name: 0.0 for name in names}
+
+    def wanted(name):
+        if done[name] < counts[name]:
+            return counts[name] - done[name]
+        if spent[name] < min_time and done[name] < 10 * counts[name]:
+            return 10 * counts[name] - done[name]
+        return 0
+
     rounds = 0
-    while any(done[name] < counts[name] for name in names):
+    while any(wanted(name) for name in names):
         shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
-            for _ in range(min(burst, counts[name] - done[name])):
+            for _ in range(min(burst, wanted(name))):
                 start = time.perf_counter()
                 fns[name]()
-                best[name] = min(best[name], time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                best[name] = min(best[name], elapsed)
+                spent[name] += elapsed
                 done[name] += 1
         rounds += 1
     return best

@@ -205,7 +205,7 @@ def _progress(items):
 
 
 def run(ops=None, threads=None, repeat=7, ref_repeat=2, batch=None, quick=False,
-        use_torch=True, progress=True):
+        use_torch=True, progress=True, min_time=0.3):
     """Time each op; return the results as a list of dicts (the JSON's "results").
 
     Parameters
@@ -216,6 +216,9 @@ def run(ops=None, threads=None, repeat=7, ref_repeat=2, batch=None, quick=False,
         Threads for all three (default ``fastconv.get_num_threads()``).
     repeat, ref_repeat : int
         Timed calls of fastconv and torch, and of the (slow) reference.
+    min_time : float
+        Seconds of timed calls fastconv and torch should each reach on an op (fast ops get
+        up to 10x ``repeat`` calls: more chances of a quiet moment on a busy machine).
     batch : int, optional
         Batch size for every op instead of its own (tiny runs, tests).
     quick : bool
@@ -243,7 +246,7 @@ def run(ops=None, threads=None, repeat=7, ref_repeat=2, batch=None, quick=False,
             fns = {"fastconv": case.fastconv}
             if case.torch:
                 fns["torch"] = case.torch
-            best = best_of(fns, repeat=repeat)
+            best = best_of(fns, repeat=repeat, min_time=min_time)
             # The reference after, apart: its multi-threaded BLAS leaves threads spinning
             # for about 0.1 s, which would stall the next OpenMP region.
             best.update(best_of({"reference": case.reference}, repeat=ref_repeat, warmup=0))
@@ -320,7 +323,8 @@ def main(argv=None):
                         help="threads for fastconv, torch and the reference's BLAS "
                              "(default: fastconv.get_num_threads())")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="timed calls per op for fastconv and torch (default 7, 2 with --quick)")
+                        help="timed calls per op for fastconv and torch "
+                             "(default 7, 2 with --quick)")
     parser.add_argument("--ref-repeat", type=int, default=2,
                         help="timed calls of the slow NumPy reference (default 2)")
     parser.add_argument("--quick", action="store_true", help="batch sizes / 16: a smoke run")
@@ -336,7 +340,7 @@ def main(argv=None):
     if not ops:
         parser.error(f"no op matches --ops {args.ops!r}")
     results = run(ops, threads, repeat, args.ref_repeat, quick=args.quick,
-                  use_torch=not args.no_torch)
+                  use_torch=not args.no_torch, min_time=0 if args.quick else 0.3)
     meta = metadata(threads, repeat, args.ref_repeat, args.quick)
     print(f"fastconv {meta['fastconv']}, torch {meta['torch']}, {threads} threads, float32, "
           f"best of {repeat} (reference: {args.ref_repeat})")

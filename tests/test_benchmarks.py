@@ -3,6 +3,7 @@ what the README promises. Nothing here asserts a speed."""
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -35,13 +36,19 @@ def test_best_of_times_every_callable_its_own_number_of_times():
     best = best_of({"a": counter("a"), "b": counter("b")}, repeat=4, repeats={"b": 2}, warmup=1)
     assert calls == {"a": 5, "b": 3}
     assert set(best) == {"a", "b"} and all(0 <= t < 1 for t in best.values())
+    # min_time: calls go on, up to 10x the count, until they add up to that many seconds
+    calls = {"a": 0, "b": 0}
+    best_of({"a": counter("a"), "b": lambda: time.sleep(0.002)}, repeat=2, warmup=0,
+            min_time=0.001)
+    assert calls["a"] == 20
 
 
 def test_every_op_runs_and_the_json_has_the_documented_keys(bench, tmp_path):
     ops = bench.all_ops()
     groups = {op.group for op in ops}
     assert groups == {"lenet", "large", "pool"} and len(ops) == 24
-    results = bench.run(ops, threads=1, repeat=1, ref_repeat=1, batch=1, progress=False)
+    results = bench.run(ops, threads=1, repeat=1, ref_repeat=1, batch=1, progress=False,
+                        min_time=0)
     path = tmp_path / "bench.json"
     bench.write_json(str(path), bench.metadata(1, 1, 1, False), results)
     data = json.loads(path.read_text())

@@ -221,7 +221,9 @@ def test_max_pool_nan_wins_with_the_last_nan_index(k, s, p):
     # a window is NaN exactly when it holds a NaN
     holds_nan = F.max_pool2d(np.isnan(x).astype(np.float64), k, s, p) > 0
     np.testing.assert_array_equal(np.isnan(out), holds_nan)
-    assert np.isnan(x.reshape(2, -1)[np.arange(2)[:, None], idx.reshape(2, -1)][holds_nan.reshape(2, -1)]).all()
+    # and its index points at a NaN
+    picked = np.take_along_axis(x.reshape(2, -1), idx.reshape(2, -1), axis=1)
+    assert np.isnan(picked[holds_nan.reshape(2, -1)]).all()
 
 
 def test_max_pool_nan_matches_torch():

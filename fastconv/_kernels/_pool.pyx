@@ -12,13 +12,15 @@ NaN propagation (a NaN in the window wins; its index is the last NaN's, as in to
 the order of every sum, so results match torch bit for bit.
 
 How the loops vectorize. The general kernels run tap by tap over a whole output row held
-in a per-thread scratch row (L1-resident): for each window tap, one strided pass over the
-row's columns, which GCC vectorizes. Every pass covers the same Wp columns (Wo rounded up
-to a multiple of 8): the input row is first copied into a scratch row padded with the
-neutral value (-inf for max, 0 for sums), so no pass needs a bounds test or a scalar
-remainder. A scalar remainder of the max update would branch on the data and mispredict;
-partial remainders overlapping earlier vector stores would stall store forwarding.
-2x2 stride-2 windows (LeNet) get fused single-pass loops instead.
+in a per-thread scratch row (L1-resident), each pass a plain loop over the row's columns
+that GCC vectorizes (max: three taps per pass, the running max and argmax in registers).
+Every pass covers the same Wp columns (Wo rounded up to a multiple of 8): the input row is
+first copied into a scratch row padded with the neutral value (-inf for max, 0 for sums)
+and split by stride phase, so the taps read contiguous columns and no pass needs a bounds
+test or a scalar remainder. (A scalar remainder of the max update branches on the data
+and mispredicts; partial vectors overlapping earlier stores stall store forwarding.)
+The avg-pool divisors come from one table per call. 2x2 stride-2 windows (LeNet) get
+fused single-pass loops instead.
 """
 import numpy as np
 
@@ -134,8 +136,8 @@ cdef class _Plan:
 
 cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
     """2x2 windows, stride 2, no padding or dilation, every window inside the plane: the
-    LeNet pooling, which gets fused single-pass loops (about 2x the general tap loops on
-    28x28 planes, whose short rows make per-tap overhead dominate)."""
+    LeNet pooling, which gets fused single-pass loops (on its 28x28 planes the short rows
+    make the general kernels' per-row and per-tap overhead dominate)."""
     return (g.kh == 2 and g.kw == 2 and g.sh == 2 and g.sw == 2 and g.ph == 0 and g.pw == 0
             and g.dh == 1 and g.dw == 1 and 2 * g.Ho <= g.H and 2 * g.Wo <= g.W)
 
@@ -360,7 +362,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     # Offsets within a window, and flat indices: int32 when they fit.
     cdef bint narrow = (g.H + 2 * g.ph + 1) * (g.W + 2 * g.pw + 1) <= INT32_MAX
     cdef int64_t* ind
-    cdef floating[:, ::1] work = plan.work(num_threads, np.float32 if floating is float else np.float64)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] work = plan.work(num_threads, dtype)
     # One argmax row per thread, reused for every row of every plane it pools.
     cdef int32_t[:, ::1] track32 = np.empty((num_threads, g.Wp if narrow else 1), np.int32)
     cdef int64_t[:, ::1] track64 = np.empty((num_threads, 1 if narrow else g.Wp), np.int64)
