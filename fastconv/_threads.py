@@ -48,15 +48,33 @@ def _check_count(n):
 
 
 def get_num_threads():
-    """Number of OpenMP threads the next kernel call on this Python thread will use."""
-    if not _runtime.openmp_enabled():
+    """Number of OpenMP threads the next kernel call on this Python thread will use.
+
+    1 in a process forked after this one (or an ancestor) ran kernels on several threads:
+    GNU libgomp's thread team does not survive ``fork``, and a parallel region of more than
+    one thread in the child waits for it forever. Results do not depend on the thread
+    count, only speed does (use the "spawn" start method for multi-threaded workers).
+    """
+    global _team_started
+    if not _runtime.openmp_enabled() or _forked_after_team:
         return 1
-    override = getattr(_local, "num_threads", None)
-    if override is not None:
-        return override
-    if _global_num_threads is not None:
-        return _global_num_threads
-    return _default_num_threads()
+    n = getattr(_local, "num_threads", None) or _global_num_threads or _default_num_threads()
+    if n > 1:
+        _team_started = True
+    return n
+
+
+_team_started = False       # a kernel may have started an OpenMP team of several threads
+_forked_after_team = False  # this process is a fork of one where _team_started held
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    _forked_after_team = _forked_after_team or _team_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):

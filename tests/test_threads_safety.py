@@ -4,6 +4,10 @@ The kernels release the GIL, so Python threads really run them concurrently, eac
 own OpenMP team. Scratch memory is per Python thread (fastconv._workspace), and the BLAS
 thread limit is set around each kernel call: both must hold up under concurrent callers.
 """
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -14,6 +18,8 @@ import fastconv
 import fastconv.optim
 from fastconv import _workspace, nn
 from fastconv import functional as F
+
+from _isolated import child_env
 
 THREADS = 4
 REPEATS = 8
@@ -177,3 +183,42 @@ def test_scratch_buffers_are_per_thread():
         t.join()
     (a, n), (b, _) = seen
     assert a + n <= b or b + n <= a
+
+
+_FORK = textwrap.dedent(r"""
+    import os, sys, time
+    import numpy as np
+    import fastconv
+    from fastconv import functional as F
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+
+    def work():
+        out = F.conv2d(x, w, padding=1)
+        return (out, F.max_pool2d(out, 2), *F.conv2d_backward(out, x, w, padding=1))
+
+    with fastconv.threads(2):
+        expected = work()  # the parent's OpenMP team now exists
+    pid = os.fork()
+    if pid == 0:
+        with fastconv.threads(2):
+            same = all(np.array_equal(a, b) for a, b in zip(work(), expected))
+        os._exit(0 if same and fastconv.get_num_threads() == 1 else 3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            sys.exit(os.waitstatus_to_exitcode(status))
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    sys.exit("the forked child hung")
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernels_run_in_a_child_forked_after_multithreaded_calls():
+    """GNU libgomp's team does not survive fork: a forked child used to hang in its first
+    multi-threaded kernel. It now runs single-threaded, with the same results."""
+    proc = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True,
+                          env=child_env(), timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
