@@ -33,6 +33,18 @@ from libc.string cimport memcpy, memset
 cdef enum:
     # Scratch rows are padded to a multiple of this many columns (whole vectors).
     COLUMN_BLOCK = 8
+    CACHE_LINE = 64
+
+
+def _thread_rows(Py_ssize_t num_threads, Py_ssize_t n, dtype):
+    """(num_threads, >= n) scratch whose rows start on their own cache lines: two threads
+    writing rows that share a line would keep stealing it from each other."""
+    cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
+    cdef Py_ssize_t per_line = CACHE_LINE // itemsize
+    cdef Py_ssize_t stride = (n + per_line - 1) // per_line * per_line
+    buf = np.empty(num_threads * stride + per_line, dtype)
+    start = (-buf.ctypes.data % CACHE_LINE) // itemsize
+    return buf[start:start + num_threads * stride].reshape(num_threads, stride)
 
 
 cdef struct Pool:
@@ -131,7 +143,7 @@ cdef class _Plan:
         """Per-thread floating scratch: two rows of Wp, then a padded row split by stride
         phase (sw * Lk; see _phases), or for avg_backward H such rows."""
         cdef Py_ssize_t size = self.p.sw * self.p.Lk * (self.p.H if avg_backward else 1)
-        return np.empty((num_threads, 2 * self.p.Wp + size), dtype)
+        return _thread_rows(num_threads, 2 * self.p.Wp + size, dtype)
 
 
 cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
@@ -365,8 +377,8 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] work = plan.work(num_threads, dtype)
     # One argmax row per thread, reused for every row of every plane it pools.
-    cdef int32_t[:, ::1] track32 = np.empty((num_threads, g.Wp if narrow else 1), np.int32)
-    cdef int64_t[:, ::1] track64 = np.empty((num_threads, 1 if narrow else g.Wp), np.int64)
+    cdef int32_t[:, ::1] track32 = _thread_rows(num_threads, g.Wp if narrow else 1, np.int32)
+    cdef int64_t[:, ::1] track64 = _thread_rows(num_threads, 1 if narrow else g.Wp, np.int64)
     if P == 0:
         return
     with nogil:
