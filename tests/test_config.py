@@ -119,6 +119,43 @@ def test_cpu_dispatch_imports_a_level_this_cpu_runs():
         assert sys.modules[f"fastconv._kernels.{name}"] is _kernels.load(name)
 
 
+_V3 = dict.fromkeys(("AVX", "AVX2", "FMA3", "F16C"), True)
+_V4 = {**_V3, **dict.fromkeys(("AVX512F", "AVX512CD", "AVX512_SKX"), True)}
+
+
+@pytest.mark.parametrize("features, requested, expected, warns", [
+    ({}, "", "generic", False),
+    (_V3, "", "x86_64_v3", False),
+    (_V4, "auto", "x86_64_v4", False),
+    (_V4, "generic", "generic", False),
+    (_V4, "x86-64-v3", "x86_64_v3", False),
+    (_V3, "x86_64_v4", "x86_64_v3", True),   # never a level the CPU cannot run
+    (_V4, "avx9000", "x86_64_v4", True),
+])
+def test_cpu_level_honours_fastconv_cpu_within_what_the_cpu_runs(monkeypatch, features, requested,
+                                                                  expected, warns):
+    monkeypatch.setattr(_kernels, "_cpu_features", lambda: features)
+    monkeypatch.setenv("FASTCONV_CPU", requested)
+    if warns:
+        with pytest.warns(RuntimeWarning, match="FASTCONV_CPU"):
+            assert _kernels.cpu_level() == expected
+    else:
+        assert _kernels.cpu_level() == expected
+
+
+@pytest.mark.parametrize("requested, expected", [
+    ("", {"_conv": "x86_64_v4", "_pool": "x86_64_v3"}),
+    ("x86_64_v3", {"_conv": "x86_64_v3", "_pool": "x86_64_v3"}),
+    ("generic", {"_conv": "generic", "_pool": "generic"}),
+])
+def test_each_module_gets_the_best_level_it_was_built_for(monkeypatch, requested, expected):
+    monkeypatch.setattr(_kernels, "_cpu_features", lambda: _V4)
+    monkeypatch.setattr(_kernels, "build_info", lambda: {
+        "cpu_variants": {"_conv": ["x86_64_v3", "x86_64_v4"], "_pool": ["x86_64_v3"]}})
+    monkeypatch.setenv("FASTCONV_CPU", requested)
+    assert _kernels.module_levels() == expected
+
+
 # Every dispatched kernel family on float32 inputs; prints the kernels' levels, saves results.
 _DISPATCH_CHILD = """
 import numpy as np, fastconv._kernels as k, fastconv.functional as F

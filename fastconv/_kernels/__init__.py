@@ -81,20 +81,15 @@ def cpu_level():
     """The best CPU level this machine runs, capped by FASTCONV_CPU; 'generic' if none."""
     features = _cpu_features()
     supported = [level for level, needs in CPU_LEVELS.items() if all(features.get(f) for f in needs)]
+    best = supported[0] if supported else "generic"
     requested = os.environ.get("FASTCONV_CPU", "").strip().lower().replace("-", "_")
-    if requested in ("", "auto"):
-        return supported[0] if supported else "generic"
-    if requested == "generic":
-        return "generic"
-    if requested not in CPU_LEVELS:
-        warnings.warn(f"FASTCONV_CPU={requested!r} is not one of generic, "
-                      f"{', '.join(CPU_LEVELS)}: choosing automatically", RuntimeWarning)
-        return supported[0] if supported else "generic"
-    if requested not in supported:
-        warnings.warn(f"FASTCONV_CPU={requested!r}: this CPU lacks it; using "
-                      f"{supported[0] if supported else 'generic'}", RuntimeWarning)
-        return supported[0] if supported else "generic"
-    return requested
+    if requested in ("", "auto") or requested == best:
+        return best
+    if requested == "generic" or requested in supported:
+        return requested
+    why = "this CPU lacks it" if requested in CPU_LEVELS else "not generic or " + ", ".join(CPU_LEVELS)
+    warnings.warn(f"FASTCONV_CPU={requested!r} ignored ({why}): using {best}", RuntimeWarning)
+    return best
 
 
 def module_levels():
