@@ -390,6 +390,9 @@ def _model_cases():
          ValueError, ["target of shape (2,)", "(2, 1)"]),
         ("CrossEntropyLoss-1-D-logits", lambda: ce(arr(10), np.array([1])), ValueError,
          ["(N, classes)", "(10,)"]),
+        ("CrossEntropyLoss-integer-logits",  # was computed, in float64
+         lambda: ce(arr(2, 10, dtype=np.int64), np.array([1, 2])), TypeError,
+         ["floating-point logits", "int64"]),
         ("MSELoss-shape-mismatch", lambda: nn.MSELoss()(arr(2, 3), arr(3, 2)), ValueError,
          ["(2, 3) and (3, 2)"]),
         ("fit-length-mismatch", lambda: fit(arr(10, 4), np.zeros(9, np.int64)), ValueError,

@@ -52,6 +52,9 @@ class CrossEntropyLoss(_Loss):
         if target.shape != input.shape[:1]:
             raise ValueError(f"CrossEntropyLoss: expected target of shape ({input.shape[0]},) for "
                              f"input of shape {input.shape}, got shape {target.shape}")
+        if not np.issubdtype(input.dtype, np.floating):
+            raise TypeError(f"CrossEntropyLoss: expected floating-point logits, got dtype "
+                            f"{input.dtype}")
         if not np.issubdtype(target.dtype, np.integer):
             raise TypeError(f"CrossEntropyLoss: target must hold integer class labels, got dtype "
                             f"{target.dtype}")
