@@ -41,9 +41,10 @@ CPU_VARIANTS = {
     "_im2col": ("x86_64_v3", "x86_64_v4"),
     "_pool": ("x86_64_v3",),
 }
-_platform = os.environ.get("_PYTHON_HOST_PLATFORM") or sysconfig.get_platform()
+# The target platform (sysconfig honours cibuildwheel's _PYTHON_HOST_PLATFORM when it
+# cross-compiles): x86-64 only.
 CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE and not DEBUG
-                and _platform.endswith(("x86_64", "amd64")))
+                and sysconfig.get_platform().endswith(("x86_64", "amd64")))
 
 # Set once for the whole build; FASTCONV_DEBUG=1 turns the checks back on.
 COMPILER_DIRECTIVES = {
