@@ -383,3 +383,22 @@ def test_init_gain_and_refusals():
         nn.init.xavier_uniform_(np.zeros(3))
     with pytest.raises(ValueError, match="mode"):
         nn.init.kaiming_uniform_(np.zeros((2, 2)), mode="fan_avg")
+
+
+def test_first_conv_skips_grad_input(monkeypatch):
+    """The images' gradient is wasted work: Sequential asks the first layer not to compute it."""
+    calls = []
+    real = fastconv.functional.conv2d_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["needs_input_grad"])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fastconv.functional, "conv2d_backward", spy)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    x = np.ones((2, 1, 6, 6), np.float32)
+    g = np.ones((2, 2, 2, 2), np.float32)
+    model(x)
+    assert model.backward(g) is None and calls == [True, False]
+    model.requires_input_grad = True
+    model(x)
+    assert model.backward(g).shape == x.shape and calls[2:] == [True, True]
