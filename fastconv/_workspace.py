@@ -5,8 +5,9 @@ column buffers and partial sums a kernel needs come from one buffer per Python t
 kept between calls and grown only when a call needs more. Each Python thread has its own
 buffer (``threading.local``): two threads calling kernels at once never share scratch.
 The buffer is as large as the largest single call made on that thread so far (for a
-convolution: the thread count times one image's column matrix, plus the per-chunk weight
-gradient partial sums); :func:`release` hands it back.
+convolution: the thread count times one tile's column matrix (about 1024 output positions,
+see fastconv.functional._tiles) or padded image, plus the per-chunk weight-gradient
+partial sums); :func:`release` hands it back.
 """
 import threading
 

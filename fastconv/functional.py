@@ -23,9 +23,11 @@ _INT_MAX = 2**31 - 1
 # which keeps grad_weight bitwise identical across thread counts.
 _GRAD_CHUNKS = 32
 
-# Bytes of one tile's column matrix in the forward GEMM path: measured best of
-# 64/128/256/512/1024 KiB on the LeNet and large shapes (2 threads, float32).
-_TILE_BYTES = 256 * 1024
+# Output positions (GEMM columns) per tile of the GEMM paths; see _tiles. Measured
+# (float32, 1 thread) over 256..2048: the large 3x3 layers are flat from 512 up, LeNet's
+# layers and the 1x1 layer best at 512-1024; a fixed byte budget instead (64 KiB..1 MiB)
+# suited either the LeNet or the large layers, never both.
+_TILE_COLUMNS = 1024
 
 
 def _contiguous(a):
@@ -42,20 +44,19 @@ def _tiles(args):
     """(images_per_tile, rows_per_tile, work items per thread) for conv2d_gemm and
     conv2d_backward.
 
-    A tile's column matrix should fit in about _TILE_BYTES (the GEMM then reads it from
-    cache): large images are cut into strips of output rows, small ones batched several
-    to a tile so the GEMM stays wide.
+    A tile is about _TILE_COLUMNS output positions (GEMM columns): large images are cut
+    into strips of output rows, small ones batched several to a tile, so every GEMM is
+    about as wide and its column matrix stays in cache.
     """
     n, k, ho, wo = args.out_shape
     ckk = int(np.prod(args.weight.shape[1:]))
-    row_bytes = ckk * wo * args.x.itemsize
     pointwise = args.weight.shape[2:] == (1, 1) and args.stride == (1, 1) \
         and args.padding == (0, 0) and args.x.shape[2:] == (ho, wo)
     images, rows = 1, ho
-    if row_bytes * ho > _TILE_BYTES:
-        rows = max(1, _TILE_BYTES // row_bytes)
+    if ho * wo > _TILE_COLUMNS:
+        rows = max(1, _TILE_COLUMNS // wo)
     elif not pointwise:
-        images = max(1, min(n, _TILE_BYTES // (row_bytes * ho)))
+        images = max(1, min(n, _TILE_COLUMNS // (ho * wo)))
     width = images * rows * wo
     # ho * wo: the output's row length is the GEMM's leading dimension
     _check_blas_dims(ckk, width, k, ho * wo)

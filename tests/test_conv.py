@@ -245,13 +245,13 @@ def test_matches_torch(x_shape, w_shape, stride, padding, dilation, groups, dtyp
         _close(actual, expected.numpy(), dtype)
 
 
-@pytest.mark.parametrize("tile_bytes", [1, 600, 10**9])
+@pytest.mark.parametrize("tile_columns", [1, 20, 10**9])
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups",
                          [CASES[2], CASES[4], CASES[5], CASES[7]])
-def test_every_tiling_gives_the_same_result(monkeypatch, tile_bytes, x_shape, w_shape, stride,
+def test_every_tiling_gives_the_same_result(monkeypatch, tile_columns, x_shape, w_shape, stride,
                                             padding, dilation, groups):
-    # 1 byte: one output row per tile; 600: a few rows; 10**9: the whole batch in one tile
-    monkeypatch.setattr(F, "_TILE_BYTES", tile_bytes)
+    # 1: one output row per tile; 20: a few rows; 10**9: the whole batch in one tile
+    monkeypatch.setattr(F, "_TILE_COLUMNS", tile_columns)
     x, w, b = _problem(x_shape, w_shape, np.float64)
     out = F.conv2d(x, w, b, stride, padding, dilation, groups, algorithm="gemm")
     _close(out, R.conv2d(x, w, b, stride, padding, dilation, groups), np.float64)
