@@ -72,7 +72,8 @@ def _openmp_flags(compiler_type):
 def _optimization_flags(compiler_type):
     if compiler_type == "msvc":
         return ["/O2"] if not DEBUG else ["/Od", "/Zi"]
-    flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # -g0: Python's own CFLAGS carry -g, and debug info would be most of each kernel's size.
+    flags = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
     if NATIVE:
         flags.append("-march=native")
     # Portable default: the x86-64 baseline (SSE2). Exactness rules out -ffast-math.
