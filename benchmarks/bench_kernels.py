@@ -205,7 +205,7 @@ def _progress(items):
 
 
 def run(ops=None, threads=None, repeat=7, ref_repeat=2, batch=None, quick=False,
-        use_torch=True, progress=True, min_time=0.3):
+        use_torch=True, progress=True, min_time=1.0):
     """Time each op; return the results as a list of dicts (the JSON's "results").
 
     Parameters
@@ -332,6 +332,9 @@ def main(argv=None):
     parser.add_argument("--ops", default="",
                         help="comma-separated filters on 'group op shape', e.g. 'pool' or "
                              "'lenet,conv2d fwd'")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of timed calls fastconv and torch should each reach on "
+                             "an op, by up to 10x --repeat calls (default 1; 0 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="do not time torch")
     args = parser.parse_args(argv)
     threads = args.threads or fastconv.get_num_threads()
@@ -340,7 +343,7 @@ def main(argv=None):
     if not ops:
         parser.error(f"no op matches --ops {args.ops!r}")
     results = run(ops, threads, repeat, args.ref_repeat, quick=args.quick,
-                  use_torch=not args.no_torch, min_time=0 if args.quick else 0.3)
+                  use_torch=not args.no_torch, min_time=0 if args.quick else args.min_time)
     meta = metadata(threads, repeat, args.ref_repeat, args.quick)
     print(f"fastconv {meta['fastconv']}, torch {meta['torch']}, {threads} threads, float32, "
           f"best of {repeat} (reference: {args.ref_repeat})")
