@@ -186,17 +186,26 @@ cdef inline void _phases(const floating* src, floating* dst, const Pool* g,
 
 cdef inline void _unphase(const floating* src, floating* dst, const Pool* g) noexcept nogil:
     """The inverse of _phases for the input columns: dst (W,) from a phase-split padded row."""
-    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, r, k, off
+    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, W = g.W, pw = g.pw, r, k, m, off
     cdef const floating* s
+    cdef const floating* even
+    cdef const floating* odd
+    if sw == 2:
+        # Input columns 2m and 2m + 1 come from the two phases side by side: one
+        # interleaving pass, which vectorizes (strided scalar stores were 40% of the time).
+        even = src + pw % 2 * Lk + pw // 2
+        odd = src + (1 - pw % 2) * Lk + (pw + 1) // 2
+        for m in range(W // 2):
+            dst[2 * m] = even[m]
+            dst[2 * m + 1] = odd[m]
+        if W % 2:
+            dst[W - 1] = even[W // 2]
+        return
     for r in range(sw):
         s = src + r * Lk
-        off = r - g.pw
-        if sw == 2:
-            for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, g.W)):
-                dst[2 * k + off] = s[k]
-        else:
-            for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, g.W)):
-                dst[k * sw + off] = s[k]
+        off = r - pw
+        for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, W)):
+            dst[k * sw + off] = s[k]
 
 
 # ---------------------------------------------------------------------------------------
