@@ -92,7 +92,8 @@ def _torch_fns(torch, variant, x, y):
     return train, infer
 
 
-def run(variants=("modern", "d2l"), batch=256, threads=2, repeat=15, ref_repeat=3, use_torch=True):
+def run(variants=("modern", "d2l"), batch=256, threads=2, repeat=15, ref_repeat=3, use_torch=True,
+        min_time=0.0):
     """Time every variant and mode; returns a list of result dicts (one per variant and mode)."""
     torch = _import_torch() if use_torch else None
     if torch is not None:
@@ -107,7 +108,7 @@ def run(variants=("modern", "d2l"), batch=256, threads=2, repeat=15, ref_repeat=
                 fns["torch"] = _torch_fns(torch, variant, x, y)
             for mode, index in (("train", 0), ("inference", 1)):
                 best = best_of({name: pair[index] for name, pair in fns.items()}, repeat=repeat,
-                               repeats={"reference": ref_repeat}, warmup=2)
+                               repeats={"reference": ref_repeat}, warmup=2, min_time=min_time)
                 row = {"variant": variant, "mode": mode, "batch": batch}
                 for name in COMPETITORS:
                     seconds = best.get(name)
@@ -202,14 +203,18 @@ def main(argv=None):
     parser.add_argument("--variants", default="modern,d2l", help="comma-separated (default modern,d2l)")
     parser.add_argument("--repeat", type=int, default=15, help="timed steps of fastconv and torch (default 15)")
     parser.add_argument("--ref-repeat", type=int, default=3, help="timed steps of the reference (default 3)")
+    parser.add_argument("--min-time", type=float, default=1.0,
+                        help="seconds of timed steps each competitor should reach, by up to 10x its "
+                             "repeat count: more chances of a quiet moment on a busy machine (default 1)")
     parser.add_argument("--no-torch", action="store_true", help="do not time torch")
     parser.add_argument("--profile", action="store_true", help="also time fastconv's training step per layer")
     parser.add_argument("--json", default=DEFAULT_JSON, help=f"output (default {DEFAULT_JSON})")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     results = run(variants, args.batch_size, args.threads, args.repeat, args.ref_repeat,
-                  use_torch=not args.no_torch)
+                  use_torch=not args.no_torch, min_time=args.min_time)
     meta = metadata(args.threads, args.batch_size, args.repeat, args.ref_repeat)
+    meta["min_time"] = args.min_time
     print(f"LeNet, batch {args.batch_size}, float32, {args.threads} threads, best of {args.repeat} "
           f"(reference: {args.ref_repeat}); torch {meta['torch']}; load average {meta['load_average']}")
     print(table(results))

@@ -23,7 +23,7 @@ def bench():
 
 def test_bench_lenet_runs_and_writes_json(bench, tmp_path, capsys):
     path = tmp_path / "lenet.json"
-    bench.main(["--batch-size", "8", "--repeat", "1", "--ref-repeat", "1", "--threads", "1", "--profile",
+    bench.main(["--batch-size", "8", "--repeat", "1", "--ref-repeat", "1", "--threads", "1", "--min-time", "0", "--profile",
                 "--json", str(path)])
     out = capsys.readouterr().out
     assert "modern   train" in out and "d2l      inference" in out and "Conv2d" in out
