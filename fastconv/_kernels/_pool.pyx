@@ -53,8 +53,12 @@ cdef struct Pool:
     Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
     Py_ssize_t Wp                    # Wo rounded up to a multiple of COLUMN_BLOCK
     Py_ssize_t Lk                    # one stride phase of the padded row (see _Plan)
-    # The same for every row of every plane, so built once per call (see _Plan).
+    # The same for every row of every plane, so built once per call (see _Plan): the
+    # kernels' inner loops then do no integer division.
     const Py_ssize_t* col_first      # (Wo,) first in-bounds input column of each window
+    const Py_ssize_t* tap_at         # (kw,) where tap j's columns start in a phase-split row
+    const Py_ssize_t* phase_lo       # (sw,) phase r's input columns: [lo, hi) of the phase
+    const Py_ssize_t* phase_hi
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t step) noexcept nogil:
@@ -92,12 +96,13 @@ cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ss
 cdef class _Plan:
     """The geometry of one pooling call and its tables, built once per call."""
     cdef Pool p
-    cdef Py_ssize_t[::1] col_first
+    cdef Py_ssize_t[::1] tables
 
     def __init__(self, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
                  stride, padding, dilation=(1, 1)):
         cdef Pool* g = &self.p
-        cdef Py_ssize_t ow, w0, L
+        cdef Py_ssize_t ow, w0, j, r, L
+        cdef Py_ssize_t* t
         g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
         g.kh, g.kw = kernel_size
         g.sh, g.sw = stride
@@ -107,11 +112,18 @@ cdef class _Plan:
         # The padded row holds input column w at w + pw and reaches every tap of Wp windows.
         L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
         g.Lk = (L + g.sw - 1) // g.sw
-        self.col_first = np.empty(Wo, np.intp)
-        g.col_first = &self.col_first[0]
+        self.tables = np.empty(Wo + g.kw + 2 * g.sw, np.intp)
+        t = &self.tables[0]
+        g.col_first, g.tap_at = t, t + Wo
+        g.phase_lo, g.phase_hi = t + Wo + g.kw, t + Wo + g.kw + g.sw
         for ow in range(Wo):
             w0 = ow * g.sw - g.pw
-            self.col_first[ow] = w0 + _first_tap(w0, g.dw) * g.dw
+            t[ow] = w0 + _first_tap(w0, g.dw) * g.dw
+        for j in range(g.kw):
+            t[Wo + j] = j * g.dw % g.sw * g.Lk + j * g.dw // g.sw
+        for r in range(g.sw):
+            t[Wo + g.kw + r] = _first_tap(r - g.pw, g.sw)
+            t[Wo + g.kw + g.sw + r] = _tap_end(r - g.pw, g.sw, g.Lk, W)
 
     def divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
         """(Ho*Wo,) torch's avg-pool divisor of every window, as dtype.
@@ -159,15 +171,16 @@ cdef inline void _phases(const floating* src, floating* dst, const Pool* g,
     """The padded input row (src at offset pw, fill elsewhere), split by stride phase.
 
     dst[r*Lk + k] is padded column k*sw + r, so the tap at padded offset o reads its Wp
-    columns contiguously from dst + (o % sw)*Lk + o // sw: no strided loads in the tap loops.
+    columns contiguously from dst + (o % sw)*Lk + o // sw (g.tap_at): no strided loads in
+    the tap loops.
     """
     cdef Py_ssize_t sw = g.sw, Lk = g.Lk, r, k, ka, kb, off
     cdef floating* d
     for r in range(sw):
         d = dst + r * Lk
         off = r - g.pw
-        ka = _first_tap(off, sw)
-        kb = _tap_end(off, sw, Lk, g.W)
+        ka = g.phase_lo[r]
+        kb = g.phase_hi[r]
         for k in range(ka if ka < Lk else Lk):
             d[k] = fill
         # Constant strides for the common cases: the copy vectorizes.
@@ -204,7 +217,7 @@ cdef inline void _unphase(const floating* src, floating* dst, const Pool* g) noe
     for r in range(sw):
         s = src + r * Lk
         off = r - pw
-        for k in range(_first_tap(off, sw), _tap_end(off, sw, Lk, W)):
+        for k in range(g.phase_lo[r], g.phase_hi[r]):
             dst[k * sw + off] = s[k]
 
 
@@ -269,10 +282,11 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* ind, track_t* trac
     nothing (a tap cannot beat itself). track holds each winner's offset from its window's
     top-left corner (h0, w0), turned into a flat index once per row.
     """
-    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, Wp = g.Wp, Lk = g.Lk
+    cdef Py_ssize_t H = g.H, W = g.W, Wo = g.Wo, Wp = g.Wp
     cdef Py_ssize_t sw = g.sw, dh = g.dh, dw = g.dw, kw = g.kw
     cdef Py_ssize_t oh, ow, i, j, q, h0, h, i0
     cdef Py_ssize_t tap[3]
+    cdef const Py_ssize_t* tap_at = g.tap_at
     cdef floating* yrow = work
     cdef floating* phases = work + Wp
     for oh in range(g.Ho):
@@ -288,12 +302,11 @@ cdef void _max_plane(const floating* x, floating* y, int64_t* ind, track_t* trac
             _phases(x + h * W, phases, g, -INFINITY)
             for j in range(0, kw, 3):
                 for q in range(3):
-                    tap[q] = (j + q if j + q < kw else kw - 1) * dw
-                _max_taps(phases + tap[0] % sw * Lk + tap[0] // sw,
-                          phases + tap[1] % sw * Lk + tap[1] // sw,
-                          phases + tap[2] % sw * Lk + tap[2] // sw,
-                          <track_t>(i * dh * W + tap[0]), <track_t>(i * dh * W + tap[1]),
-                          <track_t>(i * dh * W + tap[2]), yrow, track, Wp)
+                    tap[q] = j + q if j + q < kw else kw - 1
+                _max_taps(phases + tap_at[tap[0]], phases + tap_at[tap[1]],
+                          phases + tap_at[tap[2]], <track_t>(i * dh * W + tap[0] * dw),
+                          <track_t>(i * dh * W + tap[1] * dw),
+                          <track_t>(i * dh * W + tap[2] * dw), yrow, track, Wp)
         memcpy(y + oh * Wo, yrow, Wo * sizeof(floating))
         if ind != NULL:
             for ow in range(Wo):
@@ -450,7 +463,7 @@ cdef void _avg_plane(const floating* x, floating* y, floating* work, const float
     pass; the zeros of the padding and of a short last group's missing taps change no bit
     (a sum from +0 is never -0, and s + 0 == s). work (2*Wp + sw*Lk,) is scratch.
     """
-    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, kw = g.kw
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, kw = g.kw
     cdef Py_ssize_t oh, ow, h, j, q, ha, hb
     cdef floating* yrow = work
     cdef floating* zeros = work + Wp
@@ -466,7 +479,7 @@ cdef void _avg_plane(const floating* x, floating* y, floating* work, const float
             _phases(x + h * W, phases, g, 0)
             for j in range(0, kw, 3):
                 for q in range(3):
-                    tap[q] = (phases + (j + q) % sw * Lk + (j + q) // sw) if j + q < kw else zeros
+                    tap[q] = phases + g.tap_at[j + q] if j + q < kw else zeros
                 _sum_taps(tap[0], tap[1], tap[2], yrow, Wp)
         for ow in range(Wo):
             y[oh * Wo + ow] = yrow[ow] / divs[oh * Wo + ow]
@@ -502,7 +515,7 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
     Each input element receives its terms in torch's order, outputs in row-major order:
     within an output row, taps run right to left so output columns come left to right.
     """
-    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, sw = g.sw, Lk = g.Lk, L = g.sw * g.Lk
+    cdef Py_ssize_t W = g.W, Wo = g.Wo, Wp = g.Wp, L = g.sw * g.Lk
     cdef Py_ssize_t oh, ow, h, j, ha, hb
     cdef floating* delta = work
     cdef floating* gpad = work + Wp
@@ -516,7 +529,7 @@ cdef void _avg_backward_plane(const floating* gy, floating* gx, floating* work,
             delta[ow] = gy[oh * Wo + ow] / divs[oh * Wo + ow]
         for h in range(ha, hb):
             for j in range(g.kw - 1, -1, -1):
-                gs = gpad + h * L + j % sw * Lk + j // sw
+                gs = gpad + h * L + g.tap_at[j]
                 for ow in range(Wp):
                     gs[ow] += delta[ow]
     for h in range(g.H):
