@@ -80,11 +80,11 @@ def test_kernels_import_from_the_package_and_from_site_packages_when_installed()
 
 def _run_child(code, **env):
     """Run ``code`` in a fresh interpreter that imports this same fastconv; return its stdout."""
-    # `python -c` imports from its working directory first: run it where this fastconv lives
-    # (source tree or site-packages).
+    # Where this fastconv lives (source tree or site-packages) goes first on the child's path.
     home = os.path.dirname(os.path.dirname(os.path.realpath(fastconv.__file__)))
+    path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
     out = subprocess.run([sys.executable, "-c", code], cwd=home, capture_output=True, text=True,
-                         env={**os.environ, **env})
+                         env={**os.environ, "PYTHONPATH": path, **env})
     assert out.returncode == 0, out.stderr
     return out.stdout
 
