@@ -1,4 +1,4 @@
-"""2-D convolution forward (GEMM and direct) and backward, one image per OpenMP thread.
+"""2-D convolution forward (GEMM and direct) and backward, OpenMP threads over tiles of images.
 
 Callers (fastconv.functional) validate the arguments, pass C-contiguous arrays of one float
 dtype, size the scratch buffers and keep BLAS at one thread; nothing here checks or
@@ -7,9 +7,9 @@ Padding is top/left; everything outside the input is zero.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels._blas cimport gemm
-from libc.string cimport memcpy, memset
 
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image, col2im_image
 
@@ -384,7 +384,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     else:
                         for k in range(Kg):
                             for i in range(nb):
-                                memcpy(gbuf + k * cols + i * L, &grad_output[n0 + i, grp * Kg + k, 0, 0],
+                                memcpy(gbuf + k * cols + i * L,
+                                       &grad_output[n0 + i, grp * Kg + k, 0, 0],
                                        L * sizeof(floating))
                         go = gbuf
                         ld = cols
