@@ -654,7 +654,9 @@ def max_pool2d_backward_args(grad_output, indices, input_shape):
             f"expected indices of the shape of grad_output {_shape_str(grad_output.shape)}, "
             f"got indices of shape {_shape_str(indices.shape)}")
     plane = shape[2] * shape[3]
-    if indices.size:
+    # One pass: seen as unsigned, a negative index is huge, so max() alone finds both kinds.
+    unsigned = indices.view(indices.dtype.str.replace("i", "u")) if indices.dtype.kind == "i" else indices
+    if indices.size and int(unsigned.max()) >= plane:
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 0 or hi >= plane:
             bad = lo if lo < 0 else hi
