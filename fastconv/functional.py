@@ -28,6 +28,9 @@ _GRAD_CHUNKS = 32
 # layers and the 1x1 layer best at 512-1024; a fixed byte budget instead (64 KiB..1 MiB)
 # suited either the LeNet or the large layers, never both.
 _TILE_COLUMNS = 1024
+# Cap on the column matrix of a tile of several small images (measured as good as
+# uncapped on LeNet's layers: 4 images of conv2 at 256 KiB).
+_BATCH_TILE_BYTES = 256 * 1024
 
 
 def _contiguous(a):
@@ -45,8 +48,9 @@ def _tiles(args):
     conv2d_backward.
 
     A tile is about _TILE_COLUMNS output positions (GEMM columns): large images are cut
-    into strips of output rows, small ones batched several to a tile, so every GEMM is
-    about as wide and its column matrix stays in cache.
+    into strips of output rows, small ones batched several to a tile (whose column matrix
+    stays within _BATCH_TILE_BYTES, so scratch never grows much past one image's), so every
+    GEMM is about as wide.
     """
     n, k, ho, wo = args.out_shape
     ckk = int(np.prod(args.weight.shape[1:]))
@@ -56,7 +60,8 @@ def _tiles(args):
     if ho * wo > _TILE_COLUMNS:
         rows = max(1, _TILE_COLUMNS // wo)
     elif not pointwise:
-        images = max(1, min(n, _TILE_COLUMNS // (ho * wo)))
+        image_bytes = ckk * ho * wo * args.x.itemsize
+        images = max(1, min(n, _TILE_COLUMNS // (ho * wo), _BATCH_TILE_BYTES // image_bytes))
     width = images * rows * wo
     # ho * wo: the output's row length is the GEMM's leading dimension
     _check_blas_dims(ckk, width, k, ho * wo)
