@@ -74,19 +74,22 @@ def _direct(args, x4, w, b, out4, nt):
     the padded image buffer (whole blocks of output columns)."""
     k, cg, kh, kw = w.shape
     kg = k // args.groups
-    kb, vw = _conv.direct_block_shape(w.itemsize)
+    n, _, ho, wo = args.out_shape
+    # the wide block unless it computes more padding columns than the narrow one
+    kb, vw = _conv.direct_block_shape(w.itemsize, False)
+    wide = -(-wo // (2 * vw)) * 2 <= -(-wo // vw)
+    kb, vw = _conv.direct_block_shape(w.itemsize, wide)
     nkb = -(-kg // kb)
     wpack = np.zeros((args.groups, nkb * kb, cg * kh * kw), dtype=w.dtype)
     wpack[:, :kg] = w.reshape(args.groups, kg, cg * kh * kw)
     wpack = np.ascontiguousarray(wpack.reshape(args.groups, nkb, kb, -1).transpose(0, 1, 3, 2))
-    n, _, ho, wo = args.out_shape
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
     hp = (ho - 1) * sh + (kh - 1) * dh + 1
     wp = (-(-wo // vw) * vw - 1) * sw + (kw - 1) * dw + 1
     stride_items = _workspace.round_up(x4.shape[1] * sw * hp * -(-wp // sw), w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, wpack.reshape(-1), b, out4, work, stride_items, kh, kw, sh, sw,
-                        ph, pw, dh, dw, hp, wp, args.groups, nt)
+                        ph, pw, dh, dw, hp, wp, args.groups, wide, nt)
 
 
 def _choose_algorithm(args):
@@ -100,7 +103,7 @@ def _choose_algorithm(args):
     direct kernel measured 2-3x slower than its AVX2 build: there GEMM always.
     """
     k, c_per_group, kh, kw = args.weight.shape
-    kb, vw = _conv.direct_block_shape(args.x.itemsize)
+    kb, vw = _conv.direct_block_shape(args.x.itemsize, False)
     baseline_build = vw * args.x.itemsize < 64  # the SSE2 block: 8 registers of 16 bytes
     if baseline_build or kh * kw == 1:
         return "gemm"

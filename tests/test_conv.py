@@ -25,6 +25,8 @@ CASES = [
     ((3, 3, 10, 11), (4, 3, 4, 3), (2, 3), (1, 2), (2, 1), 1),  # every pair differs
     ((2, 2, 6, 7), (3, 2, 3, 3), 1, "valid", 1, 1),
     ((1, 2, 5, 5), (3, 2, 2, 2), 3, 4, 1, 1),                  # padding beyond the kernel's reach
+    ((2, 2, 5, 30), (9, 2, 3, 3), 1, 1, 1, 1),                 # wide rows: the direct kernel's
+    ((1, 3, 5, 61), (3, 3, 3, 2), (1, 2), 1, (1, 2), 1),       # wide block, stride and dilation
 ]
 
 
