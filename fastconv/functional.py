@@ -97,10 +97,11 @@ def _choose_algorithm(args):
 
     Measured (float32, 1 and 2 threads, AVX2/AVX-512 builds of the direct kernel): direct
     was 1.0-1.5x GEMM for C/groups*kH*kW <= 300 (LeNet's layers among them; GEMM's inputs
-    are then too thin for BLAS to reach its peak), even to 0.9x at 576 and 1152 (the large
-    3x3 layers), 0.5x on 1x1 layers, 2x on 5x5 depthwise and 0.5-0.9x on 3x3 depthwise
-    (a block of output channels is then mostly padding). The portable SSE2 build of the
-    direct kernel measured 2-3x slower than its AVX2 build: there GEMM always.
+    are then too thin for BLAS to reach its peak; 2 threads: LeNet conv1 1.7x, conv2 1.3x,
+    (64,1,28,28)->32 2.5x), 1.0-1.1x at 576 (the 64-channel 3x3 layers), 0.97-1.0x at 1152,
+    0.5x on 1x1 layers, 2x on 5x5 depthwise and 0.5-0.9x on 3x3 depthwise (a block of
+    output channels is then mostly padding). The portable SSE2 build of the direct kernel
+    measured 2-3x slower than its AVX2 build: there GEMM always.
     """
     k, c_per_group, kh, kw = args.weight.shape
     kb, vw = _conv.direct_block_shape(args.x.itemsize, False)
@@ -109,7 +110,7 @@ def _choose_algorithm(args):
         return "gemm"
     if k // args.groups < kb:
         return "direct" if kh * kw >= 25 else "gemm"
-    return "direct" if c_per_group * kh * kw <= 300 else "gemm"
+    return "direct" if c_per_group * kh * kw <= 600 else "gemm"
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -133,8 +134,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     algorithm : {'auto', 'gemm', 'direct'}
         'gemm': im2col of a cache-sized tile of images or rows, then one GEMM per group;
         'direct': register-blocked direct convolution, no column buffer; 'auto' picks the
-        one that measured faster for the shape (direct for small C/groups*kH*kW, as in
-        LeNet, and 5x5 depthwise; GEMM for 1x1 and wide layers).
+        one that measured faster for the shape (direct for C/groups*kH*kW <= 600, as in
+        LeNet, and 5x5 depthwise; GEMM for 1x1 and wider layers).
     out : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo), optional
         C-contiguous array of x's dtype that receives the result (saves an allocation).
 
