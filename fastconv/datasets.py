@@ -26,7 +26,6 @@ import http.client
 import io
 import math
 import os
-import secrets
 import struct
 import sys
 import types
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Mapping, NamedTuple, Tuple
 
 import numpy as np
+
+from ._io import atomic_file
 
 __all__ = [
     "IDXError", "ChecksumError", "DatasetNotFoundError", "DatasetInfo", "LoadedDataset",
@@ -247,7 +248,7 @@ def write_idx(path, array):
         raise ValueError(f"write_idx: IDX dimension sizes are int32, got shape {array.shape}")
     data = np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).reshape(-1).view(np.uint8)
     header = bytes((0, 0, code, array.ndim)) + struct.pack(f">{array.ndim}i", *array.shape)
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         if os.fspath(path).endswith(".gz"):
             # Level 6, zlib's default: gzip's default 9 was 25x slower on MNIST-like images
             # for a file 2% smaller.
@@ -257,42 +258,6 @@ def write_idx(path, array):
         else:
             f.write(header)
             f.write(data)
-
-
-@contextlib.contextmanager
-def _atomic_file(path):
-    """Yield a binary file beside ``path``; rename it to ``path`` only if the block succeeds.
-
-    The temporary name is unique (several processes may write the same file) and hidden. On
-    success the data are fsynced before the rename and the directory after it; on any error,
-    KeyboardInterrupt included, the temporary file is removed.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.part")
-    # os.open with mode 0o666 applies the umask, unlike tempfile.mkstemp's 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not possible on Windows, where it is skipped.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +581,7 @@ def _fetch(url, path, md5):
         total = int(length) if length and length.isdigit() else None
         digest = hashlib.md5(usedforsecurity=False)
         received = 0
-        with _atomic_file(path) as out, _progress_bar(total, path.name) as bar:
+        with atomic_file(path) as out, _progress_bar(total, path.name) as bar:
             while True:
                 chunk = response.read(1 << 16)
                 if not chunk:

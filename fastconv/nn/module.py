@@ -4,7 +4,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from ..datasets import _atomic_file
+from .._io import atomic_file
 from . import _training
 from .parameter import Parameter
 
@@ -372,7 +372,7 @@ class Sequential(Module):
         The file is written beside ``path`` under a temporary name, flushed to disk, then
         renamed over ``path``: a crash leaves the old file or the new one, never a broken one.
         """
-        with _atomic_file(path) as f:
+        with atomic_file(path) as f:
             np.savez(f, **self.state_dict())
 
     def load(self, path, strict=True):
