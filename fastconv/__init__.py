@@ -2,23 +2,19 @@
 
 Cython + OpenMP im2col/col2im, convolution and pooling with their gradients, behind a
 torch-compatible functional API (:mod:`fastconv.functional`), a pure-NumPy reference
-(:mod:`fastconv.reference`) and a Sequential model API (:mod:`fastconv.nn`).
+(:mod:`fastconv.reference`) and a Sequential model API (:mod:`fastconv.nn`, :mod:`fastconv.optim`).
 """
 __version__ = "0.1.0"
 
 from ._threads import get_num_threads, set_num_threads, threads
 from . import datasets, functional, reference
-from ._config import show_config
-
-__all__ = [
-    "__version__", "datasets", "functional", "reference", "get_num_threads", "set_num_threads", "threads",
-    "show_config",
-]
-
-# The model API: layers, optimizers, init, backend selection, seeding.
 from . import nn, optim
 from .nn import init
 from ._backend import backend
 from ._random import manual_seed
+from ._config import show_config
 
-__all__ += ["nn", "optim", "init", "backend", "manual_seed"]
+__all__ = [
+    "__version__", "functional", "reference", "nn", "optim", "init", "datasets",
+    "get_num_threads", "set_num_threads", "threads", "backend", "manual_seed", "show_config",
+]
