@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "check_array", "check_index_array", "same_dtype", "pair", "batched", "check_nonempty",
-    "check_size",
+    "check_size", "activation_args", "slope_arg", "activation_backward_args",
     "conv_output_size", "pool_output_size",
     "Conv2dArgs", "Conv2dBackwardArgs", "UnfoldArgs", "FoldArgs", "MaxPool2dArgs",
     "AvgPool2dArgs", "MaxPool2dBackwardArgs", "AvgPool2dBackwardArgs",
@@ -686,3 +686,56 @@ def avg_pool2d_backward_args(grad_output, input_shape, kernel_size, stride=None,
     g4 = grad_output[np.newaxis] if unbatched else grad_output
     return AvgPool2dBackwardArgs(g4, kernel_size, stride, padding, ceil_mode,
                                  bool(count_include_pad), divisor, shape, unbatched)
+
+
+# ----------------------------------------------------------------------------------------
+# elementwise activations
+# ----------------------------------------------------------------------------------------
+
+def activation_args(x, inplace=False):
+    """Validate an activation's input: any shape, float32/float64, writeable if ``inplace``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float32/float64 ndarray.
+    ValueError
+        ``inplace`` with a read-only ``x``.
+    """
+    check_array(x, "input")
+    if inplace and not x.flags.writeable:
+        raise ValueError("inplace=True needs a writeable input, got a read-only array")
+
+
+def slope_arg(negative_slope):
+    """leaky_relu's ``negative_slope`` as a float.
+
+    Raises
+    ------
+    TypeError
+        Not a real number (bool refused).
+    """
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"negative_slope must be a number, got {_type_name(negative_slope)} "
+                        f"{negative_slope!r}")
+    return float(negative_slope)
+
+
+def activation_backward_args(grad_output, saved, saved_name):
+    """Validate an activation backward's ``grad_output`` and the array saved by forward
+    (``saved_name``: "output" or "input"): same dtype, same shape.
+
+    Raises
+    ------
+    TypeError
+        Non-ndarray or non-float arrays, or different dtypes.
+    ValueError
+        Different shapes.
+    """
+    check_array(grad_output, "grad_output")
+    check_array(saved, saved_name)
+    same_dtype(grad_output=grad_output, **{saved_name: saved})
+    if grad_output.shape != saved.shape:
+        raise ValueError(
+            f"expected grad_output of shape {_shape_str(saved.shape)} like {saved_name}, "
+            f"got grad_output of shape {_shape_str(grad_output.shape)}")

@@ -439,3 +439,176 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
         _planes(a.grad_output), grad_input.reshape(n * c, h, w), a.kernel_size, a.stride,
         a.padding, a.count_include_pad, a.divisor_override or 0, get_num_threads())
     return _pool_result(grad_input, a.unbatched)
+
+
+# ----------------------------------------------------------------------------------------
+# relu / leaky_relu / sigmoid / tanh, forward and backward
+# ----------------------------------------------------------------------------------------
+
+from ._kernels import _activation  # noqa: E402  (numpy, _validation, get_num_threads: see above)
+
+
+def _flat(a):
+    """A flat C-contiguous view of ``a`` (a copy only when ``a`` is not C-contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _elementwise(kernel, x, inplace, *args):
+    """Run ``kernel(x_flat, out_flat, *args, num_threads)`` into a new array, or into ``x``
+    when ``inplace`` (through a contiguous copy when ``x`` is not C-contiguous)."""
+    if inplace and x.flags.c_contiguous:
+        out = x
+    else:
+        out = np.empty(x.shape, x.dtype)
+    kernel(_flat(x), out.reshape(-1), *args, get_num_threads())
+    if inplace and out is not x:
+        np.copyto(x, out)
+        return x
+    return out
+
+
+def _elementwise_backward(kernel, grad_output, saved, saved_name, *args):
+    _validation.activation_backward_args(grad_output, saved, saved_name)
+    grad_input = np.empty(grad_output.shape, grad_output.dtype)
+    kernel(_flat(grad_output), _flat(saved), grad_input.reshape(-1), *args, get_num_threads())
+    return grad_input
+
+
+def relu(x, inplace=False):
+    """``max(x, 0)`` elementwise, like ``torch.nn.functional.relu``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape (N, C, H, W for a conv layer's output)
+    inplace : bool, default False
+        Write the result into ``x`` and return it.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+        NaN stays NaN and -0.0 stays -0.0, as in torch.
+    """
+    _validation.activation_args(x, inplace=inplace)
+    return _elementwise(_activation.relu, x, inplace)
+
+
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    """``x if x > 0 else negative_slope * x`` elementwise, like
+    ``torch.nn.functional.leaky_relu``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+    negative_slope : float, default 0.01
+        Rounded to x's dtype before multiplying, as torch does.
+    inplace : bool, default False
+        Write the result into ``x`` and return it.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    """
+    _validation.activation_args(x, inplace)
+    slope = _validation.slope_arg(negative_slope)
+    return _elementwise(_activation.leaky_relu, x, inplace, slope)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` elementwise, like ``torch.sigmoid``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+        float64 through the C library's ``exp``; float32 through a vectorized exp, within
+        3 ULP of the true value (see fastconv/_kernels/_activation.pyx).
+    """
+    _validation.activation_args(x)
+    return _elementwise(_activation.sigmoid, x, False)
+
+
+def tanh(x):
+    """``tanh(x)`` elementwise, like ``torch.tanh``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, any shape
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+        float64 through the C library's ``tanh``; float32 within 3 ULP of the true value.
+    """
+    _validation.activation_args(x)
+    return _elementwise(_activation.tanh, x, False)
+
+
+def relu_backward(grad_output, output):
+    """Gradient of :func:`relu` with respect to its input, from its output.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, any shape
+    output : ndarray, the forward's result: grad_output's shape and dtype
+
+    Returns
+    -------
+    grad_input : ndarray, grad_output's shape and dtype
+        0 where ``output <= 0``, else grad_output (a NaN output passes it), as torch's
+        ``threshold_backward``.
+    """
+    return _elementwise_backward(_activation.relu_backward, grad_output, output, "output")
+
+
+def leaky_relu_backward(grad_output, input, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, any shape
+    input : ndarray, the forward's input: grad_output's shape and dtype
+        With ``negative_slope >= 0`` the forward's output serves as well (it is > 0
+        exactly where the input is): what an in-place forward leaves.
+    negative_slope : float, default 0.01
+
+    Returns
+    -------
+    grad_input : ndarray, grad_output's shape and dtype
+        grad_output where ``input > 0``, else ``grad_output * negative_slope``.
+    """
+    slope = _validation.slope_arg(negative_slope)
+    return _elementwise_backward(_activation.leaky_relu_backward, grad_output, input, "input",
+                                 slope)
+
+
+def sigmoid_backward(grad_output, output):
+    """Gradient of :func:`sigmoid` with respect to its input, from its output.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, any shape
+    output : ndarray, the forward's result: grad_output's shape and dtype
+
+    Returns
+    -------
+    grad_input : ndarray, ``grad_output * (1 - output) * output`` (torch's order)
+    """
+    return _elementwise_backward(_activation.sigmoid_backward, grad_output, output, "output")
+
+
+def tanh_backward(grad_output, output):
+    """Gradient of :func:`tanh` with respect to its input, from its output.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, any shape
+    output : ndarray, the forward's result: grad_output's shape and dtype
+
+    Returns
+    -------
+    grad_input : ndarray, ``grad_output * (1 - output * output)``
+    """
+    return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")

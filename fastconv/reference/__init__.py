@@ -17,6 +17,8 @@ from .. import _validation as V
 __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "im2col", "col2im",
+    "relu", "leaky_relu", "sigmoid", "tanh",
+    "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward",
 ]
 
 
@@ -383,6 +385,73 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     cols6 = np.broadcast_to(share[:, :, None, None], (n, c) + a.kernel_size + (ho, wo))
     grad_input = _fold(cols6, a.input_shape, a.padding, a.kernel_size, a.stride, (1, 1))
     return _unbatch(np.ascontiguousarray(grad_input), a.unbatched)
+
+
+# ----------------------------------------------------------------------------------------
+# elementwise activations
+# ----------------------------------------------------------------------------------------
+
+def relu(x, inplace=False):
+    """``max(x, 0)`` (NaN and -0.0 kept), into ``x`` when ``inplace``; x's shape and dtype."""
+    V.activation_args(x, inplace=inplace)
+    # Not np.maximum(x, 0): that turns -0.0 into 0.0, torch keeps it.
+    if inplace:
+        np.copyto(x, 0, where=x < 0)
+        return x
+    return np.where(x < 0, x.dtype.type(0), x)
+
+
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    """``x if x > 0 else x * negative_slope`` (the slope in x's dtype), into ``x`` when
+    ``inplace``."""
+    V.activation_args(x, inplace)
+    slope = V.slope_arg(negative_slope)
+    factor = np.where(x > 0, x.dtype.type(1), x.dtype.type(slope))  # x * 1 is x, exactly
+    return np.multiply(x, factor, out=x if inplace else None)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))``: exp overflowing to inf below about -88 (float32) gives the
+    limit, 0."""
+    V.activation_args(x)
+    y = np.negative(x)
+    with np.errstate(over="ignore"):
+        np.exp(y, out=y)
+    y += 1
+    return np.reciprocal(y, out=y)
+
+
+def tanh(x):
+    """``tanh(x)``, x's shape and dtype."""
+    V.activation_args(x)
+    return np.tanh(x)
+
+
+def relu_backward(grad_output, output):
+    """0 where ``output <= 0``, else grad_output (torch's threshold_backward)."""
+    V.activation_backward_args(grad_output, output, "output")
+    return np.where(output <= 0, grad_output.dtype.type(0), grad_output)
+
+
+def leaky_relu_backward(grad_output, input, negative_slope=0.01):
+    """grad_output where ``input > 0``, else ``grad_output * negative_slope``; with
+    ``negative_slope >= 0`` the forward's output may stand for ``input``."""
+    slope = V.slope_arg(negative_slope)
+    V.activation_backward_args(grad_output, input, "input")
+    dtype = grad_output.dtype.type
+    return grad_output * np.where(input > 0, dtype(1), dtype(slope))
+
+
+def sigmoid_backward(grad_output, output):
+    """``grad_output * (1 - output) * output`` (torch's order of operations)."""
+    V.activation_backward_args(grad_output, output, "output")
+    return grad_output * (1 - output) * output
+
+
+def tanh_backward(grad_output, output):
+    """``grad_output * (1 - output * output)``."""
+    V.activation_backward_args(grad_output, output, "output")
+    return grad_output * (1 - output * output)
 
 
 from . import loops  # noqa: E402  (the textbook form, as fastconv.reference.loops)
