@@ -207,10 +207,6 @@ _HUGE_WINDOW = textwrap.dedent(r"""
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
-@pytest.mark.xfail(strict=True, reason="_pool.pyx's per-thread padded row spans the whole "
-                   "dilated window, (kernel_width - 1) * dilation + 1 items, even where only "
-                   "a few taps reach the input: a 2**28-wide window on a 3x3 input takes "
-                   "2 GB and ~8 s; torch clips windows to the input")
 def test_a_huge_window_on_a_tiny_input_costs_little_memory():
     proc = subprocess.run([sys.executable, "-c", _HUGE_WINDOW], capture_output=True,
                           text=True, env=_capped_env(128), timeout=120)

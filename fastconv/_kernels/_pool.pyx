@@ -19,8 +19,10 @@ first copied into a scratch row padded with the neutral value (-inf for max, 0 f
 and split by stride phase, so the taps read contiguous columns and no pass needs a bounds
 test or a scalar remainder. (A scalar remainder of the max update branches on the data
 and mispredicts; partial vectors overlapping earlier stores stall store forwarding.)
-The avg-pool divisors come from one table per call. 2x2 stride-2 windows (LeNet) get
-fused single-pass loops instead.
+The kernels see only the column taps that reach the input (see _Plan), so the padding of
+a window that is mostly padding costs neither time nor scratch. The avg-pool divisors
+come from one table per call. 2x2 stride-2 windows (LeNet) get fused single-pass loops
+instead.
 """
 import numpy as np
 
@@ -48,7 +50,8 @@ def _thread_rows(Py_ssize_t num_threads, Py_ssize_t n, dtype):
 
 
 cdef struct Pool:
-    # Plane and output sizes; kernel, stride, padding, dilation per axis.
+    # Plane and output sizes; kernel, stride, padding, dilation per axis, where the columns'
+    # kw and pw are those of the taps that reach the input (see _Plan).
     Py_ssize_t H, W, Ho, Wo
     Py_ssize_t kh, kw, sh, sw, ph, pw, dh, dw
     Py_ssize_t Wp                    # Wo rounded up to a multiple of COLUMN_BLOCK
@@ -96,20 +99,32 @@ cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ss
 cdef class _Plan:
     """The geometry of one pooling call and its tables, built once per call."""
     cdef Pool p
+    cdef Py_ssize_t kw, pw                # the window's own columns: taps, padding
     cdef Py_ssize_t[::1] tables
 
     def __init__(self, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
                  stride, padding, dilation=(1, 1)):
         cdef Pool* g = &self.p
-        cdef Py_ssize_t ow, w0, j, r, L
+        cdef Py_ssize_t ow, w0, j, r, L, ja, jb
         cdef Py_ssize_t* t
         g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
-        g.kh, g.kw = kernel_size
+        g.kh, self.kw = kernel_size
         g.sh, g.sw = stride
-        g.ph, g.pw = padding
+        g.ph, self.pw = padding
         g.dh, g.dw = dilation
+        # Column tap j of output column ow reads input column ow*sw - pw + j*dw. Only the
+        # taps [ja, jb) reach the input for some ow < Wo; the others read padding alone,
+        # which changes nothing (-inf never takes a max, +0 never changes a sum). So the
+        # kernels get the window of those taps: jb - ja of them, starting ja*dw later
+        # (pw may turn negative: the window then starts inside the input). The scratch
+        # row and the tap loops stay within the input plus the outputs' span: a 2**28-wide
+        # window on a 3x3 input runs a few taps, not 2**28.
+        jb = _tap_end(-self.pw, g.dw, self.kw, W)
+        ja = min(_first_tap((Wo - 1) * g.sw - self.pw, g.dw), jb)
+        g.kw, g.pw = jb - ja, self.pw - ja * g.dw
         g.Wp = (Wo + COLUMN_BLOCK - 1) // COLUMN_BLOCK * COLUMN_BLOCK
-        # The padded row holds input column w at w + pw and reaches every tap of Wp windows.
+        # The padded row holds input column w at w + pw (from max(-pw, 0) on) and reaches
+        # every tap of Wp windows.
         L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
         g.Lk = (L + g.sw - 1) // g.sw
         self.tables = np.empty(Wo + g.kw + 2 * g.sw, np.intp)
@@ -136,7 +151,7 @@ cdef class _Plan:
         cdef Py_ssize_t o, a, b
         spans, counts = [], []
         for size, out, s, p, k in ((self.p.H, self.p.Ho, self.p.sh, self.p.ph, self.p.kh),
-                                    (self.p.W, self.p.Wo, self.p.sw, self.p.pw, self.p.kw)):
+                                    (self.p.W, self.p.Wo, self.p.sw, self.pw, self.kw)):
             span, count = np.empty(out), np.empty(out)
             for o in range(out):
                 span[o] = _avg_span(o, s, p, k, size, &a, &b)
@@ -394,7 +409,7 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef Py_ssize_t P = x.shape[0], p
     cdef bint want = indices is not None
     # Offsets within a window, and flat indices: int32 when they fit.
-    cdef bint narrow = (g.H + 2 * g.ph + 1) * (g.W + 2 * g.pw + 1) <= INT32_MAX
+    cdef bint narrow = (g.H + 2 * g.ph + 1) * (g.W + 2 * plan.pw + 1) <= INT32_MAX
     cdef int64_t* ind
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] work = plan.work(num_threads, dtype)
