@@ -203,11 +203,16 @@ _HUGE_WINDOW = textwrap.dedent(r"""
     avg = F.avg_pool2d(x, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
     assert out.shape == avg.shape == (1, 1, 3, 4)
     assert (out == 1).all() and (avg == 1).all()
+    # A huge stride over a single output column: the stride never applies.
+    out = F.max_pool2d(x, (1, 3), stride=(1, 2**27), padding=(0, 1))
+    avg = F.avg_pool2d(x, (1, 3), stride=(1, 2**27), padding=(0, 1))
+    assert out.shape == avg.shape == (1, 1, 3, 1)
+    assert (out == 1).all() and np.allclose(avg, 2 / 3)
 """)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
-def test_a_huge_window_on_a_tiny_input_costs_little_memory():
+def test_a_huge_window_or_stride_on_a_tiny_input_costs_little_memory():
     proc = subprocess.run([sys.executable, "-c", _HUGE_WINDOW], capture_output=True,
                           text=True, env=_capped_env(128), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

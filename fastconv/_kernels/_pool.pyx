@@ -112,6 +112,10 @@ cdef class _Plan:
         g.sh, g.sw = stride
         g.ph, self.pw = padding
         g.dh, g.dw = dilation
+        if Wo == 1:
+            # One output column: the stride never applies, and a huge one would size the
+            # scratch row below by (COLUMN_BLOCK - 1) strides of nothing.
+            g.sw = 1
         # Column tap j of output column ow reads input column ow*sw - pw + j*dw. Only the
         # taps [ja, jb) reach the input for some ow < Wo; the others read padding alone,
         # which changes nothing (-inf never takes a max, +0 never changes a sum). So the
