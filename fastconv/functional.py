@@ -609,6 +609,7 @@ def tanh_backward(grad_output, output):
 
     Returns
     -------
-    grad_input : ndarray, ``grad_output * (1 - output * output)``
+    grad_input : ndarray, ``grad_output * ((1 - output) * (1 + output))``
+        (torch: ``1 - output**2``; the same but for rounding, and more accurate near +-1)
     """
     return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")

@@ -449,9 +449,10 @@ def sigmoid_backward(grad_output, output):
 
 
 def tanh_backward(grad_output, output):
-    """``grad_output * (1 - output * output)``."""
+    """``grad_output * ((1 - output) * (1 + output))``: 1 - output**2, rounded once less
+    badly near +-1."""
     V.activation_backward_args(grad_output, output, "output")
-    return grad_output * (1 - output * output)
+    return grad_output * ((1 - output) * (1 + output))
 
 
 from . import loops  # noqa: E402  (the textbook form, as fastconv.reference.loops)
