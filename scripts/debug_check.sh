@@ -75,7 +75,7 @@ EOF
 
 if [[ $# -eq 0 ]]; then
     # Every test file that calls the kernels; tests that need a GPU or network do not exist.
-    set -- $(ls tests/test_conv.py tests/test_im2col.py tests/test_pool*.py \
+    set -- $(ls tests/test_conv.py tests/test_im2col.py tests/test_pool*.py tests/test_activation.py \
                 tests/test_properties.py tests/test_bad_input.py tests/test_threads_safety.py \
                 tests/test_determinism.py tests/test_nan.py tests/test_memory.py \
                 tests/test_nn.py 2>/dev/null) -q -p no:cacheprovider
