@@ -12,7 +12,7 @@ the shapes), picks the algorithm, allocates the outputs and calls the compiled k
 import numpy as np
 
 from . import _validation, _workspace
-from ._kernels import _conv, _im2col
+from ._kernels import _activation, _conv, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
 
 # BLAS takes C ints: every GEMM dimension must fit one.
@@ -301,8 +301,6 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 # max_pool2d / max_pool2d_backward / avg_pool2d / avg_pool2d_backward
 # ----------------------------------------------------------------------------------------
 
-from ._kernels import _pool  # noqa: E402  (numpy, _validation, get_num_threads: see above)
-
 
 def _planes(a4):
     """(N, C, H, W) array -> C-contiguous (N*C, H, W): the layout the pool kernels take."""
@@ -444,8 +442,6 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 # ----------------------------------------------------------------------------------------
 # relu / leaky_relu / sigmoid / tanh, forward and backward
 # ----------------------------------------------------------------------------------------
-
-from ._kernels import _activation  # noqa: E402  (numpy, _validation, get_num_threads: see above)
 
 
 def _flat(a):
