@@ -570,7 +570,11 @@ def _padding_only_window(size, out, kernel, stride, pad, dilation):
 
     Only windows starting in the left padding can (the ceil_mode rule keeps every start
     below ``size``): their first tap at or past 0 must exist and lie inside the input.
+    Without dilation it always does (pad <= kernel // 2 is checked first): the usual case
+    returns at once.
     """
+    if pad == 0 or dilation == 1:
+        return None
     starts = np.arange(min(out, -(-pad // stride))) * stride - pad
     offset = -(starts // dilation)  # kernel offset of the first tap at or past 0
     missing = (offset >= kernel) | (starts + offset * dilation >= size)
