@@ -234,6 +234,11 @@ def batched(x, name):
         f"got {name} of shape {_shape_str(x.shape)}")
 
 
+def unbatch(a, unbatched):
+    """The inverse of :func:`batched` for a result: drop the batch axis of an unbatched call."""
+    return a[0] if unbatched else a
+
+
 def check_nonempty(batch_view, given, name):
     """Refuse an empty dimension other than the batch, as torch does.
 

@@ -270,7 +270,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     if args.out_shape[0]:
         _im2col.im2col(_contiguous(args.x), cols, *args.kernel_size, *args.stride,
                        *args.padding, *args.dilation, *args.blocks, get_num_threads())
-    return cols[0] if args.unbatched else cols
+    return _validation.unbatch(cols, args.unbatched)
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
@@ -294,7 +294,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     if args.out_shape[0]:
         _im2col.col2im(_contiguous(args.cols), x, *args.kernel_size, *args.stride,
                        *args.padding, *args.dilation, *args.blocks, get_num_threads())
-    return x[0] if args.unbatched else x
+    return _validation.unbatch(x, args.unbatched)
 
 
 # ----------------------------------------------------------------------------------------
@@ -306,10 +306,6 @@ def _planes(a4):
     """(N, C, H, W) array -> C-contiguous (N*C, H, W): the layout the pool kernels take."""
     n, c, h, w = a4.shape
     return np.ascontiguousarray(a4).reshape(n * c, h, w)
-
-
-def _pool_result(out4, unbatched):
-    return out4[0] if unbatched else out4
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -347,8 +343,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         None if indices is None else indices.reshape(n * c, ho, wo),
         a.kernel_size, a.stride, a.padding, a.dilation, get_num_threads())
     if return_indices:
-        return _pool_result(out, a.unbatched), _pool_result(indices, a.unbatched)
-    return _pool_result(out, a.unbatched)
+        return _validation.unbatch(out, a.unbatched), _validation.unbatch(indices, a.unbatched)
+    return _validation.unbatch(out, a.unbatched)
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
@@ -373,7 +369,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     _pool.max_pool2d_backward(
         _planes(a.grad_output), _planes(a.indices.astype(np.int64, copy=False)),
         grad_input.reshape(n * c, h, w), get_num_threads())
-    return _pool_result(grad_input, a.unbatched)
+    return _validation.unbatch(grad_input, a.unbatched)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -407,7 +403,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     _pool.avg_pool2d_forward(
         _planes(a.x), out.reshape(n * c, ho, wo), a.kernel_size, a.stride, a.padding,
         a.count_include_pad, a.divisor_override or 0, get_num_threads())
-    return _pool_result(out, a.unbatched)
+    return _validation.unbatch(out, a.unbatched)
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -436,7 +432,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     _pool.avg_pool2d_backward(
         _planes(a.grad_output), grad_input.reshape(n * c, h, w), a.kernel_size, a.stride,
         a.padding, a.count_include_pad, a.divisor_override or 0, get_num_threads())
-    return _pool_result(grad_input, a.unbatched)
+    return _validation.unbatch(grad_input, a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------

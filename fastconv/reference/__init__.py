@@ -89,10 +89,6 @@ def _fold(cols6, shape, pad, kernel, stride, dilation):
     return canvas[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w]
 
 
-def _unbatch(a, unbatched):
-    return a[0] if unbatched else a
-
-
 # ----------------------------------------------------------------------------------------
 # im2col / col2im
 # ----------------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     a = V.unfold_args(x, kernel_size, stride, padding, dilation)
     canvas = _padded(a.x, a.padding, a.blocks, a.kernel_size, a.stride, a.dilation)
     cols = _unfold(canvas, a.blocks, a.kernel_size, a.stride, a.dilation)
-    return _unbatch(cols, a.unbatched)
+    return V.unbatch(cols, a.unbatched)
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
@@ -137,7 +133,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     n, c = a.out_shape[:2]
     cols6 = a.cols.reshape((n, c) + a.kernel_size + a.blocks)
     x = _fold(cols6, a.out_shape, a.padding, a.kernel_size, a.stride, a.dilation)
-    return _unbatch(np.ascontiguousarray(x), a.unbatched)
+    return V.unbatch(np.ascontiguousarray(x), a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------
@@ -182,7 +178,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     out = np.matmul(_grouped_weight(a), cols).reshape(a.out_shape)
     if a.bias is not None:
         out += a.bias[:, None, None]
-    return _unbatch(out, a.unbatched)
+    return V.unbatch(out, a.unbatched)
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -214,7 +210,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         cols6 = gcols.reshape((n, a.x.shape[1]) + kernel + (ho, wo))
         grad_input = np.ascontiguousarray(
             _fold(cols6, a.x.shape, a.padding, kernel, a.stride, a.dilation))
-        grad_input = _unbatch(grad_input, a.unbatched)
+        grad_input = V.unbatch(grad_input, a.unbatched)
     if needs_weight_grad:
         cols = _conv_cols(a)
         grad_weight = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(
@@ -268,7 +264,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         n, c, ho, wo, kh * kw)
     out = flat.max(axis=-1)  # NaN propagates
     if not return_indices:
-        return _unbatch(out, a.unbatched)
+        return V.unbatch(out, a.unbatched)
     rows, row_in = _valid_offsets(h, ho, kh, a.stride[0], a.padding[0], a.dilation[0])
     cols, col_in = _valid_offsets(w, wo, kw, a.stride[1], a.padding[1], a.dilation[1])
     inside = (row_in[:, None, :, None] & col_in[None, :, None, :]).reshape(ho, wo, kh * kw)
@@ -281,7 +277,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         pos[nan] = kh * kw - 1 - np.isnan(flat[nan][:, ::-1]).argmax(axis=-1)
     oh, ow = np.arange(ho)[:, None], np.arange(wo)[None, :]
     indices = rows[oh, pos // kw] * w + cols[ow, pos % kw]
-    return _unbatch(out, a.unbatched), _unbatch(indices.astype(np.int64), a.unbatched)
+    return V.unbatch(out, a.unbatched), V.unbatch(indices.astype(np.int64), a.unbatched)
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
@@ -307,7 +303,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     plane_out = a.grad_output.shape[2] * a.grad_output.shape[3]
     np.add.at(grad_input, (planes, a.indices.reshape(n * c, plane_out)),
               a.grad_output.reshape(n * c, plane_out))
-    return _unbatch(grad_input.reshape(a.input_shape), a.unbatched)
+    return V.unbatch(grad_input.reshape(a.input_shape), a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------
@@ -356,7 +352,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     sums = _windows(canvas, out_hw, a.kernel_size, a.stride, (1, 1)).sum(axis=(-2, -1))
     out = sums / _avg_divisor(a.x.shape[2:], out_hw, a.kernel_size, a.stride, a.padding,
                               a.count_include_pad, a.divisor_override, a.x.dtype)
-    return _unbatch(out, a.unbatched)
+    return V.unbatch(out, a.unbatched)
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -384,7 +380,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
                              a.padding, a.count_include_pad, a.divisor_override, g.dtype)
     cols6 = np.broadcast_to(share[:, :, None, None], (n, c) + a.kernel_size + (ho, wo))
     grad_input = _fold(cols6, a.input_shape, a.padding, a.kernel_size, a.stride, (1, 1))
-    return _unbatch(np.ascontiguousarray(grad_input), a.unbatched)
+    return V.unbatch(np.ascontiguousarray(grad_input), a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------

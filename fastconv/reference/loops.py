@@ -24,10 +24,6 @@ def _taps(out_index, kernel, stride, pad, dilation, size):
             if 0 <= start + i * dilation < size]
 
 
-def _unbatch(a, unbatched):
-    return a[0] if unbatched else a
-
-
 # ----------------------------------------------------------------------------------------
 # im2col / col2im
 # ----------------------------------------------------------------------------------------
@@ -50,7 +46,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
                         for j, iw in _taps(bw, kw, a.stride[1], a.padding[1],
                                            a.dilation[1], w):
                             cols[n, (c * kh + i) * kw + j, bh * lw + bw] = a.x[n, c, ih, iw]
-    return _unbatch(cols, a.unbatched)
+    return V.unbatch(cols, a.unbatched)
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
@@ -71,7 +67,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
                         for j, iw in _taps(bw, kw, a.stride[1], a.padding[1],
                                            a.dilation[1], w):
                             x[n, c, ih, iw] += a.cols[n, (c * kh + i) * kw + j, bh * lw + bw]
-    return _unbatch(x, a.unbatched)
+    return V.unbatch(x, a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,7 +106,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         out[:] = a.bias[:, None, None]
     for n, k, oh, ow, c, cg, i, j, ih, iw in _conv_taps(a, *a.out_shape):
         out[n, k, oh, ow] += a.x[n, c, ih, iw] * a.weight[k, cg, i, j]
-    return _unbatch(out, a.unbatched)
+    return V.unbatch(out, a.unbatched)
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -141,7 +137,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                     for ow in range(wo):
                         grad_bias[k] += g[n, k, oh, ow]
     if grad_input is not None:
-        grad_input = _unbatch(grad_input, a.unbatched)
+        grad_input = V.unbatch(grad_input, a.unbatched)
     return grad_input, grad_weight, grad_bias
 
 
@@ -177,8 +173,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
                                 best, best_index = value, ih * w + iw
                     out[n, c, oh, ow] = best
                     indices[n, c, oh, ow] = best_index
-    out = _unbatch(out, a.unbatched)
-    return (out, _unbatch(indices, a.unbatched)) if return_indices else out
+    out = V.unbatch(out, a.unbatched)
+    return (out, V.unbatch(indices, a.unbatched)) if return_indices else out
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
@@ -196,7 +192,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
                 for ow in range(wo):
                     index = int(a.indices[n, c, oh, ow])
                     grad_input[n, c, index // w, index % w] += a.grad_output[n, c, oh, ow]
-    return _unbatch(grad_input, a.unbatched)
+    return V.unbatch(grad_input, a.unbatched)
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,7 +238,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                         for iw in range(w0, w1):
                             total += a.x[n, c, ih, iw]
                     out[n, c, oh, ow] = total / dtype(divisor)
-    return _unbatch(out, a.unbatched)
+    return V.unbatch(out, a.unbatched)
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -266,4 +262,4 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
                     for ih in range(h0, h1):
                         for iw in range(w0, w1):
                             grad_input[n, c, ih, iw] += share
-    return _unbatch(grad_input, a.unbatched)
+    return V.unbatch(grad_input, a.unbatched)
