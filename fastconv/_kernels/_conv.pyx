@@ -355,6 +355,227 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                                      Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
 
 
+cdef extern from *:
+    """
+    /* Direct convolution with output channels across the vector ("channel-vector" block):
+     * A output pixels (consecutive in the image's raster order) x KV vectors of output
+     * channels, kept in A*KV registers over every kernel tap. Per tap it loads KV weight
+     * vectors and broadcasts one input value per pixel, so no lane is padding when the
+     * channels fill whole vectors, whatever the output width (LeNet's conv2 has 10-column
+     * rows: a block of 16 output columns would be 37% padding). A and KV are compile-time
+     * constants of each instance, so the accumulators stay in registers; fc_kvec_*
+     * dispatches to the instance. Its results go to a tile (A, KV*lanes), which the
+     * caller transposes into the NCHW output. */
+    #if defined(__AVX512F__) || defined(__AVX2__)
+    #include <immintrin.h>
+    #define FCK_PRAGMA(x) _Pragma(#x)
+    #define FCK_TAPS(T, VEC, LOADU, SET1, FMADD, KV, A, PIXEL_OFFSET)                        \
+        for (Py_ssize_t t = 0; t < ntaps; t++) {                                             \
+            const T* pt = p + tap_off[t];                                                    \
+            VEC w[KV];                                                                       \
+            FCK_PRAGMA(GCC unroll 4)                                                         \
+            for (int v = 0; v < KV; v++) w[v] = LOADU(wb + (t * KV + v) * lanes);            \
+            FCK_PRAGMA(GCC unroll 32)                                                        \
+            for (int a = 0; a < A; a++) {                                                    \
+                VEC xa = SET1(pt[PIXEL_OFFSET]);                                             \
+                FCK_PRAGMA(GCC unroll 4)                                                     \
+                for (int v = 0; v < KV; v++) acc[a][v] = FMADD(w[v], xa, acc[a][v]);         \
+            }                                                                                \
+        }
+    #define FCK_BODY(T, VEC, SETZERO, LOADU, SET1, FMADD, STOREU, KV, A)                     \
+    {                                                                                        \
+        const int lanes = (int)(sizeof(VEC) / sizeof(T));                                    \
+        VEC acc[A][KV];                                                                      \
+        FCK_PRAGMA(GCC unroll 32)                                                            \
+        for (int a = 0; a < A; a++)                                                          \
+            FCK_PRAGMA(GCC unroll 4)                                                         \
+            for (int v = 0; v < KV; v++) acc[a][v] = SETZERO();                              \
+        /* pix_off NULL: the pixels are consecutive in p (one output row), and their        \
+         * offsets fold into the broadcasts' addresses */                                    \
+        if (pix_off == NULL) FCK_TAPS(T, VEC, LOADU, SET1, FMADD, KV, A, a)                  \
+        else FCK_TAPS(T, VEC, LOADU, SET1, FMADD, KV, A, pix_off[a])                         \
+        FCK_PRAGMA(GCC unroll 32)                                                            \
+        for (int a = 0; a < A; a++)                                                          \
+            FCK_PRAGMA(GCC unroll 4)                                                         \
+            for (int v = 0; v < KV; v++) STOREU(tile + (a * KV + v) * lanes, acc[a][v]);     \
+    }
+    #define FCK_ARGS(T) (const T* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,            \
+                         const T* wb, const Py_ssize_t* pix_off, T* tile)
+    #if defined(__AVX512F__)
+    #define FCK_INSTANCE_F(KV, A) static FC_NOINLINE void fck_f_##KV##_##A FCK_ARGS(float)   \
+        FCK_BODY(float, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps,          \
+                 _mm512_fmadd_ps, _mm512_storeu_ps, KV, A)
+    #define FCK_INSTANCE_D(KV, A) static FC_NOINLINE void fck_d_##KV##_##A FCK_ARGS(double)  \
+        FCK_BODY(double, __m512d, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd,        \
+                 _mm512_fmadd_pd, _mm512_storeu_pd, KV, A)
+    #define FCK_LANES_F 16
+    #define FCK_LANES_D 8
+    /* 32 registers: KV weights, one broadcast input, A*KV accumulators */
+    #define FCK_MAX_A1 28
+    #define FCK_MAX_A2 14
+    #define FCK_MAX_A4 6
+    #define FCK_LIST1(X) X(1,1) X(1,2) X(1,3) X(1,4) X(1,5) X(1,6) X(1,7) X(1,8) X(1,9)       \
+        X(1,10) X(1,11) X(1,12) X(1,13) X(1,14) X(1,15) X(1,16) X(1,17) X(1,18) X(1,19)      \
+        X(1,20) X(1,21) X(1,22) X(1,23) X(1,24) X(1,25) X(1,26) X(1,27) X(1,28)
+    #define FCK_LIST2(X) X(2,1) X(2,2) X(2,3) X(2,4) X(2,5) X(2,6) X(2,7) X(2,8) X(2,9)       \
+        X(2,10) X(2,11) X(2,12) X(2,13) X(2,14)
+    #define FCK_LIST4(X) X(4,1) X(4,2) X(4,3) X(4,4) X(4,5) X(4,6)
+    #else
+    #define FCK_INSTANCE_F(KV, A) static FC_NOINLINE void fck_f_##KV##_##A FCK_ARGS(float)   \
+        FCK_BODY(float, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,          \
+                 _mm256_fmadd_ps, _mm256_storeu_ps, KV, A)
+    #define FCK_INSTANCE_D(KV, A) static FC_NOINLINE void fck_d_##KV##_##A FCK_ARGS(double)  \
+        FCK_BODY(double, __m256d, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_set1_pd,        \
+                 _mm256_fmadd_pd, _mm256_storeu_pd, KV, A)
+    #define FCK_LANES_F 8
+    #define FCK_LANES_D 4
+    /* 16 registers: KV weights, one broadcast input, A*KV accumulators */
+    #define FCK_MAX_A1 12
+    #define FCK_MAX_A2 6
+    #define FCK_MAX_A4 2
+    #define FCK_LIST1(X) X(1,1) X(1,2) X(1,3) X(1,4) X(1,5) X(1,6) X(1,7) X(1,8) X(1,9)       \
+        X(1,10) X(1,11) X(1,12)
+    #define FCK_LIST2(X) X(2,1) X(2,2) X(2,3) X(2,4) X(2,5) X(2,6)
+    #define FCK_LIST4(X) X(4,1) X(4,2)
+    #endif
+    #define FCK_ALL(X) FCK_LIST1(X) FCK_LIST2(X) FCK_LIST4(X)
+    #define FCK_DEFINE(KV, A) FCK_INSTANCE_F(KV, A) FCK_INSTANCE_D(KV, A)
+    FCK_ALL(FCK_DEFINE)
+    typedef void (*fck_f_fn) FCK_ARGS(float);
+    typedef void (*fck_d_fn) FCK_ARGS(double);
+    #define FCK_ENTRY_F(KV, A) fck_f_##KV##_##A,
+    #define FCK_ENTRY_D(KV, A) fck_d_##KV##_##A,
+    static const fck_f_fn fck_f_table1[] = {FCK_LIST1(FCK_ENTRY_F)};
+    static const fck_f_fn fck_f_table2[] = {FCK_LIST2(FCK_ENTRY_F)};
+    static const fck_f_fn fck_f_table4[] = {FCK_LIST4(FCK_ENTRY_F)};
+    static const fck_d_fn fck_d_table1[] = {FCK_LIST1(FCK_ENTRY_D)};
+    static const fck_d_fn fck_d_table2[] = {FCK_LIST2(FCK_ENTRY_D)};
+    static const fck_d_fn fck_d_table4[] = {FCK_LIST4(FCK_ENTRY_D)};
+    #define FCK_AVAILABLE 1
+    #else
+    /* the portable build has no channel-vector block: conv2d_direct_kvec is never chosen */
+    #define FCK_LANES_F 0
+    #define FCK_LANES_D 0
+    #define FCK_MAX_A1 0
+    #define FCK_MAX_A2 0
+    #define FCK_MAX_A4 0
+    #define FCK_AVAILABLE 0
+    #endif
+
+    /* one block: kv in {1, 2, 4}, 1 <= a <= FCK_MAX_A<kv> (the caller keeps to these) */
+    static void fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off,
+                          Py_ssize_t ntaps, const float* wb, const Py_ssize_t* pix_off,
+                          float* tile)
+    {
+    #if FCK_AVAILABLE
+        const fck_f_fn* table = kv == 1 ? fck_f_table1 : kv == 2 ? fck_f_table2 : fck_f_table4;
+        table[a - 1](p, tap_off, ntaps, wb, pix_off, tile);
+    #endif
+    }
+    static void fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off,
+                          Py_ssize_t ntaps, const double* wb, const Py_ssize_t* pix_off,
+                          double* tile)
+    {
+    #if FCK_AVAILABLE
+        const fck_d_fn* table = kv == 1 ? fck_d_table1 : kv == 2 ? fck_d_table2 : fck_d_table4;
+        table[a - 1](p, tap_off, ntaps, wb, pix_off, tile);
+    #endif
+    }
+    """
+    enum:
+        KVEC_LANES_F "FCK_LANES_F"
+        KVEC_LANES_D "FCK_LANES_D"
+        KVEC_MAX_A1 "FCK_MAX_A1"
+        KVEC_MAX_A2 "FCK_MAX_A2"
+        KVEC_MAX_A4 "FCK_MAX_A4"
+    void fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
+                   const float* wb, const Py_ssize_t* pix_off, float* tile) noexcept nogil
+    void fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
+                   const double* wb, const Py_ssize_t* pix_off, double* tile) noexcept nogil
+
+
+def kvec_block_limits(int itemsize):
+    """(lanes, {kv: most pixels per block}) of the channel-vector direct kernel in this build
+    of the module, for float32 (itemsize 4) or float64 (8); lanes is 0 where the build has
+    none (the portable SSE2 build)."""
+    lanes = KVEC_LANES_F if itemsize == 4 else KVEC_LANES_D
+    return lanes, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2, 4: KVEC_MAX_A4}
+
+
+def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack,
+                       const floating[::1] bias, floating[:, :, :, ::1] out,
+                       floating[::1] work, Py_ssize_t work_stride,
+                       const Py_ssize_t[::1] tap_off, const Py_ssize_t[::1] pix_off,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t Hp, Py_ssize_t Wp, int groups, int kv, int pixels,
+                       bint by_rows, int num_threads):
+    """out = conv(x, weight) + bias by direct convolution in channel-vector blocks.
+
+    Each image is copied into the padded, phase-split buffer of pad_image (work:
+    work_stride items per thread, the buffer then a (pixels, kv*lanes) tile), then every
+    block of ``pixels`` output pixels (raster order) x kv*lanes output channels runs
+    fc_kvec over all Cg*kh*kw taps. tap_off[t] is tap t's offset in the buffer.
+    by_rows: a block is ``pixels`` columns of one output row (the buffer holds whole blocks
+    of columns); else the blocks run through the image in raster order, and pix_off
+    (ceil(Ho*Wo / pixels) * pixels entries) gives each pixel's offset, 0 past the last.
+    wpack: (groups, ceil(K/groups/(kv*lanes)), Cg*kh*kw, kv*lanes), zero past each group.
+    bias is empty for no bias.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
+    cdef Py_ssize_t L = out.shape[2] * out.shape[3]
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, ntaps = tap_off.shape[0]
+    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
+    cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, image = C * sw * Hp * Wq
+    cdef Py_ssize_t Wo = out.shape[3]
+    cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
+    cdef Py_ssize_t nblocks = out.shape[2] * row_blocks if by_rows else (L + pixels - 1) // pixels
+    cdef Py_ssize_t n, grp, kb, k0, kb_n, b, f0, npix, k, a, oh, ow
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef floating bk
+    cdef floating* p
+    cdef floating* tile
+    cdef floating* o
+    cdef const floating* pg
+    cdef const floating* block_start
+    cdef const Py_ssize_t* block_pix
+    for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
+        p = &work[0] + threadid() * work_stride
+        tile = p + image
+        pad_image(&x[n, 0, 0, 0], p, C, x.shape[2], x.shape[3], ph, pw, Hp, Wp, sw)
+        for grp in range(groups):
+            pg = p + grp * Cg * sw * Hp * Wq
+            for kb in range(nkb):
+                k0 = grp * Kg + kb * kvl
+                kb_n = min(kvl, (grp + 1) * Kg - k0)
+                for b in range(nblocks):
+                    if by_rows:
+                        oh = b // row_blocks
+                        ow = b % row_blocks * pixels
+                        f0 = oh * Wo + ow
+                        npix = min(pixels, Wo - ow)
+                        block_start = pg + oh * sh * Wq + ow
+                        block_pix = NULL
+                    else:
+                        f0 = b * pixels
+                        npix = min(pixels, L - f0)
+                        block_start = pg
+                        block_pix = &pix_off[f0]
+                    if floating is float:
+                        fc_kvec_f(kv, pixels, block_start, &tap_off[0], ntaps,
+                                  &wpack[(grp * nkb + kb) * blk], block_pix, tile)
+                    else:
+                        fc_kvec_d(kv, pixels, block_start, &tap_off[0], ntaps,
+                                  &wpack[(grp * nkb + kb) * blk], block_pix, tile)
+                    # tile (pixels, kvl) -> out[n, k0:k0+kb_n] at flat positions f0..
+                    for k in range(kb_n):
+                        o = &out[n, k0 + k, 0, 0] + f0
+                        bk = bias[k0 + k] if has_bias else 0
+                        for a in range(npix):
+                            o[a] = tile[a * kvl + k] + bk
+
+
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[::1] grad_weight, floating[::1] grad_bias,
