@@ -32,6 +32,10 @@ CASES = [
     ((2, 3, 9, 31), (40, 3, 3, 3), (1, 2), 1, (2, 1), 1),      # row blocks, part of a vector
     ((2, 4, 7, 20), (36, 2, 3, 2), 1, "same", 1, 2),           # groups of 18 channels
     ((1, 2, 3, 3), (17, 2, 3, 3), 1, 1, 1, 1),                 # one short block
+    # >= 16 input channels per group, stride 1: grad_input by direct convolution
+    ((2, 16, 6, 7), (16, 16, 3, 3), 1, 1, 1, 1),
+    ((2, 40, 9, 8), (6, 20, 3, 2), 1, "same", (2, 1), 2),      # groups, asymmetric 'same'
+    ((1, 17, 5, 5), (3, 17, 2, 3), 1, (0, 2), 1, 1),           # full padding (1, 0)
 ]
 
 

@@ -38,9 +38,12 @@ def _kernel_results(dtype):
     xl = rng.standard_normal((61, 16, 24, 24)).astype(dtype)
     wl = rng.standard_normal((8, 16, 3, 3)).astype(dtype)
     gl = rng.standard_normal((61, 8, 24, 24)).astype(dtype)
+    # >= 16 channels: the channel-vector direct kernels, forward and both gradients
+    wv = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    gv = rng.standard_normal((61, 16, 24, 24)).astype(dtype)
     out, ind = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     avg = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
-    return (F.conv2d(x, w, w[:, 0, 0, 0].copy(), stride=2, padding=1, groups=2),
+    return (F.conv2d(xl, wv, padding=1), *F.conv2d_backward(gv, xl, wv, padding=1),F.conv2d(x, w, w[:, 0, 0, 0].copy(), stride=2, padding=1, groups=2),
             *F.conv2d_backward(g, x, w, stride=2, padding=1, groups=2),
             F.conv2d(x[:, :1], w1, padding=2),
             *F.conv2d_backward(gl, xl, wl, padding=1),

@@ -399,58 +399,101 @@ cdef extern from *:
             FCK_PRAGMA(GCC unroll 4)                                                         \
             for (int v = 0; v < KV; v++) STOREU(tile + (a * KV + v) * lanes, acc[a][v]);     \
     }
-    #define FCK_ARGS(T) (const T* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,            \
-                         const T* wb, const Py_ssize_t* pix_off, T* tile)
+    #define FCK_BODY_ARGS(T) (const T* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,       \
+                              const T* wb, const Py_ssize_t* pix_off, T* tile)
+    /* Weight gradient, the same block turned around: A taps x KV vectors of output
+     * channels in registers, summed over the pixels of `rows` output rows of `cols`
+     * columns: sums[a] (+)= sum over pixels of p[tap_off[a] + pixel] * got[pixel], with
+     * got the grad_output block transposed to (pixels, KV*lanes). */
+    #define FCKW_BODY(T, VEC, SETZERO, LOADU, SET1, FMADD, STOREU, KV, A)                    \
+    {                                                                                        \
+        const int lanes = (int)(sizeof(VEC) / sizeof(T));                                    \
+        VEC acc[A][KV];                                                                      \
+        FCK_PRAGMA(GCC unroll 32)                                                            \
+        for (int a = 0; a < A; a++)                                                          \
+            FCK_PRAGMA(GCC unroll 4)                                                         \
+            for (int v = 0; v < KV; v++)                                                     \
+                acc[a][v] = accumulate ? LOADU(sums + (a * KV + v) * lanes) : SETZERO();     \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                              \
+            const T* pr[A];                                                                  \
+            FCK_PRAGMA(GCC unroll 32)                                                        \
+            for (int a = 0; a < A; a++) pr[a] = p + r * row_step + tap_off[a];               \
+            const T* gr = got + r * cols * KV * lanes;                                       \
+            for (Py_ssize_t c = 0; c < cols; c++) {                                          \
+                VEC g[KV];                                                                   \
+                FCK_PRAGMA(GCC unroll 4)                                                     \
+                for (int v = 0; v < KV; v++) g[v] = LOADU(gr + (c * KV + v) * lanes);        \
+                FCK_PRAGMA(GCC unroll 32)                                                    \
+                for (int a = 0; a < A; a++) {                                                \
+                    VEC xa = SET1(pr[a][c]);                                                 \
+                    FCK_PRAGMA(GCC unroll 4)                                                 \
+                    for (int v = 0; v < KV; v++) acc[a][v] = FMADD(xa, g[v], acc[a][v]);     \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        FCK_PRAGMA(GCC unroll 32)                                                            \
+        for (int a = 0; a < A; a++)                                                          \
+            FCK_PRAGMA(GCC unroll 4)                                                         \
+            for (int v = 0; v < KV; v++) STOREU(sums + (a * KV + v) * lanes, acc[a][v]);     \
+    }
+    #define FCKW_BODY_ARGS(T) (const T* p, const Py_ssize_t* tap_off, Py_ssize_t rows,      \
+                               Py_ssize_t cols, Py_ssize_t row_step, const T* got,         \
+                               int accumulate, T* sums)
     #if defined(__AVX512F__)
-    #define FCK_INSTANCE_F(KV, A) static FC_NOINLINE void fck_f_##KV##_##A FCK_ARGS(float)   \
-        FCK_BODY(float, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps,          \
-                 _mm512_fmadd_ps, _mm512_storeu_ps, KV, A)
-    #define FCK_INSTANCE_D(KV, A) static FC_NOINLINE void fck_d_##KV##_##A FCK_ARGS(double)  \
-        FCK_BODY(double, __m512d, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd,        \
-                 _mm512_fmadd_pd, _mm512_storeu_pd, KV, A)
+    #define FCK_INSTANCE_F(BODY, NAME, KV, A) static FC_NOINLINE void NAME##_f_##KV##_##A  \
+        BODY##_ARGS(float) BODY(float, __m512, _mm512_setzero_ps, _mm512_loadu_ps,          \
+                                _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, KV, A)
+    #define FCK_INSTANCE_D(BODY, NAME, KV, A) static FC_NOINLINE void NAME##_d_##KV##_##A  \
+        BODY##_ARGS(double) BODY(double, __m512d, _mm512_setzero_pd, _mm512_loadu_pd,       \
+                                 _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd, KV, A)
     #define FCK_LANES_F 16
     #define FCK_LANES_D 8
     /* 32 registers: KV weights, one broadcast input, A*KV accumulators */
     #define FCK_MAX_A1 28
     #define FCK_MAX_A2 14
-    #define FCK_MAX_A4 6
     #define FCK_LIST1(X) X(1,1) X(1,2) X(1,3) X(1,4) X(1,5) X(1,6) X(1,7) X(1,8) X(1,9)       \
         X(1,10) X(1,11) X(1,12) X(1,13) X(1,14) X(1,15) X(1,16) X(1,17) X(1,18) X(1,19)      \
         X(1,20) X(1,21) X(1,22) X(1,23) X(1,24) X(1,25) X(1,26) X(1,27) X(1,28)
     #define FCK_LIST2(X) X(2,1) X(2,2) X(2,3) X(2,4) X(2,5) X(2,6) X(2,7) X(2,8) X(2,9)       \
         X(2,10) X(2,11) X(2,12) X(2,13) X(2,14)
-    #define FCK_LIST4(X) X(4,1) X(4,2) X(4,3) X(4,4) X(4,5) X(4,6)
     #else
-    #define FCK_INSTANCE_F(KV, A) static FC_NOINLINE void fck_f_##KV##_##A FCK_ARGS(float)   \
-        FCK_BODY(float, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,          \
-                 _mm256_fmadd_ps, _mm256_storeu_ps, KV, A)
-    #define FCK_INSTANCE_D(KV, A) static FC_NOINLINE void fck_d_##KV##_##A FCK_ARGS(double)  \
-        FCK_BODY(double, __m256d, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_set1_pd,        \
-                 _mm256_fmadd_pd, _mm256_storeu_pd, KV, A)
+    #define FCK_INSTANCE_F(BODY, NAME, KV, A) static FC_NOINLINE void NAME##_f_##KV##_##A  \
+        BODY##_ARGS(float) BODY(float, __m256, _mm256_setzero_ps, _mm256_loadu_ps,          \
+                                _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, KV, A)
+    #define FCK_INSTANCE_D(BODY, NAME, KV, A) static FC_NOINLINE void NAME##_d_##KV##_##A  \
+        BODY##_ARGS(double) BODY(double, __m256d, _mm256_setzero_pd, _mm256_loadu_pd,       \
+                                 _mm256_set1_pd, _mm256_fmadd_pd, _mm256_storeu_pd, KV, A)
     #define FCK_LANES_F 8
     #define FCK_LANES_D 4
     /* 16 registers: KV weights, one broadcast input, A*KV accumulators */
     #define FCK_MAX_A1 12
     #define FCK_MAX_A2 6
-    #define FCK_MAX_A4 2
     #define FCK_LIST1(X) X(1,1) X(1,2) X(1,3) X(1,4) X(1,5) X(1,6) X(1,7) X(1,8) X(1,9)       \
         X(1,10) X(1,11) X(1,12)
     #define FCK_LIST2(X) X(2,1) X(2,2) X(2,3) X(2,4) X(2,5) X(2,6)
-    #define FCK_LIST4(X) X(4,1) X(4,2)
     #endif
-    #define FCK_ALL(X) FCK_LIST1(X) FCK_LIST2(X) FCK_LIST4(X)
-    #define FCK_DEFINE(KV, A) FCK_INSTANCE_F(KV, A) FCK_INSTANCE_D(KV, A)
+    #define FCK_ALL(X) FCK_LIST1(X) FCK_LIST2(X)
+    #define FCK_DEFINE(KV, A) FCK_INSTANCE_F(FCK_BODY, fck, KV, A)                          \
+        FCK_INSTANCE_D(FCK_BODY, fck, KV, A) FCK_INSTANCE_F(FCKW_BODY, fckw, KV, A)          \
+        FCK_INSTANCE_D(FCKW_BODY, fckw, KV, A)
     FCK_ALL(FCK_DEFINE)
-    typedef void (*fck_f_fn) FCK_ARGS(float);
-    typedef void (*fck_d_fn) FCK_ARGS(double);
-    #define FCK_ENTRY_F(KV, A) fck_f_##KV##_##A,
-    #define FCK_ENTRY_D(KV, A) fck_d_##KV##_##A,
+    typedef void (*fck_f_fn) FCK_BODY_ARGS(float);
+    typedef void (*fck_d_fn) FCK_BODY_ARGS(double);
+    typedef void (*fckw_f_fn) FCKW_BODY_ARGS(float);
+    typedef void (*fckw_d_fn) FCKW_BODY_ARGS(double);
+    #define FCK_ENTRY(NAME, KV, A) NAME##_##KV##_##A,
+    #define FCK_ENTRY_F(KV, A) FCK_ENTRY(fck_f, KV, A)
+    #define FCK_ENTRY_D(KV, A) FCK_ENTRY(fck_d, KV, A)
+    #define FCKW_ENTRY_F(KV, A) FCK_ENTRY(fckw_f, KV, A)
+    #define FCKW_ENTRY_D(KV, A) FCK_ENTRY(fckw_d, KV, A)
     static const fck_f_fn fck_f_table1[] = {FCK_LIST1(FCK_ENTRY_F)};
     static const fck_f_fn fck_f_table2[] = {FCK_LIST2(FCK_ENTRY_F)};
-    static const fck_f_fn fck_f_table4[] = {FCK_LIST4(FCK_ENTRY_F)};
     static const fck_d_fn fck_d_table1[] = {FCK_LIST1(FCK_ENTRY_D)};
     static const fck_d_fn fck_d_table2[] = {FCK_LIST2(FCK_ENTRY_D)};
-    static const fck_d_fn fck_d_table4[] = {FCK_LIST4(FCK_ENTRY_D)};
+    static const fckw_f_fn fckw_f_table1[] = {FCK_LIST1(FCKW_ENTRY_F)};
+    static const fckw_f_fn fckw_f_table2[] = {FCK_LIST2(FCKW_ENTRY_F)};
+    static const fckw_d_fn fckw_d_table1[] = {FCK_LIST1(FCKW_ENTRY_D)};
+    static const fckw_d_fn fckw_d_table2[] = {FCK_LIST2(FCKW_ENTRY_D)};
     #define FCK_AVAILABLE 1
     #else
     /* the portable build has no channel-vector block: conv2d_direct_kvec is never chosen */
@@ -458,40 +501,48 @@ cdef extern from *:
     #define FCK_LANES_D 0
     #define FCK_MAX_A1 0
     #define FCK_MAX_A2 0
-    #define FCK_MAX_A4 0
     #define FCK_AVAILABLE 0
     #endif
 
-    /* one block: kv in {1, 2, 4}, 1 <= a <= FCK_MAX_A<kv> (the caller keeps to these) */
+    /* One block, of instance (kv, a): kv in {1, 2}, 1 <= a <= FCK_MAX_A<kv> (the callers
+     * keep to these). */
+    #if FCK_AVAILABLE
+    #define FCK_DISPATCH(TABLE, ARGS) (kv == 1 ? TABLE##1 : TABLE##2)[a - 1] ARGS
+    #else
+    #define FCK_DISPATCH(TABLE, ARGS)
+    #endif
     static void fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off,
                           Py_ssize_t ntaps, const float* wb, const Py_ssize_t* pix_off,
                           float* tile)
-    {
-    #if FCK_AVAILABLE
-        const fck_f_fn* table = kv == 1 ? fck_f_table1 : kv == 2 ? fck_f_table2 : fck_f_table4;
-        table[a - 1](p, tap_off, ntaps, wb, pix_off, tile);
-    #endif
-    }
+    { FCK_DISPATCH(fck_f_table, (p, tap_off, ntaps, wb, pix_off, tile)); }
     static void fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off,
                           Py_ssize_t ntaps, const double* wb, const Py_ssize_t* pix_off,
                           double* tile)
-    {
-    #if FCK_AVAILABLE
-        const fck_d_fn* table = kv == 1 ? fck_d_table1 : kv == 2 ? fck_d_table2 : fck_d_table4;
-        table[a - 1](p, tap_off, ntaps, wb, pix_off, tile);
-    #endif
-    }
+    { FCK_DISPATCH(fck_d_table, (p, tap_off, ntaps, wb, pix_off, tile)); }
+    static void fc_kvec_wgrad_f(int kv, int a, const float* p, const Py_ssize_t* tap_off,
+                                Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_step,
+                                const float* got, int accumulate, float* sums)
+    { FCK_DISPATCH(fckw_f_table, (p, tap_off, rows, cols, row_step, got, accumulate, sums)); }
+    static void fc_kvec_wgrad_d(int kv, int a, const double* p, const Py_ssize_t* tap_off,
+                                Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_step,
+                                const double* got, int accumulate, double* sums)
+    { FCK_DISPATCH(fckw_d_table, (p, tap_off, rows, cols, row_step, got, accumulate, sums)); }
     """
     enum:
         KVEC_LANES_F "FCK_LANES_F"
         KVEC_LANES_D "FCK_LANES_D"
         KVEC_MAX_A1 "FCK_MAX_A1"
         KVEC_MAX_A2 "FCK_MAX_A2"
-        KVEC_MAX_A4 "FCK_MAX_A4"
     void fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                    const float* wb, const Py_ssize_t* pix_off, float* tile) noexcept nogil
     void fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                    const double* wb, const Py_ssize_t* pix_off, double* tile) noexcept nogil
+    void fc_kvec_wgrad_f(int kv, int a, const float* p, const Py_ssize_t* tap_off,
+                         Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_step,
+                         const float* got, int accumulate, float* sums) noexcept nogil
+    void fc_kvec_wgrad_d(int kv, int a, const double* p, const Py_ssize_t* tap_off,
+                         Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_step,
+                         const double* got, int accumulate, double* sums) noexcept nogil
 
 
 def kvec_block_limits(int itemsize):
@@ -499,7 +550,7 @@ def kvec_block_limits(int itemsize):
     of the module, for float32 (itemsize 4) or float64 (8); lanes is 0 where the build has
     none (the portable SSE2 build)."""
     lanes = KVEC_LANES_F if itemsize == 4 else KVEC_LANES_D
-    return lanes, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2, 4: KVEC_MAX_A4}
+    return lanes, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2}
 
 
 def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack,
@@ -574,6 +625,84 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                         bk = bias[k0 + k] if has_bias else 0
                         for a in range(npix):
                             o[a] = tile[a * kvl + k] + bk
+
+
+def conv2d_weight_grad_kvec(const floating[:, :, :, ::1] grad_output,
+                            const floating[:, :, :, ::1] x, floating[::1] sums,
+                            floating[::1] work, Py_ssize_t work_stride, floating[::1] partials,
+                            Py_ssize_t chunk, const Py_ssize_t[::1] tap_off,
+                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t Hp, Py_ssize_t Wp, int groups, int kv, int taps,
+                            Py_ssize_t rows_per_strip, int num_threads):
+    """grad_weight of conv2d in the channel-vector layout: sums (groups,
+    ceil(K/groups/(kv*lanes)), Cg*kh*kw, kv*lanes), zero past each group's channels.
+
+    Per image (padded and phase-split as in conv2d_direct_kvec, then a (Ho*Wo, kv*lanes)
+    transposed block of grad_output; work_stride items per thread), per strip of
+    rows_per_strip output rows (so the strip's inputs stay in cache across tap blocks), per
+    block of ``taps`` taps (the last may be short), fc_kvec_wgrad adds the strip's
+    products to the chunk's slot of partials. Images go in fixed chunks of ``chunk`` added
+    in order, and the slots are then summed in chunk order: the result does not depend on
+    the thread count, bit for bit.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = grad_output.shape[1]
+    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3], L = Ho * Wo
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, ntaps = tap_off.shape[0]
+    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
+    cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, slot = sums.shape[0]
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw, image = C * sw * Hp * Wq
+    cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    cdef Py_ssize_t n_strips = (Ho + rows_per_strip - 1) // rows_per_strip
+    cdef Py_ssize_t n_tap_blocks = (ntaps + taps - 1) // taps
+    cdef Py_ssize_t b, n, grp, kb, k0, kb_n, k, f, strip, oh0, rows, tb, t0, e
+    cdef int accumulate
+    cdef floating acc
+    cdef floating* p
+    cdef floating* got
+    cdef floating* part
+    cdef const floating* pg
+    cdef const floating* go
+    for b in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
+        p = &work[0] + threadid() * work_stride
+        got = p + image
+        part = &partials[0] + b * slot
+        for n in range(b * chunk, min(b * chunk + chunk, N)):
+            pad_image(&x[n, 0, 0, 0], p, C, x.shape[2], x.shape[3], ph, pw, Hp, Wp, sw)
+            for grp in range(groups):
+                pg = p + grp * Cg * sw * Hp * Wq
+                for kb in range(nkb):
+                    k0 = grp * Kg + kb * kvl
+                    kb_n = min(kvl, (grp + 1) * Kg - k0)
+                    for k in range(kvl):
+                        if k < kb_n:
+                            go = &grad_output[n, k0 + k, 0, 0]
+                            for f in range(L):
+                                got[f * kvl + k] = go[f]
+                        else:
+                            for f in range(L):
+                                got[f * kvl + k] = 0
+                    for strip in range(n_strips):
+                        oh0 = strip * rows_per_strip
+                        rows = min(rows_per_strip, Ho - oh0)
+                        # the chunk's first image starts its slot, the others add to it
+                        accumulate = n > b * chunk or oh0 > 0
+                        for tb in range(n_tap_blocks):
+                            t0 = tb * taps
+                            if floating is float:
+                                fc_kvec_wgrad_f(kv, min(taps, ntaps - t0), pg + oh0 * sh * Wq,
+                                                &tap_off[t0], rows, Wo, sh * Wq,
+                                                got + oh0 * Wo * kvl, accumulate,
+                                                part + ((grp * nkb + kb) * ntaps + t0) * kvl)
+                            else:
+                                fc_kvec_wgrad_d(kv, min(taps, ntaps - t0), pg + oh0 * sh * Wq,
+                                                &tap_off[t0], rows, Wo, sh * Wq,
+                                                got + oh0 * Wo * kvl, accumulate,
+                                                part + ((grp * nkb + kb) * ntaps + t0) * kvl)
+    for e in prange(slot, nogil=True, schedule="static", num_threads=num_threads):
+        acc = 0
+        for b in range(n_chunks):
+            acc = acc + partials[b * slot + e]
+        sums[e] = acc
 
 
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
