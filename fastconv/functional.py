@@ -9,10 +9,12 @@ the shapes), picks the algorithm, allocates the outputs and calls the compiled k
 # im2col / col2im / conv2d / conv2d_backward
 # ----------------------------------------------------------------------------------------
 
+import functools
+
 import numpy as np
 
 from . import _validation, _workspace
-from ._kernels import _activation, _conv, _im2col, _pool
+from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
 
 # BLAS takes C ints: every GEMM dimension must fit one.
@@ -113,16 +115,31 @@ def _kvec_block(args):
     return kv, -(-n_pixels // blocks), by_rows
 
 
+@functools.lru_cache(maxsize=256)
 def _phase_split_taps(weight_shape, stride, dilation, hp, wq):
     """Offset of each kernel tap (c, i, j), in the weight's order, in pad_image's
     phase-split (C, sw, hp, wq) buffer: tap column j*dw is column phase (j*dw) % sw,
-    (j*dw) // sw columns in."""
+    (j*dw) // sw columns in. Cached (read-only): a layer asks for the same every call."""
     _, cg, kh, kw = weight_shape
     (_, sw), (dh, dw) = stride, dilation
     cols = np.arange(kw) * dw
     taps = ((np.arange(cg)[:, None, None] * sw + cols % sw) * hp * wq
             + (np.arange(kh) * dh * wq)[None, :, None] + (cols // sw)[None, None, :])
-    return taps.reshape(-1).astype(np.intp)
+    return _read_only(taps.reshape(-1).astype(np.intp))
+
+
+@functools.lru_cache(maxsize=256)
+def _raster_offsets(ho, wo, row_step, pixels):
+    """Offset of each output pixel (raster order) in the phase-split buffer, oh*row_step +
+    ow, then 0 up to whole blocks of ``pixels``. Cached (read-only)."""
+    pix = np.zeros(-(-ho * wo // pixels) * pixels, dtype=np.intp)
+    pix[:ho * wo] = (np.arange(ho)[:, None] * row_step + np.arange(wo)).reshape(-1)
+    return _read_only(pix)
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
 
 
 def _weight_grad_by_kvec(args, grad_weight, nt):
@@ -181,11 +198,8 @@ def _direct(args, x4, w, b, out4, nt):
         wq = -(-wp // sw)
         image_items = x4.shape[1] * sw * hp * wq
         lanes = _conv.kvec_block_limits(w.itemsize)[0]
-        # offsets into the phase-split buffer: tap (c, i, j) reads column phase (j*dw) % sw
-        # at (j*dw) // sw; output pixel (oh, ow) starts at row oh*sh, column ow
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
-        pix = np.zeros(-(-ho * wo // pixels) * pixels, dtype=np.intp)
-        pix[:ho * wo] = (np.arange(ho)[:, None] * sh * wq + np.arange(wo)).reshape(-1)
+        pix = _raster_offsets(ho, wo, sh * wq, pixels)
         stride_items = _workspace.round_up(image_items + pixels * kv * lanes, w.dtype)
         work = _workspace.scratch(nt * stride_items, w.dtype)
         _conv.conv2d_direct_kvec(x4, _pack_weight(w, args.groups, kv * lanes).reshape(-1), b,
@@ -402,6 +416,23 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     if grad_input is not None and args.unbatched:
         grad_input = grad_input[0]
     return grad_input, grad_weight, grad_bias
+
+
+def _matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
+    output's rows or columns split over fastconv's threads, one BLAS call each: the
+    fully connected layers' products. NumPy's matmul would run BLAS's own thread pool
+    beside OpenMP's (the two fight over the cores), or one thread under
+    blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
+    """
+    a, b = _contiguous(a), _contiguous(b)
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    out = np.empty((m, n), dtype=a.dtype)
+    _check_blas_dims(*a.shape, *b.shape)
+    with blas_single_threaded():
+        _gemm.matmul(a, b, out, trans_a, trans_b, get_num_threads())
+    return out
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import functional as F
 from fastconv import nn
 
 BACKENDS = ["compiled", "reference"]
@@ -385,3 +386,19 @@ def test_first_conv_skips_grad_input(monkeypatch):
     model.requires_input_grad = True
     model(x)
     assert model.backward(g).shape == x.shape and calls[2:] == [True, True]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(7, 5, 3), (3, 5, 7), (1, 4, 1), (64, 33, 10)])
+def test_threaded_matmul_matches_numpy(m, k, n, dtype, n_threads):
+    # Linear's products: rows or columns of the output split over the threads
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    with fastconv.threads(n_threads):
+        for ta, tb in [(False, False), (True, False), (False, True), (True, True)]:
+            out = F._matmul(a.T.copy() if ta else a, b.T.copy() if tb else b, ta, tb)
+            assert out.dtype == dtype and out.shape == (m, n)
+            np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * k)

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 
 from .. import _backend, _random
+from .. import functional as F
 from .._threads import blas_single_threaded
 from . import init
 from .module import Module
@@ -309,11 +310,19 @@ class Linear(Module):
             raise ValueError(f"Linear: expected input[..., {self.in_features}], got input of shape "
                              f"{x.shape}")
         self._input = x
-        with blas_single_threaded():
-            out = x @ self.weight.data.T
+        out = self._product(x.reshape(-1, self.in_features), self.weight.data, trans_b=True)
         if self.bias is not None:
             out += self.bias.data
-        return out
+        return out.reshape(x.shape[:-1] + (self.out_features,))
+
+    @staticmethod
+    def _product(a, b, trans_a=False, trans_b=False):
+        """op(a) @ op(b): on fastconv's threads with the compiled backend and one dtype,
+        else NumPy's matmul (the reference backend is the NumPy baseline)."""
+        if _backend.ops() is F and a.dtype == b.dtype:
+            return F._matmul(a, b, trans_a, trans_b)
+        with blas_single_threaded():
+            return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def backward(self, grad_output):
         x = _cached(self, "_input")
@@ -324,10 +333,12 @@ class Linear(Module):
         g2 = grad_output.reshape(-1, self.out_features)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate_grad(g2.sum(axis=0))
-        with blas_single_threaded():
-            if self.weight.requires_grad:
-                self.weight.accumulate_grad(g2.T @ x.reshape(-1, self.in_features))
-            return grad_output @ self.weight.data if self.requires_input_grad else None
+        if self.weight.requires_grad:
+            self.weight.accumulate_grad(
+                self._product(g2, x.reshape(-1, self.in_features), trans_a=True))
+        if not self.requires_input_grad:
+            return None
+        return self._product(g2, self.weight.data).reshape(x.shape)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
