@@ -210,13 +210,18 @@ def _direct(args, x4, w, b, out4, nt):
     # the wide block unless it computes more padding columns than the narrow one
     kb, vw = _conv.direct_block_shape(w.itemsize, False)
     wide = -(-wo // (2 * vw)) * 2 <= -(-wo // vw)
-    kb, vw = _conv.direct_block_shape(w.itemsize, wide)
+    # 6-channel blocks where they leave fewer zero channels (LeNet's conv1, 6 channels:
+    # 0.62 -> 0.50 ms on (256,1,28,28), float32, 2 threads)
+    kb6, _ = _conv.direct_block_shape(w.itemsize, wide, True)
+    kg = k // args.groups
+    six = kb6 != kb and -(-kg // kb6) * kb6 < -(-kg // kb) * kb
+    kb, vw = _conv.direct_block_shape(w.itemsize, wide, six)
     wp = (-(-wo // vw) * vw - 1) * sw + (kw - 1) * dw + 1
     stride_items = _workspace.round_up(x4.shape[1] * sw * hp * -(-wp // sw), w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, _pack_weight(w, args.groups, kb).reshape(-1), b, out4, work,
                         stride_items, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, args.groups,
-                        wide, nt)
+                        wide, six, nt)
 
 
 def _choose_algorithm(args):

@@ -180,15 +180,15 @@ cdef extern from *:
      * code for 8 zmm accumulators (4x32 or 8x16 floats) kept them on the stack and
      * measured 2x slower than its 4-zmm block. The wide block (NV = 2, 16 accumulators)
      * measured 1.1x the narrow one where its columns are not mostly padding. */
-    #define FC_DIRECT_BLOCK(NAME, T, NV, VEC, SETZERO, LOADU, SET1, FMADD, ADD, MSTOREU)    \
+    #define FC_DIRECT_BLOCK(NAME, T, NV, VEC, SETZERO, LOADU, SET1, FMADD, ADD, MSTOREU, KBN) \
     static FC_NOINLINE void NAME(const T* p, const T* wb, T* o, const T* bias,              \
                                  Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,           \
                                  Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, \
                                  Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) \
     {                                                                                        \
         const int lanes = (int)(sizeof(VEC) / sizeof(T));                                    \
-        VEC acc[FC_KB][NV], x[NV];                                                           \
-        for (int k = 0; k < FC_KB; k++)                                                      \
+        VEC acc[KBN][NV], x[NV];                                                             \
+        for (int k = 0; k < KBN; k++)                                                        \
             for (int u = 0; u < NV; u++) acc[k][u] = SETZERO();                              \
         const T* wt = wb;                                                                    \
         for (Py_ssize_t c = 0; c < cg; c++) {                                                \
@@ -197,11 +197,11 @@ cdef extern from *:
                 Py_ssize_t q = 0, m = 0;  /* tap column j*dw: phase q, m columns in */       \
                 for (Py_ssize_t j = 0; j < kw; j++) {                                        \
                     for (int u = 0; u < NV; u++) x[u] = LOADU(xr + q * hp * wq + m + u * lanes); \
-                    for (int k = 0; k < FC_KB; k++) {                                        \
+                    for (int k = 0; k < KBN; k++) {                                          \
                         VEC w = SET1(wt[k]);                                                 \
                         for (int u = 0; u < NV; u++) acc[k][u] = FMADD(w, x[u], acc[k][u]);  \
                     }                                                                        \
-                    wt += FC_KB;                                                             \
+                    wt += KBN;                                                               \
                     for (q += dw; q >= sw; q -= sw) m++;                                     \
                 }                                                                            \
             }                                                                                \
@@ -214,14 +214,22 @@ cdef extern from *:
                         ADD(acc[k][u], SET1(bias ? bias[k] : (T)0)));                        \
         }                                                                                    \
     }
-    #define FC_AVX512_F(NAME, NV) FC_DIRECT_BLOCK(NAME, float, NV, __m512, _mm512_setzero_ps, \
-        _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_mask_storeu_ps)
-    #define FC_AVX512_D(NAME, NV) FC_DIRECT_BLOCK(NAME, double, NV, __m512d, _mm512_setzero_pd, \
-        _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, _mm512_mask_storeu_pd)
-    FC_AVX512_F(fc_direct_block_f, 1)
-    FC_AVX512_D(fc_direct_block_d, 1)
-    FC_AVX512_F(fc_direct_block_wide_f, 2)
-    FC_AVX512_D(fc_direct_block_wide_d, 2)
+    #define FC_AVX512_F(NAME, NV, KBN) FC_DIRECT_BLOCK(NAME, float, NV, __m512,                 \
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,      \
+        _mm512_mask_storeu_ps, KBN)
+    #define FC_AVX512_D(NAME, NV, KBN) FC_DIRECT_BLOCK(NAME, double, NV, __m512d,                \
+        _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,      \
+        _mm512_mask_storeu_pd, KBN)
+    FC_AVX512_F(fc_direct_block_f, 1, FC_KB)
+    FC_AVX512_D(fc_direct_block_d, 1, FC_KB)
+    FC_AVX512_F(fc_direct_block_wide_f, 2, FC_KB)
+    FC_AVX512_D(fc_direct_block_wide_d, 2, FC_KB)
+    /* 6 output channels (LeNet's conv1): a block of 8 would be a quarter zero weights */
+    #define FC_KB6 6
+    FC_AVX512_F(fc_direct_block6_f, 1, 6)
+    FC_AVX512_D(fc_direct_block6_d, 1, 6)
+    FC_AVX512_F(fc_direct_block_wide6_f, 2, 6)
+    FC_AVX512_D(fc_direct_block_wide6_d, 2, 6)
     #else
     #define FC_DIRECT_BLOCK(NAME, T, VW)                                                     \
     static FC_NOINLINE void NAME(const T* p, const T* wb, T* o, const T* bias,              \
@@ -256,10 +264,17 @@ cdef extern from *:
     FC_DIRECT_BLOCK(fc_direct_block_d, double, FC_VW_D)
     #define fc_direct_block_wide_f fc_direct_block_f
     #define fc_direct_block_wide_d fc_direct_block_d
+    /* no 6-channel block here: FC_KB6 == FC_KB tells the caller so */
+    #define FC_KB6 FC_KB
+    #define fc_direct_block6_f fc_direct_block_f
+    #define fc_direct_block6_d fc_direct_block_d
+    #define fc_direct_block_wide6_f fc_direct_block_f
+    #define fc_direct_block_wide6_d fc_direct_block_d
     #endif
     """
     enum:
         KB "FC_KB"
+        KB6 "FC_KB6"
         VW_F "FC_VW_F"
         VW_D "FC_VW_D"
         WIDE "FC_WIDE"
@@ -280,16 +295,34 @@ cdef extern from *:
                                 Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq,
                                 Py_ssize_t L) noexcept nogil
+    void fc_direct_block_wide6_d(const double* p, const double* wb, double* o,
+                                 const double* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
+                                 Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
+                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq,
+                                 Py_ssize_t L) noexcept nogil
+    void fc_direct_block6_f(const float* p, const float* wb, float* o, const float* bias,
+                            Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+    void fc_direct_block6_d(const double* p, const double* wb, double* o, const double* bias,
+                            Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                            Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                            Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+    void fc_direct_block_wide6_f(const float* p, const float* wb, float* o, const float* bias,
+                                 Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
+                                 Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                                 Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
 
 
-def direct_block_shape(int itemsize, bint wide):
+def direct_block_shape(int itemsize, bint wide, bint six=False):
     """(output channels, output columns) of the direct kernel's register block, narrow or
-    wide, for float32 (itemsize 4) or float64 (8), in this build of the module (builds
-    without a wide block give the narrow one)."""
-    return KB, (VW_F if itemsize == 4 else VW_D) * (WIDE if wide else 1)
+    wide, of 6 channels or the full count, for float32 (itemsize 4) or float64 (8), in this
+    build of the module (builds without a wide or a 6-channel block give the other)."""
+    return KB6 if six else KB, (VW_F if itemsize == 4 else VW_D) * (WIDE if wide else 1)
 
 
-cdef inline void direct_block(bint wide, const floating* p, const floating* wb, floating* o,
+cdef inline void direct_block(bint wide, bint six, const floating* p, const floating* wb,
+                              floating* o,
                               const floating* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
                               Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wq,
@@ -302,12 +335,20 @@ cdef inline void direct_block(bint wide, const floating* p, const floating* wb, 
     padding), adding bias when given.
     """
     if floating is float:
-        if wide:
+        if six and wide:
+            fc_direct_block_wide6_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        elif six:
+            fc_direct_block6_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        elif wide:
             fc_direct_block_wide_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
         else:
             fc_direct_block_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
     else:
-        if wide:
+        if six and wide:
+            fc_direct_block_wide6_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        elif six:
+            fc_direct_block6_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        elif wide:
             fc_direct_block_wide_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
         else:
             fc_direct_block_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
@@ -317,13 +358,14 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                   const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] work,
                   Py_ssize_t work_stride, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                   Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                  Py_ssize_t Hp, Py_ssize_t Wp, int groups, bint wide, int num_threads):
+                  Py_ssize_t Hp, Py_ssize_t Wp, int groups, bint wide, bint six,
+                  int num_threads):
     """out = conv(x, weight) + bias by register-blocked direct convolution, no im2col.
 
     Each image is first copied into a zero-padded, phase-split (C, sw, Hp, ceil(Wp/sw))
     buffer (work, work_stride items per thread; Wp covers whole blocks of VW columns), so
     the inner loops have no bounds and read contiguous columns. (KB, VW) is
-    direct_block_shape(itemsize, wide).
+    direct_block_shape(itemsize, wide, six).
     wpack is the weight in blocks of KB output channels per group:
     (groups, ceil(K/groups/KB), Cg*kh*kw, KB), zero where a block runs past the group.
     bias is empty for no bias.
@@ -332,7 +374,8 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3], L = Ho * Wo
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups
     cdef Py_ssize_t VW = (VW_F if floating is float else VW_D) * (WIDE if wide else 1)
-    cdef Py_ssize_t nkb = (Kg + KB - 1) // KB, blk = Cg * kh * kw * KB
+    cdef Py_ssize_t kbs = KB6 if six else KB
+    cdef Py_ssize_t nkb = (Kg + kbs - 1) // kbs, blk = Cg * kh * kw * kbs
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef Py_ssize_t n, grp, kb, k0, oh, ob, ow
     cdef bint has_bias = bias.shape[0] > 0
@@ -344,14 +387,14 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
         for grp in range(groups):
             pg = p + grp * Cg * sw * Hp * Wq
             for kb in range(nkb):
-                k0 = grp * Kg + kb * KB
+                k0 = grp * Kg + kb * kbs
                 for oh in range(Ho):
                     for ob in range((Wo + VW - 1) // VW):
                         ow = ob * VW
-                        direct_block(wide, pg + oh * sh * Wq + ow,
+                        direct_block(wide, six, pg + oh * sh * Wq + ow,
                                      &wpack[(grp * nkb + kb) * blk], &out[n, k0, oh, ow],
                                      &bias[k0] if has_bias else NULL,
-                                     min(KB, (grp + 1) * Kg - k0), min(VW, Wo - ow),
+                                     min(kbs, (grp + 1) * Kg - k0), min(VW, Wo - ow),
                                      Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
 
 
