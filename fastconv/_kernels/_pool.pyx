@@ -96,6 +96,10 @@ cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ss
     return end - start
 
 
+# _Plan.divisors tables by geometry; at most 256, then it starts over.
+_divisor_cache = {}
+
+
 cdef class _Plan:
     """The geometry of one pooling call and its tables, built once per call."""
     cdef Pool p
@@ -145,13 +149,26 @@ cdef class _Plan:
             t[Wo + g.kw + g.sw + r] = _tap_end(r - g.pw, g.sw, g.Lk, W)
 
     def divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
-        """(Ho*Wo,) torch's avg-pool divisor of every window, as dtype.
+        """(Ho*Wo,) torch's avg-pool divisor of every window, as dtype (read-only).
 
         The override if nonzero, else the window's area with or without the padding. A
         window with nothing in bounds (torch's argument rules leave none) gets inf, so its
         mean is 0 as in torch. One table for all planes keeps the kernels' divisions in
-        vectorized loops.
+        vectorized loops. Cached by geometry: building it took half of a small call (a
+        layer asks for the same table every step).
         """
+        key = (self.p.H, self.p.W, self.p.Ho, self.p.Wo, self.p.sh, self.p.sw, self.p.ph,
+               self.pw, self.p.kh, self.kw, count_include_pad, divisor_override,
+               np.dtype(dtype).char)
+        div = _divisor_cache.get(key)
+        if div is None:
+            if len(_divisor_cache) >= 256:
+                _divisor_cache.clear()
+            div = _divisor_cache[key] = self._divisors(count_include_pad, divisor_override,
+                                                       dtype)
+        return div
+
+    def _divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
         cdef Py_ssize_t o, a, b
         spans, counts = [], []
         for size, out, s, p, k in ((self.p.H, self.p.Ho, self.p.sh, self.p.ph, self.p.kh),
@@ -168,7 +185,9 @@ cdef class _Plan:
         else:
             div = np.multiply.outer(*spans) if count_include_pad else inside.copy()
         div[inside == 0] = np.inf
-        return div.astype(dtype).reshape(-1)
+        div = div.astype(dtype).reshape(-1)
+        div.flags.writeable = False
+        return div
 
     def work(self, num_threads, dtype, avg_backward=False):
         """Per-thread floating scratch: two rows of Wp, then a padded row split by stride
@@ -460,6 +479,7 @@ def max_pool2d_backward(const floating[:, :, ::1] grad_output, const int64_t[:, 
         for p in prange(P, schedule="static", num_threads=num_threads):
             _max_backward_plane(&grad_output[p, 0, 0], &indices[p, 0, 0],
                                 &grad_input[p, 0, 0], n_out, n_in)
+
 
 
 # ---------------------------------------------------------------------------------------
