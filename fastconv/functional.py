@@ -144,8 +144,8 @@ def _read_only(a):
 
 def _weight_grad_by_kvec(args, grad_weight, nt):
     """Write grad_weight with the channel-vector weight-gradient kernel where it applies
-    (>= 16 float32 output channels per group and a kernel larger than 1x1); False (nothing
-    written) elsewhere. Measured against GEMM over im2col tiles (float32, 2 threads):
+    (>= 16 float32 output channels per group, a kernel larger than 1x1, and at least 4 taps
+    per output channel of a block); False (nothing written) elsewhere. Measured against GEMM over im2col tiles (float32, 2 threads):
     LeNet's conv2 2.4x (0.84 ms, 147 GFLOP/s), the large 3x3 layers 1.1-1.3x (175-196
     GFLOP/s). On 1x1 layers GEMM needs no im2col and stays.
     """
@@ -160,6 +160,10 @@ def _weight_grad_by_kvec(args, grad_weight, nt):
     kv = 2 if kg >= 2 * lanes else 1
     kvl = kv * lanes
     ntaps = cg * kh * kw
+    # Each image's grad_output is first transposed element by element: against few taps
+    # that costs more than it saves ((64,1,28,28)->32 5x5, 25 taps: 0.58 -> 1.0 ms).
+    if ntaps < 4 * kvl:
+        return False
     taps_per_block = -(-ntaps // -(-ntaps // most_taps[kv]))
     hp = (ho - 1) * sh + (kh - 1) * dh + 1
     wp = (wo - 1) * sw + (kw - 1) * dw + 1

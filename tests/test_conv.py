@@ -36,6 +36,8 @@ CASES = [
     ((2, 16, 6, 7), (16, 16, 3, 3), 1, 1, 1, 1),
     ((2, 40, 9, 8), (6, 20, 3, 2), 1, "same", (2, 1), 2),      # groups, asymmetric 'same'
     ((1, 17, 5, 5), (3, 17, 2, 3), 1, (0, 2), 1, 1),           # full padding (1, 0)
+    # channel-vector grad_weight: two vectors (one partly used), two strips of rows
+    ((1, 16, 70, 10), (40, 16, 3, 3), 1, 1, 1, 1),
 ]
 
 
