@@ -40,7 +40,7 @@ CPU_VARIANTS = {
     "_activation": ("x86_64_v3", "x86_64_v4"),  # float32 sigmoid 1.97 -> 0.43 ms on v4, (256,6,28,28)
     "_conv": ("x86_64_v3", "x86_64_v4"),
     "_im2col": ("x86_64_v3", "x86_64_v4"),
-    "_pool": ("x86_64_v3", "x86_64_v4"),  # v4: the AVX-512 dense max-pool 2x2 backward
+    "_pool": ("x86_64_v3",),
 }
 # The target platform (sysconfig honours cibuildwheel's _PYTHON_HOST_PLATFORM when it
 # cross-compiles): x86-64 only.

@@ -309,23 +309,3 @@ def test_bitwise_deterministic_across_runs_and_thread_counts(k, s, p):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert a.tobytes() == b.tobytes()
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (2, 3, 9, 11), (1, 2, 6, 40)])
-def test_max_pool2d_2x2_backward_dense_pass_and_its_fallback(shape):
-    # float32 2x2 pooling takes a dense pass (AVX-512 builds) that must give the scatter's
-    # bits, -0.0 gradients included; indices outside their own 2x2 block send the plane
-    # back to the scatter
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape).astype(np.float32)
-    out, ind = F.max_pool2d(x, 2, return_indices=True)
-    g = rng.standard_normal(out.shape).astype(np.float32)
-    g[0, 0, 0, :2] = -0.0
-    moved = ind.copy()
-    moved[0, 0, 0, 1] = moved[0, 0, 0, 0]            # two outputs onto one input
-    moved[-1, -1, -1, -1] = 0                         # far outside its block
-    for indices in (ind, moved):
-        got = F.max_pool2d_backward(g, indices, x.shape)
-        want = R.max_pool2d_backward(g, indices, x.shape)
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
