@@ -177,6 +177,8 @@ def same_dtype(**arrays):
 
 
 def _as_int(value, name, what):
+    if type(value) is int:  # the common case, ahead of the slow ABC check below
+        return value
     # numbers.Integral admits numpy integers; bool is an Integral too, and torch refuses it.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {what}, got {_type_name(value)} {value!r}")
@@ -207,7 +209,7 @@ def pair(value, name, minimum=1):
     if isinstance(value, (tuple, list)):  # torch.Size is a tuple too
         if len(value) != 2:
             raise TypeError(f"{name} must be {what}, got {_type_name(value)} {value!r}")
-        h, w = (_as_int(v, name, what) for v in value)
+        h, w = _as_int(value[0], name, what), _as_int(value[1], name, what)
     else:
         h = w = _as_int(value, name, what)
     if h < minimum or w < minimum:
