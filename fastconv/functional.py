@@ -90,11 +90,11 @@ def _kvec_block(args):
 
     kv vectors of output channels: 2 where the group fills them, else 1 (measured on the
     large 3x3 layers, float32: kv=2 with 14 pixels 1.07x kv=4 with 6, 1.05x kv=1 with 28).
-    Blocks of one output row where rows are at least half a block wide (the pixels'
-    offsets are then constants of the code; 1.0-1.04x), else blocks in raster order across
-    rows (LeNet's 10-column conv2: 25 pixels, no padding lanes). Pixels per block: the
-    fewest blocks the registers allow, spread evenly, so the last is about as full as the
-    others.
+    Blocks of one output row (the pixels' offsets are then constants of the code:
+    1.0-1.05x blocks in raster order across rows, even for LeNet's 10-column conv2) where
+    a row holds the 8 independent accumulator chains that hide the FMA latency, else
+    blocks in raster order. Pixels per block: the fewest blocks the registers allow,
+    spread evenly, so the last is about as full as the others.
     """
     lanes, most_pixels = _conv.kvec_block_limits(args.x.itemsize)
     k, cg, kh, kw = args.weight.shape
@@ -109,7 +109,7 @@ def _kvec_block(args):
     if cg * kh * kw < 288 and wo / (-(-wo // vw) * vw) >= 0.75:
         return None
     kv = 2 if kg >= 2 * lanes else 1
-    by_rows = 2 * wo >= most_pixels[kv]
+    by_rows = wo * kv >= 8
     n_pixels = wo if by_rows else ho * wo
     blocks = -(-n_pixels // most_pixels[kv])
     return kv, -(-n_pixels // blocks), by_rows

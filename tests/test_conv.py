@@ -28,7 +28,8 @@ CASES = [
     ((2, 2, 5, 30), (9, 2, 3, 3), 1, 1, 1, 1),                 # wide rows: the direct kernel's
     ((1, 3, 5, 61), (3, 3, 3, 2), (1, 2), 1, (1, 2), 1),       # wide block, stride and dilation
     # >= 16 output channels per group: the direct path's channel-vector block
-    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),               # LeNet's conv2: raster blocks
+    ((2, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),               # LeNet's conv2: row blocks
+    ((2, 16, 12, 5), (16, 16, 3, 3), 1, 0, 1, 1),              # 3-column rows: raster blocks
     ((2, 3, 9, 31), (40, 3, 3, 3), (1, 2), 1, (2, 1), 1),      # row blocks, part of a vector
     ((2, 4, 7, 20), (36, 2, 3, 2), 1, "same", 1, 2),           # groups of 18 channels
     ((1, 2, 3, 3), (17, 2, 3, 3), 1, 1, 1, 1),                 # one short block
