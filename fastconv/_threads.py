@@ -148,10 +148,18 @@ class blas_single_threaded:
 
 
 def _blas_libraries():
-    """The BLAS libraries of the cached controller (their list never changes)."""
+    """The BLAS libraries the kernels' scipy.linalg.cython_blas calls may reach, from the
+    cached controller (the list never changes).
+
+    An OpenBLAS built with the ``64_`` symbol suffix (NumPy's own ILP64 copy in its wheels)
+    exports no ``sgemm_``, so cython_blas never calls it: leaving it alone halves the cost
+    of every blas_single_threaded region.
+    """
     global _blas_libs
     if _blas_libs is None:
-        _blas_libs = [lib for lib in blas_controller().lib_controllers if lib.user_api == "blas"]
+        _blas_libs = [lib for lib in blas_controller().lib_controllers
+                      if lib.user_api == "blas"
+                      and "openblas64_" not in os.path.basename(lib.filepath or "")]
     return _blas_libs
 
 
