@@ -79,24 +79,41 @@ cdef inline float _pow2(int32_t k) noexcept nogil:
     return b.f
 
 
+cdef inline float _exp_reduced(float t, int32_t* n) noexcept nogil:
+    """exp(t) = returned * 2**n[0] in float32 (Cephes expf): t = n*ln2 + r with
+    |r| <= ln2/2, and a degree-7 polynomial for exp(r). NaN passes through."""
+    cdef float z, r
+    # Round to nearest by adding and removing 1.5 * 2**23 (floorf would call libm).
+    z = (t * <float>1.44269504088896341 + <float>12582912) - <float>12582912
+    n[0] = <int32_t>z
+    r = t - z * <float>0.693359375                 # ln2 in two parts: exact z * hi
+    r = r - z * <float>-2.12194440e-4
+    return (((((<float>1.9875691500e-4 * r + <float>1.3981999507e-3) * r
+               + <float>8.3334519073e-3) * r + <float>4.1665795894e-2) * r
+             + <float>1.6666665459e-1) * r + <float>5.0000001201e-1) * (r * r) + r + <float>1
+
+
 cdef inline float _expf(float t) noexcept nogil:
-    """exp(t) in float32 (Cephes expf): t = n*ln2 + r with |r| <= ln2/2, a degree-7
-    polynomial for exp(r), times 2**n in two halves so that overflow (inf), gradual
-    underflow (0) and NaN come out of the arithmetic itself."""
-    cdef float z, r, p
+    """exp(t) in float32: _exp_reduced times 2**n in two halves, so that overflow (inf),
+    gradual underflow (0) and NaN come out of the arithmetic itself."""
     cdef int32_t n, h
     t = _select(t > <float>89, <float>89, t)     # NaN passes both clamps
     t = _select(t < <float>-104, <float>-104, t)
-    # Round to nearest by adding and removing 1.5 * 2**23 (floorf would call libm).
-    z = (t * <float>1.44269504088896341 + <float>12582912) - <float>12582912
-    n = <int32_t>z
-    r = t - z * <float>0.693359375                 # ln2 in two parts: exact z * hi
-    r = r - z * <float>-2.12194440e-4
-    p = (((((<float>1.9875691500e-4 * r + <float>1.3981999507e-3) * r
-            + <float>8.3334519073e-3) * r + <float>4.1665795894e-2) * r
-          + <float>1.6666665459e-1) * r + <float>5.0000001201e-1) * (r * r) + r + <float>1
+    cdef float p = _exp_reduced(t, &n)
     h = n >> 1
     return p * _pow2(h) * _pow2(n - h)
+
+
+cdef inline float _exp_for_sigmoid(float t) noexcept nogil:
+    """exp(t) where only 1 / (1 + exp(t)) is wanted, with fewer operations than _expf
+    and the same quotient, bit for bit: t is clamped at -87 instead of -104 (below, exp(t)
+    is under 2**-125 and 1 + exp(t) rounds to 1 either way), so 2**(n-1) is a normal
+    number and p * 2**(n-1) * 2 scales exactly, overflowing where _expf does."""
+    cdef int32_t n
+    t = _select(t > <float>89, <float>89, t)     # NaN passes both clamps
+    t = _select(t < <float>-87, <float>-87, t)
+    cdef float p = _exp_reduced(t, &n)
+    return p * _pow2(n - 1) * <float>2
 
 
 cdef inline float _tanhf(float x) noexcept nogil:
@@ -139,7 +156,7 @@ cdef inline void _chunk(Op op, const floating* a, const floating* b, floating* o
         for i in range(n):
             # exp(-x) overflows to inf below about -88 (float32): 1 / inf is the limit, 0.
             if floating is float:
-                out[i] = one / (one + _expf(-a[i]))
+                out[i] = one / (one + _exp_for_sigmoid(-a[i]))
             else:
                 out[i] = one / (one + c_exp(-a[i]))
     elif op == TANH:
