@@ -271,6 +271,19 @@ cdef extern from *:
     #define fc_direct_block_wide6_f fc_direct_block_f
     #define fc_direct_block_wide6_d fc_direct_block_d
     #endif
+    /* The instance for (wide, six); builds without one get the one they have. */
+    #define FC_DIRECT_DISPATCH(NAME, T, SUFFIX)                                              \
+    static void NAME(int wide, int six, const T* p, const T* wb, T* o, const T* bias,       \
+                     Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,        \
+                     Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,            \
+                     Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L)                            \
+    {                                                                                        \
+        (six ? (wide ? fc_direct_block_wide6_##SUFFIX : fc_direct_block6_##SUFFIX)            \
+             : (wide ? fc_direct_block_wide_##SUFFIX : fc_direct_block_##SUFFIX))             \
+            (p, wb, o, bias, kb_n, vw_n, cg, kh, kw, sw, dh, dw, hp, wq, L);                  \
+    }
+    FC_DIRECT_DISPATCH(fc_direct_f, float, f)
+    FC_DIRECT_DISPATCH(fc_direct_d, double, d)
     """
     enum:
         KB "FC_KB"
@@ -278,41 +291,14 @@ cdef extern from *:
         VW_F "FC_VW_F"
         VW_D "FC_VW_D"
         WIDE "FC_WIDE"
-    void fc_direct_block_f(const float* p, const float* wb, float* o, const float* bias,
-                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-    void fc_direct_block_d(const double* p, const double* wb, double* o, const double* bias,
-                           Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                           Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-    void fc_direct_block_wide_f(const float* p, const float* wb, float* o, const float* bias,
-                                Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                                Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                                Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-    void fc_direct_block_wide_d(const double* p, const double* wb, double* o,
-                                const double* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
-                                Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
-                                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq,
-                                Py_ssize_t L) noexcept nogil
-    void fc_direct_block_wide6_d(const double* p, const double* wb, double* o,
-                                 const double* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
-                                 Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
-                                 Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp, Py_ssize_t wq,
-                                 Py_ssize_t L) noexcept nogil
-    void fc_direct_block6_f(const float* p, const float* wb, float* o, const float* bias,
-                            Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                            Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                            Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-    void fc_direct_block6_d(const double* p, const double* wb, double* o, const double* bias,
-                            Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                            Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                            Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-    void fc_direct_block_wide6_f(const float* p, const float* wb, float* o, const float* bias,
-                                 Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg, Py_ssize_t kh,
-                                 Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
-                                 Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
-
+    void fc_direct_f(bint wide, bint six, const float* p, const float* wb, float* o,
+                     const float* bias, Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
+    void fc_direct_d(bint wide, bint six, const double* p, const double* wb, double* o,
+                     const double* bias, Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                     Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) noexcept nogil
 
 def direct_block_shape(int itemsize, bint wide, bint six=False):
     """(output channels, output columns) of the direct kernel's register block, narrow or
@@ -322,12 +308,11 @@ def direct_block_shape(int itemsize, bint wide, bint six=False):
 
 
 cdef inline void direct_block(bint wide, bint six, const floating* p, const floating* wb,
-                              floating* o,
-                              const floating* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
+                              floating* o, const floating* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
                               Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
                               Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wq,
                               Py_ssize_t L) noexcept nogil:
-    """One KB x VW block of outputs over every kernel tap.
+    """One KB x VW block of outputs over every kernel tap (KB, VW: direct_block_shape).
 
     p: the phase-split padded input (see pad_image) at the block's first row and column;
     wb: the block's weights packed (Cg*kh*kw, KB); o: the first output, channels L items
@@ -335,23 +320,9 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
     padding), adding bias when given.
     """
     if floating is float:
-        if six and wide:
-            fc_direct_block_wide6_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif six:
-            fc_direct_block6_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif wide:
-            fc_direct_block_wide_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        else:
-            fc_direct_block_f(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        fc_direct_f(wide, six, p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
     else:
-        if six and wide:
-            fc_direct_block_wide6_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif six:
-            fc_direct_block6_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        elif wide:
-            fc_direct_block_wide_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
-        else:
-            fc_direct_block_d(p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        fc_direct_d(wide, six, p, wb, o, bias, kb_n, vw_n, Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
 
 
 def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
