@@ -164,3 +164,31 @@ def test_train_lenet_script(tmp_path, sample, capsys, monkeypatch):
     model = nn.lenet("modern").load(tmp_path / "lenet.npz")
     script = runpy.run_path(str(EXAMPLE))  # its standardize(), without running main
     assert model.evaluate(script["standardize"](x[256:384], "mnist"), y[256:384])["accuracy"] == pytest.approx(float(lines[-1].split()[-1]), abs=5e-5)
+
+
+@pytest.mark.parametrize("validation_data", [
+    "not a pair",
+    (np.zeros((4, 1, 28, 28), np.float32), np.zeros(3, np.int64)),   # lengths differ
+    (np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64)),   # nothing to evaluate
+])
+def test_fit_refuses_bad_validation_data_before_training(validation_data):
+    # found wrong before the first epoch, so no training time or weights are lost
+    fastconv.manual_seed(0)
+    model = nn.lenet()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    y = np.arange(8) % 10
+    with pytest.raises(ValueError, match="validation_data"):
+        model.fit(x, y, loss=nn.CrossEntropyLoss(), optimizer=optim.SGD(model.parameters(), lr=0.1),
+                  epochs=1, batch_size=4, validation_data=validation_data, verbose=0)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("loss", [nn.CrossEntropyLoss(), nn.MSELoss()])
+def test_mean_loss_of_an_empty_batch_is_nan_like_torch(loss):
+    logits = np.zeros((0, 10), np.float32)
+    target = np.zeros(0, np.int64) if isinstance(loss, nn.CrossEntropyLoss) else logits
+    value = loss(logits, target)
+    assert np.isnan(value) and value.dtype == np.float32
+    assert loss.backward().shape == (0, 10)

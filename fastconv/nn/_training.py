@@ -163,6 +163,15 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"fit: batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    if validation_data is not None:
+        # checked before the first epoch, not found wrong after it
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("fit: validation_data must be a pair (x_val, y_val), got "
+                             f"{type(validation_data).__name__}")
+        x_val, y_val = (np.asarray(a) for a in validation_data)
+        if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) == 0 or len(x_val) != len(y_val):
+            raise ValueError("fit: validation_data must hold x_val and y_val of one non-zero "
+                             f"length, got shapes {x_val.shape} and {y_val.shape}")
     # Remembered for evaluate(), but not registered as a child module (it has no state to save).
     object.__setattr__(model, "_fit_loss", loss)
     history = History()

@@ -73,7 +73,7 @@ class CrossEntropyLoss(_Loss):
         grad /= np.asarray(divisor, grad.dtype)
         self._grad = grad
         loss = -picked_log_prob.sum()
-        return loss / np.asarray(divisor, loss.dtype) if self.reduction == "mean" else loss
+        return _reduce(loss, n, self.reduction)
 
 
 class MSELoss(_Loss):
@@ -96,4 +96,14 @@ class MSELoss(_Loss):
         divisor = max(diff.size, 1) if self.reduction == "mean" else 1
         self._grad = diff * np.asarray(2.0 / divisor, diff.dtype)
         loss = np.square(diff).sum()
-        return loss / np.asarray(divisor, loss.dtype) if self.reduction == "mean" else loss
+        return _reduce(loss, diff.size, self.reduction)
+
+
+def _reduce(total, count, reduction):
+    """The loss from the sum of ``count`` terms: the mean (NaN for none, as torch gives:
+    an empty batch has no mean) or the sum itself."""
+    if reduction != "mean":
+        return total
+    if count == 0:
+        return np.asarray(np.nan, total.dtype)[()]
+    return total / np.asarray(count, total.dtype)
