@@ -157,3 +157,17 @@ def test_scheduler_matches_torch(name, kwargs):
         sched_t.step()
         assert sched.get_last_lr() == pytest.approx(sched_t.get_last_lr(), rel=1e-15)
         assert opt.param_groups[0]["lr"] == pytest.approx(opt_t.param_groups[0]["lr"], rel=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3), (2, 3, 4, 5)])
+@pytest.mark.parametrize("dims", [(1, -1), (0, -1), (0, 1), (-2, -1), (2, 1)])
+def test_flatten_shapes_and_refusals_match_torch(shape, dims):
+    torch = pytest.importorskip("torch")
+    x = np.zeros(shape, np.float32)
+    try:
+        expected = tuple(torch.nn.Flatten(*dims)(torch.from_numpy(x)).shape)
+    except (IndexError, RuntimeError):
+        with pytest.raises((IndexError, ValueError)):
+            nn.Flatten(*dims)(x)
+        return
+    assert nn.Flatten(*dims)(x).shape == expected

@@ -344,6 +344,16 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def _dim(dim, ndim):
+    """``dim`` as an index into ``ndim`` dimensions, negative counting from the end; like
+    torch, a 0-d array counts as having one, and anything else out of range is refused."""
+    size = max(ndim, 1)
+    if not -size <= dim < size:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-size}, "
+                         f"{size - 1}], but got {dim})")
+    return dim % size
+
+
 class Flatten(Module):
     """Flatten dims ``start_dim`` .. ``end_dim`` into one, like ``torch.nn.Flatten``:
     (N, C, H, W) -> (N, C*H*W) by default."""
@@ -353,9 +363,11 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
+        start, end = (_dim(d, x.ndim) for d in (self.start_dim, self.end_dim))
+        if start > end:
+            raise ValueError(f"Flatten: start_dim ({self.start_dim}) comes after end_dim "
+                             f"({self.end_dim}) for input of shape {x.shape}")
         self._input_shape = x.shape
-        start = self.start_dim % x.ndim
-        end = self.end_dim % x.ndim
         return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
 
     def backward(self, grad_output):
