@@ -122,8 +122,8 @@ def blas_controller():
 
 
 class blas_single_threaded:
-    """``with blas_single_threaded(): ...`` keeps every BLAS library at one thread while
-    OpenMP kernels run, then restores each library's own count.
+    """``with blas_single_threaded(): ...`` keeps the BLAS libraries the kernels call (see
+    _blas_libraries) at one thread while OpenMP kernels run, then restores each one's count.
 
     Talks to the cached controller's libraries directly (``limit()`` builds a limiter
     object per call: ~15 µs of every kernel call, a tenth of a small one), and is a plain

@@ -84,12 +84,19 @@ def _pack_weight(w, groups, block):
     return np.ascontiguousarray(wpack.reshape(groups, nkb, block, -1).transpose(0, 1, 3, 2))
 
 
-def _kvec_block(args):
-    """(kv, pixels) of the channel-vector direct block for this layer, or None where the
-    build has no such block or the group's output channels fill less than one vector.
+def _kvec_vectors(channels, lanes):
+    """Vectors of output channels per channel-vector block: 2 where the group fills them,
+    else 1 (measured on the large 3x3 layers, float32: 2 vectors by 14 pixels 1.07x 4 by 6,
+    1.05x 1 by 28)."""
+    return 2 if channels >= 2 * lanes else 1
 
-    kv vectors of output channels: 2 where the group fills them, else 1 (measured on the
-    large 3x3 layers, float32: kv=2 with 14 pixels 1.07x kv=4 with 6, 1.05x kv=1 with 28).
+
+def _kvec_block(args):
+    """(kv, pixels, by_rows) of the channel-vector direct block for this layer, or None
+    where the build has no such block, the group's output channels fill less than one
+    vector, or the column-vector block measured faster.
+
+    kv vectors of output channels (_kvec_vectors).
     Blocks of one output row (the pixels' offsets are then constants of the code:
     1.0-1.05x blocks in raster order across rows, even for LeNet's 10-column conv2) where
     a row holds the 8 independent accumulator chains that hide the FMA latency, else
@@ -108,7 +115,7 @@ def _kvec_block(args):
     _, vw = _conv.direct_block_shape(args.x.itemsize, False)
     if cg * kh * kw < 288 and wo / (-(-wo // vw) * vw) >= 0.75:
         return None
-    kv = 2 if kg >= 2 * lanes else 1
+    kv = _kvec_vectors(kg, lanes)
     by_rows = wo * kv >= 8
     n_pixels = wo if by_rows else ho * wo
     blocks = -(-n_pixels // most_pixels[kv])
@@ -144,10 +151,12 @@ def _read_only(a):
 
 def _weight_grad_by_kvec(args, grad_weight, nt):
     """Write grad_weight with the channel-vector weight-gradient kernel where it applies
-    (>= 16 float32 output channels per group, a kernel larger than 1x1, and at least 4 taps
-    per output channel of a block); False (nothing written) elsewhere. Measured against GEMM over im2col tiles (float32, 2 threads):
-    LeNet's conv2 2.4x (0.84 ms, 147 GFLOP/s), the large 3x3 layers 1.1-1.3x (175-196
-    GFLOP/s). On 1x1 layers GEMM needs no im2col and stays.
+    (>= 16 float32 output channels per group, a kernel larger than 1x1, and at least 4
+    taps per output channel of a block); False (nothing written) elsewhere.
+
+    Measured against GEMM over im2col tiles (float32, 2 threads): LeNet's conv2 2.4x
+    (0.84 ms, 147 GFLOP/s), the large 3x3 layers 1.1-1.3x (175-196 GFLOP/s). On 1x1
+    layers GEMM needs no im2col and stays.
     """
     lanes, most_taps = _conv.kvec_block_limits(args.x.itemsize)
     k, cg, kh, kw = args.weight.shape
@@ -157,7 +166,7 @@ def _weight_grad_by_kvec(args, grad_weight, nt):
         return False
     n, _, ho, wo = args.out_shape
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
-    kv = 2 if kg >= 2 * lanes else 1
+    kv = _kvec_vectors(kg, lanes)
     kvl = kv * lanes
     ntaps = cg * kh * kw
     # Each image's grad_output is first transposed element by element: against few taps
@@ -345,7 +354,9 @@ def _input_grad_by_direct(args, grad_input, nt):
     k, cg, kh, kw = args.weight.shape
     (dh, dw), (ph, pw) = args.dilation, args.padding
     pad = ((kh - 1) * dh - ph, (kw - 1) * dw - pw)
-    if args.stride != (1, 1) or min(pad) < 0:
+    lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
+    # the cheap refusals first: the transposed weight is a copy
+    if args.stride != (1, 1) or min(pad) < 0 or lanes == 0 or cg < lanes:
         return False
     groups, kg = args.groups, k // args.groups
     flipped = args.weight.reshape(groups, kg, cg, kh, kw)[:, :, :, ::-1, ::-1]

@@ -10,7 +10,6 @@ import numpy as np
 
 from .. import _backend, _random
 from .. import functional as F
-from .._threads import blas_single_threaded
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -318,11 +317,11 @@ class Linear(Module):
     @staticmethod
     def _product(a, b, trans_a=False, trans_b=False):
         """op(a) @ op(b): on fastconv's threads with the compiled backend and one dtype,
-        else NumPy's matmul (the reference backend is the NumPy baseline)."""
+        else NumPy's matmul on its own BLAS threads (the reference backend is the NumPy
+        baseline, and runs no OpenMP region for BLAS to fight)."""
         if _backend.ops() is F and a.dtype == b.dtype:
             return F._matmul(a, b, trans_a, trans_b)
-        with blas_single_threaded():
-            return (a.T if trans_a else a) @ (b.T if trans_b else b)
+        return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def backward(self, grad_output):
         x = _cached(self, "_input")
