@@ -122,6 +122,18 @@ def _kvec_block(args):
     return kv, -(-n_pixels // blocks), by_rows
 
 
+def _phase_split_buffer(args, columns):
+    """(hp, wp, wq, items) of pad_image's buffer for one image of args.x: hp rows (all
+    that the output rows read), wp columns (what ``columns`` output columns read), wq of
+    them per column phase, and its size in items."""
+    _, _, kh, kw = args.weight.shape
+    (sh, sw), (dh, dw) = args.stride, args.dilation
+    hp = (args.out_shape[2] - 1) * sh + (kh - 1) * dh + 1
+    wp = (columns - 1) * sw + (kw - 1) * dw + 1
+    wq = -(-wp // sw)
+    return hp, wp, wq, args.x.shape[1] * sw * hp * wq
+
+
 @functools.lru_cache(maxsize=256)
 def _phase_split_taps(weight_shape, stride, dilation, hp, wq):
     """Offset of each kernel tap (c, i, j), in the weight's order, in pad_image's
@@ -174,11 +186,9 @@ def _weight_grad_by_kvec(args, grad_weight, nt):
     if ntaps < 4 * kvl:
         return False
     taps_per_block = -(-ntaps // -(-ntaps // most_taps[kv]))
-    hp = (ho - 1) * sh + (kh - 1) * dh + 1
-    wp = (wo - 1) * sw + (kw - 1) * dw + 1
-    wq = -(-wp // sw)
+    hp, wp, wq, image_items = _phase_split_buffer(args, wo)
     dtype = args.x.dtype
-    stride_items = _workspace.round_up(args.x.shape[1] * sw * hp * wq + ho * wo * kvl, dtype)
+    stride_items = _workspace.round_up(image_items + ho * wo * kvl, dtype)
     nkb = -(-kg // kvl)
     slot = groups * nkb * ntaps * kvl
     chunk = -(-n // _GRAD_CHUNKS)
@@ -203,22 +213,20 @@ def _direct(args, x4, w, b, out4, nt):
     k, cg, kh, kw = w.shape
     n, c, ho, wo = args.out_shape
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
-    hp = (ho - 1) * sh + (kh - 1) * dh + 1
     kvec = _kvec_block(args)
     if kvec is not None:
         kv, pixels, by_rows = kvec
-        wp = ((-(-wo // pixels) * pixels if by_rows else wo) - 1) * sw + (kw - 1) * dw + 1
-        wq = -(-wp // sw)
-        image_items = x4.shape[1] * sw * hp * wq
+        # row blocks read whole blocks of columns
+        hp, wp, wq, image_items = _phase_split_buffer(
+            args, -(-wo // pixels) * pixels if by_rows else wo)
         lanes = _conv.kvec_block_limits(w.itemsize)[0]
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
         pix = _raster_offsets(ho, wo, sh * wq, pixels)
         stride_items = _workspace.round_up(image_items + pixels * kv * lanes, w.dtype)
         work = _workspace.scratch(nt * stride_items, w.dtype)
         _conv.conv2d_direct_kvec(x4, _pack_weight(w, args.groups, kv * lanes).reshape(-1), b,
-                                 out4, work, stride_items, taps,
-                                 pix, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, args.groups, kv,
-                                 pixels, by_rows, nt)
+                                 out4, work, stride_items, taps, pix, sh, sw, ph, pw, hp, wp,
+                                 args.groups, kv, pixels, by_rows, nt)
         return
     # the wide block unless it computes more padding columns than the narrow one
     kb, vw = _conv.direct_block_shape(w.itemsize, False)
@@ -229,8 +237,8 @@ def _direct(args, x4, w, b, out4, nt):
     kg = k // args.groups
     six = kb6 != kb and -(-kg // kb6) * kb6 < -(-kg // kb) * kb
     kb, vw = _conv.direct_block_shape(w.itemsize, wide, six)
-    wp = (-(-wo // vw) * vw - 1) * sw + (kw - 1) * dw + 1
-    stride_items = _workspace.round_up(x4.shape[1] * sw * hp * -(-wp // sw), w.dtype)
+    hp, wp, _, image_items = _phase_split_buffer(args, -(-wo // vw) * vw)  # whole blocks
+    stride_items = _workspace.round_up(image_items, w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, _pack_weight(w, args.groups, kb).reshape(-1), b, out4, work,
                         stride_items, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, args.groups,
