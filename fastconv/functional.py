@@ -91,6 +91,12 @@ def _kvec_vectors(channels, lanes):
     return 2 if channels >= 2 * lanes else 1
 
 
+def _pointwise(args):
+    """A 1x1 kernel at stride 1 with no padding: every output pixel is one input pixel."""
+    return (args.weight.shape[2:] == (1, 1) and args.stride == (1, 1)
+            and args.padding == (0, 0))
+
+
 def _kvec_block(args):
     """(kv, pixels, by_rows) of the channel-vector direct block for this layer, or None
     where the build has no such block, the group's output channels fill less than one
@@ -113,10 +119,12 @@ def _kvec_block(args):
     # at most a quarter of its lanes are padding ((64,1,28,28)->32 5x5: 25 taps, 28 of 32
     # columns, 1.25x; 72 taps 1.15x; 144 taps 1.05x; 288 taps 1.0x; 576 taps 0.76x).
     _, vw = _conv.direct_block_shape(args.x.itemsize, False)
-    if cg * kh * kw < 288 and wo / (-(-wo // vw) * vw) >= 0.75:
+    if cg * kh * kw < 288 and wo / (-(-wo // vw) * vw) >= 0.75 and not _pointwise(args):
         return None
     kv = _kvec_vectors(kg, lanes)
-    by_rows = wo * kv >= 8
+    # a pointwise layer reads its input in place (see padded_image) only in raster blocks:
+    # row blocks read whole blocks of columns, past the end of a row
+    by_rows = wo * kv >= 8 and not _pointwise(args)
     n_pixels = wo if by_rows else ho * wo
     blocks = -(-n_pixels // most_pixels[kv])
     return kv, -(-n_pixels // blocks), by_rows
@@ -222,7 +230,7 @@ def _direct(args, x4, w, b, out4, nt):
         lanes = _conv.kvec_block_limits(w.itemsize)[0]
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
         pix = _raster_offsets(ho, wo, sh * wq, pixels)
-        stride_items = _workspace.round_up(image_items + pixels * kv * lanes, w.dtype)
+        stride_items = _workspace.round_up(image_items, w.dtype)
         work = _workspace.scratch(nt * stride_items, w.dtype)
         _conv.conv2d_direct_kvec(x4, _pack_weight(w, args.groups, kv * lanes).reshape(-1), b,
                                  out4, work, stride_items, taps, pix, sh, sw, ph, pw, hp, wp,
@@ -258,13 +266,24 @@ def _choose_algorithm(args):
     With the channel-vector block (>= 16 float32 output channels per group, see
     _kvec_block), direct measured 1.2-1.37x GEMM on the 3x3 layers of 64 and 128 channels
     (576 and 1152 taps; 200-218 GFLOP/s on 2 threads), 1.7x on LeNet's conv2, even at
-    2304 taps and 0.8x at 4608 (its weights no longer stay in L2 cache); 0.7x on 1x1.
+    2304 taps and 0.8x at 4608 (its weights no longer stay in L2 cache).
+    Pointwise layers (1x1, stride 1, no padding), where the channel-vector block reads the
+    input in place: 1.05-1.39x GEMM with >= 32 input and output channels per group and
+    >= 196 pixels ((32,256,14,14)->64: 207 GFLOP/s, 1.29x; (16,64,56,56)->64 1.39x;
+    (16,128,28,28)->256 1.08x); 0.63-0.88x with 16 channels either side, 0.67-0.78x on 7x7
+    images of 512-1024 channels (a block's weights are read for only 4 blocks of pixels).
     """
     k, c_per_group, kh, kw = args.weight.shape
     kb, vw = _conv.direct_block_shape(args.x.itemsize, False)
     baseline_build = vw * args.x.itemsize < 64  # the SSE2 block: 8 registers of 16 bytes
-    if baseline_build or kh * kw == 1:
+    if baseline_build:
         return "gemm"
+    if kh * kw == 1:
+        ho, wo = args.out_shape[2:]
+        lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
+        many_channels = min(c_per_group, k // args.groups) >= 2 * lanes
+        return ("direct" if _pointwise(args) and many_channels and ho * wo >= 196
+                else "gemm")
     if k // args.groups < kb:
         return "direct" if kh * kw >= 25 else "gemm"
     if _kvec_block(args) is not None:
