@@ -156,6 +156,31 @@ def _phase_split_taps(weight_shape, stride, dilation, hp, wq):
 
 
 @functools.lru_cache(maxsize=256)
+def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, by_rows):
+    """(taps, row_taps) for conv2d_direct_kvec: the indices of the taps, in the weight's
+    (c, i, j) order, in runs, and per output row the (start, length) of its run. A row
+    block's run leaves out the kernel rows that fall on padding (with 1 row of padding, a
+    3x3 layer's first and last output rows skip a third of their taps: 2.4% of the work on
+    28 rows); raster blocks span rows, and read every tap. Cached (read-only)."""
+    _, cg, kh, kw = weight_shape
+    (sh, _), (ph, _), (dh, _) = stride, padding, dilation
+    every_row = np.arange(kh)
+    runs, row_taps, starts = [], np.empty((ho, 2), dtype=np.intp), {}
+    for oh in range(ho):
+        rows = every_row
+        if by_rows:
+            y = oh * sh - ph + every_row * dh
+            rows = every_row[(y >= 0) & (y < h)]
+        key = tuple(rows)
+        if key not in starts:
+            starts[key] = sum(map(len, runs))
+            runs.append(((np.arange(cg)[:, None, None] * kh + rows[None, :, None]) * kw
+                         + np.arange(kw)[None, None, :]).reshape(-1))
+        row_taps[oh] = starts[key], cg * len(rows) * kw
+    return _read_only(np.concatenate(runs)), _read_only(row_taps)
+
+
+@functools.lru_cache(maxsize=256)
 def _raster_offsets(ho, wo, row_step, pixels):
     """Offset of each output pixel (raster order) in the phase-split buffer, oh*row_step +
     ow, then 0 up to whole blocks of ``pixels``. Cached (read-only)."""
@@ -228,13 +253,18 @@ def _direct(args, x4, w, b, out4, nt):
         hp, wp, wq, image_items = _phase_split_buffer(
             args, -(-wo // pixels) * pixels if by_rows else wo)
         lanes = _conv.kvec_block_limits(w.itemsize)[0]
+        tap_index, row_taps = _row_tap_runs(w.shape, args.stride, args.padding,
+                                            args.dilation, args.x.shape[2], ho, by_rows)
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
+        wpack = _pack_weight(w, args.groups, kv * lanes)
+        if len(tap_index) != len(taps):  # runs without the padding rows' taps
+            taps, wpack = taps[tap_index], wpack[:, :, tap_index]
         pix = _raster_offsets(ho, wo, sh * wq, pixels)
         stride_items = _workspace.round_up(image_items, w.dtype)
         work = _workspace.scratch(nt * stride_items, w.dtype)
-        _conv.conv2d_direct_kvec(x4, _pack_weight(w, args.groups, kv * lanes).reshape(-1), b,
-                                 out4, work, stride_items, taps, pix, sh, sw, ph, pw, hp, wp,
-                                 args.groups, kv, pixels, by_rows, nt)
+        _conv.conv2d_direct_kvec(x4, wpack.reshape(-1), b, out4, work, stride_items, taps,
+                                 row_taps, pix, sh, sw, ph, pw, hp, wp, args.groups, kv,
+                                 pixels, by_rows, nt)
         return
     # the wide block unless it computes more padding columns than the narrow one
     kb, vw = _conv.direct_block_shape(w.itemsize, False)

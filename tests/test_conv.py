@@ -39,6 +39,10 @@ CASES = [
     ((1, 17, 5, 5), (3, 17, 2, 3), 1, (0, 2), 1, 1),           # full padding (1, 0)
     # channel-vector grad_weight: two vectors (one partly used), two strips of rows
     ((1, 16, 70, 10), (40, 16, 3, 3), 1, 1, 1, 1),
+    # channel-vector row blocks skip the kernel rows on padding: rows with none left,
+    # and stride with dilation
+    ((1, 16, 3, 20), (16, 16, 3, 3), 1, (4, 1), 1, 1),
+    ((2, 16, 11, 20), (16, 16, 3, 3), 2, 2, 2, 1),
     # the input read in place, not copied into a padded buffer (padded_image)
     ((2, 3, 6, 18), (4, 3, 3, 3), 1, 0, 1, 1),                 # column block: 16 + 2 columns
     ((2, 32, 8, 16), (16, 32, 3, 3), 1, 0, 1, 1),              # channel-vector block

@@ -774,7 +774,8 @@ def kvec_block_limits(int itemsize):
 def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                        const floating[::1] bias, floating[:, :, :, ::1] out,
                        floating[::1] work, Py_ssize_t work_stride,
-                       const Py_ssize_t[::1] tap_off, const Py_ssize_t[::1] pix_off,
+                       const Py_ssize_t[::1] tap_off, const Py_ssize_t[:, ::1] row_taps,
+                       const Py_ssize_t[::1] pix_off,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t Hp, Py_ssize_t Wp, int groups, int kv, int pixels,
                        bint by_rows, int num_threads):
@@ -782,11 +783,15 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
 
     Each image is copied into the padded, phase-split buffer of pad_image (work:
     work_stride items per thread), then every block of ``pixels`` output pixels (raster
-    order) x kv*lanes output channels runs fc_kvec over all Cg*kh*kw taps. tap_off[t] is tap t's offset in the buffer.
+    order) x kv*lanes output channels runs fc_kvec over its taps.
+    tap_off: the taps' offsets in the buffer, in runs: output row oh reads the run of
+    row_taps[oh, 1] taps from row_taps[oh, 0] (row blocks skip the kernel rows that fall
+    on padding); raster blocks read the run of row_taps[0].
     by_rows: a block is ``pixels`` columns of one output row (the buffer holds whole blocks
     of columns); else the blocks run through the image in raster order, and pix_off
     (ceil(Ho*Wo / pixels) * pixels entries) gives each pixel's offset, 0 past the last.
-    wpack: (groups, ceil(K/groups/(kv*lanes)), Cg*kh*kw, kv*lanes), zero past each group.
+    wpack: (groups, ceil(K/groups/(kv*lanes)), len(tap_off), kv*lanes), the weights of the
+    taps of tap_off, zero past each group.
     bias is empty for no bias.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
@@ -798,7 +803,7 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     cdef Py_ssize_t Wo = out.shape[3]
     cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
     cdef Py_ssize_t nblocks = out.shape[2] * row_blocks if by_rows else (L + pixels - 1) // pixels
-    cdef Py_ssize_t n, grp, kb, k0, kb_n, b, f0, npix, oh, ow
+    cdef Py_ssize_t n, grp, kb, k0, kb_n, b, f0, npix, oh, ow, t0, nt
     cdef bint has_bias = bias.shape[0] > 0
     cdef const floating* src
     cdef const floating* pg
@@ -820,19 +825,24 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                         npix = min(pixels, Wo - ow)
                         block_start = pg + oh * sh * Wq + ow
                         block_pix = NULL
+                        t0 = row_taps[oh, 0]
+                        nt = row_taps[oh, 1]
                     else:
                         f0 = b * pixels
                         npix = min(pixels, L - f0)
                         block_start = pg
                         block_pix = &pix_off[f0]
+                        t0 = row_taps[0, 0]
+                        nt = row_taps[0, 1]
+                    # pointer arithmetic, not indexing: an empty run may start at the end
                     if floating is float:
-                        fc_kvec_f(kv, pixels, block_start, &tap_off[0], ntaps,
-                                  &wpack[(grp * nkb + kb) * blk], block_pix,
+                        fc_kvec_f(kv, pixels, block_start, &tap_off[0] + t0, nt,
+                                  &wpack[0] + (grp * nkb + kb) * blk + t0 * kvl, block_pix,
                                   &out[n, k0, 0, 0] + f0, L, kb_n, npix,
                                   &bias[k0] if has_bias else NULL)
                     else:
-                        fc_kvec_d(kv, pixels, block_start, &tap_off[0], ntaps,
-                                  &wpack[(grp * nkb + kb) * blk], block_pix,
+                        fc_kvec_d(kv, pixels, block_start, &tap_off[0] + t0, nt,
+                                  &wpack[0] + (grp * nkb + kb) * blk + t0 * kvl, block_pix,
                                   &out[n, k0, 0, 0] + f0, L, kb_n, npix,
                                   &bias[k0] if has_bias else NULL)
 
