@@ -24,6 +24,7 @@ __all__ = [
     "AvgPool2dArgs", "MaxPool2dBackwardArgs", "AvgPool2dBackwardArgs",
     "conv2d_args", "conv2d_backward_args", "unfold_args", "fold_args", "max_pool2d_args",
     "avg_pool2d_args", "max_pool2d_backward_args", "avg_pool2d_backward_args",
+    "check_index_range",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -634,12 +635,13 @@ def avg_pool2d_args(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                          bool(count_include_pad), divisor, out_shape, unbatched)
 
 
-def max_pool2d_backward_args(grad_output, indices, input_shape):
+def max_pool2d_backward_args(grad_output, indices, input_shape, check_range=True):
     """Validate the arguments of ``max_pool2d_backward``; a :class:`MaxPool2dBackwardArgs`.
 
     grad_output : float (N, C, Ho, Wo) or (C, Ho, Wo); indices : integer array of the same
-    shape, each value a flat index in [0, H*W); input_shape : (N, C, H, W) or (C, H, W),
-    with the same N, C as grad_output and the same number of dimensions.
+    shape, each value a flat index in [0, H*W) (unless check_range is False: the caller
+    then checks them itself, with :func:`check_index_range`); input_shape : (N, C, H, W) or
+    (C, H, W), with the same N, C as grad_output and the same number of dimensions.
 
     Raises
     ------
@@ -664,7 +666,16 @@ def max_pool2d_backward_args(grad_output, indices, input_shape):
         raise ValueError(
             f"expected indices of the shape of grad_output {_shape_str(grad_output.shape)}, "
             f"got indices of shape {_shape_str(indices.shape)}")
-    plane = shape[2] * shape[3]
+    if check_range:
+        check_index_range(indices, input_shape)
+    check_size(shape, grad_output.itemsize, "max_pool2d_backward output")
+    i4 = indices[np.newaxis] if unbatched else indices
+    return MaxPool2dBackwardArgs(g4, i4, shape, unbatched)
+
+
+def check_index_range(indices, input_shape):
+    """Refuse max-pool indices outside [0, H*W) of input_shape, naming the value."""
+    plane = input_shape[-2] * input_shape[-1]
     # One pass: seen as unsigned, a negative index is huge, so max() alone finds both kinds.
     unsigned = indices.view(indices.dtype.str.replace("i", "u")) if indices.dtype.kind == "i" else indices
     if indices.size and int(unsigned.max()) >= plane:
@@ -674,9 +685,6 @@ def max_pool2d_backward_args(grad_output, indices, input_shape):
             raise ValueError(
                 f"indices must lie in [0, H*W) = [0, {plane}) for input_shape "
                 f"{tuple(input_shape)}, got index {bad}")
-    check_size(shape, grad_output.itemsize, "max_pool2d_backward output")
-    i4 = indices[np.newaxis] if unbatched else indices
-    return MaxPool2dBackwardArgs(g4, i4, shape, unbatched)
 
 
 def avg_pool2d_backward_args(grad_output, input_shape, kernel_size, stride=None, padding=0,

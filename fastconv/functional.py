@@ -626,12 +626,17 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     grad_input : ndarray, ``input_shape``, grad_output's dtype
         Each grad_output element added at its index in its (n, c) plane; zero elsewhere.
     """
-    a = _validation.max_pool2d_backward_args(grad_output, indices, input_shape)
+    a = _validation.max_pool2d_backward_args(grad_output, indices, input_shape,
+                                             check_range=False)
     n, c, h, w = a.input_shape
     grad_input = np.empty(a.input_shape, grad_output.dtype)
-    _pool.max_pool2d_backward(
-        _planes(a.grad_output), _planes(a.indices.astype(np.int64, copy=False)),
-        grad_input.reshape(n * c, h, w), get_num_threads())
+    # The kernel skips and counts indices out of range (it writes only grad_input, ours):
+    # any at all, and the check names one, as a check before the kernel would have.
+    if _pool.max_pool2d_backward(
+            _planes(a.grad_output), _planes(a.indices.astype(np.int64, copy=False)),
+            grad_input.reshape(n * c, h, w), get_num_threads()):
+        _validation.check_index_range(indices, input_shape)
+        raise AssertionError("max_pool2d_backward: the kernel and the index check disagree")
     return _validation.unbatch(grad_input, a.unbatched)
 
 
