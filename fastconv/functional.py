@@ -343,7 +343,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         'gemm': im2col of a cache-sized tile of images or rows, then one GEMM per group;
         'direct': register-blocked direct convolution, no column buffer; 'auto' picks the
         one that measured faster for the shape (direct for C/groups*kH*kW <= 600, as in
-        LeNet, and 5x5 depthwise; GEMM for 1x1 and wider layers).
+        LeNet, up to 2304 with 16+ output channels per group, 5x5 depthwise, and
+        pointwise 1x1 layers of 32+ channels; GEMM for other 1x1 and wider layers).
     out : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo), optional
         C-contiguous array of x's dtype that receives the result (saves an allocation).
 
