@@ -73,14 +73,18 @@ def _tiles(args):
     return images, rows, _workspace.round_up(items, args.x.dtype)
 
 
-def _pack_weight(w, groups, block):
+def _pack_weight(w, groups, block, taps=None):
     """w (K, Cg, kh, kw) as (groups, ceil(K/groups/block), Cg*kh*kw, block): each block of
-    output channels tap by tap, zero past the end of a group."""
+    output channels tap by tap, zero past the end of a group. taps: only these taps
+    (indices in the (c, i, j) order), in this order."""
     k, cg, kh, kw = w.shape
     kg = k // groups
     nkb = -(-kg // block)
-    wpack = np.zeros((groups, nkb * block, cg * kh * kw), dtype=w.dtype)
-    wpack[:, :kg] = w.reshape(groups, kg, cg * kh * kw)
+    by_tap = w.reshape(groups, kg, cg * kh * kw)
+    if taps is not None:
+        by_tap = by_tap[:, :, taps]
+    wpack = np.zeros((groups, nkb * block, by_tap.shape[2]), dtype=w.dtype)
+    wpack[:, :kg] = by_tap
     return np.ascontiguousarray(wpack.reshape(groups, nkb, block, -1).transpose(0, 1, 3, 2))
 
 
@@ -158,10 +162,11 @@ def _phase_split_taps(weight_shape, stride, dilation, hp, wq):
 @functools.lru_cache(maxsize=256)
 def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, by_rows):
     """(taps, row_taps) for conv2d_direct_kvec: the indices of the taps, in the weight's
-    (c, i, j) order, in runs, and per output row the (start, length) of its run. A row
-    block's run leaves out the kernel rows that fall on padding (with 1 row of padding, a
-    3x3 layer's first and last output rows skip a third of their taps: 2.4% of the work on
-    28 rows); raster blocks span rows, and read every tap. Cached (read-only)."""
+    (c, i, j) order, in runs (None where that is every tap in order), and per output row
+    the (start, length) of its run. A row block's run leaves out the kernel rows that fall
+    on padding (with 1 row of padding, a 3x3 layer's first and last output rows skip a
+    third of their taps: 2.4% of the work on 28 rows); raster blocks span rows, and read
+    every tap. Cached (read-only)."""
     _, cg, kh, kw = weight_shape
     (sh, _), (ph, _), (dh, _) = stride, padding, dilation
     every_row = np.arange(kh)
@@ -177,7 +182,10 @@ def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, by_rows):
             runs.append(((np.arange(cg)[:, None, None] * kh + rows[None, :, None]) * kw
                          + np.arange(kw)[None, None, :]).reshape(-1))
         row_taps[oh] = starts[key], cg * len(rows) * kw
-    return _read_only(np.concatenate(runs)), _read_only(row_taps)
+    taps = np.concatenate(runs)
+    if np.array_equal(taps, np.arange(cg * kh * kw)):
+        taps = None
+    return taps if taps is None else _read_only(taps), _read_only(row_taps)
 
 
 @functools.lru_cache(maxsize=256)
@@ -256,9 +264,9 @@ def _direct(args, x4, w, b, out4, nt):
         tap_index, row_taps = _row_tap_runs(w.shape, args.stride, args.padding,
                                             args.dilation, args.x.shape[2], ho, by_rows)
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
-        wpack = _pack_weight(w, args.groups, kv * lanes)
-        if len(tap_index) != len(taps):  # runs without the padding rows' taps
-            taps, wpack = taps[tap_index], wpack[:, :, tap_index]
+        if tap_index is not None:
+            taps = taps[tap_index]
+        wpack = _pack_weight(w, args.groups, kv * lanes, tap_index)
         pix = _raster_offsets(ho, wo, sh * wq, pixels)
         stride_items = _workspace.round_up(image_items, w.dtype)
         work = _workspace.scratch(nt * stride_items, w.dtype)

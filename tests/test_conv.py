@@ -42,6 +42,7 @@ CASES = [
     # channel-vector row blocks skip the kernel rows on padding: rows with none left,
     # and stride with dilation
     ((1, 16, 3, 20), (16, 16, 3, 3), 1, (4, 1), 1, 1),
+    ((1, 16, 1, 20), (16, 16, 3, 3), 1, (2, 1), 1, 1),         # runs of one kernel row each
     ((2, 16, 11, 20), (16, 16, 3, 3), 2, 2, 2, 1),
     # the input read in place, not copied into a padded buffer (padded_image)
     ((2, 3, 6, 18), (4, 3, 3, 3), 1, 0, 1, 1),                 # column block: 16 + 2 columns
