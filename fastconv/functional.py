@@ -306,8 +306,8 @@ def _choose_algorithm(args):
     (576 and 1152 taps; 200-218 GFLOP/s on 2 threads), 1.7x on LeNet's conv2, even at
     2304 taps and 0.8x at 4608 (its weights no longer stay in L2 cache).
     Pointwise layers (1x1, stride 1, no padding), where the channel-vector block reads the
-    input in place: 1.05-1.39x GEMM with >= 32 input and output channels per group and
-    >= 196 pixels ((32,256,14,14)->64: 207 GFLOP/s, 1.29x; (16,64,56,56)->64 1.39x;
+    input in place: 1.05-1.39x GEMM with input and output channels per group that fill two
+    vectors (32 float32 on AVX-512; the rule scales with the lanes) and >= 196 pixels ((32,256,14,14)->64: 207 GFLOP/s, 1.29x; (16,64,56,56)->64 1.39x;
     (16,128,28,28)->256 1.08x); 0.63-0.88x with 16 channels either side, 0.67-0.78x on 7x7
     images of 512-1024 channels (a block's weights are read for only 4 blocks of pixels).
     """

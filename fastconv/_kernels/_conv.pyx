@@ -455,7 +455,8 @@ cdef extern from *:
                 if (a0 >= npix) break;                                                       \
                 VEC r[sizeof(VEC) / sizeof(T)];                                              \
                 FCK_PRAGMA(GCC unroll 16)                                                    \
-                for (int i = 0; i < lanes; i++)                                              \
+                for (int i = 0; i < lanes; i++) /* pixels past A: zero rows (the inner  \
+                     * test only keeps the unused index in bounds for the compiler) */        \
                     r[i] = a0 + i < A ? acc[a0 + i < A ? a0 + i : 0][v] : SETZERO();         \
                 TRANSPOSE(r);                                                                \
                 int n = npix - a0 < lanes ? npix - a0 : lanes;                               \
@@ -475,6 +476,7 @@ cdef extern from *:
      * channels in registers, summed over the pixels of `rows` output rows of `cols`
      * columns: sums[a] (+)= sum over pixels of p[tap_off[a] + pixel] * got[pixel], with
      * got the grad_output block transposed to (pixels, KV*lanes). */
+    /* (TRANSPOSE, STORE_N and ADD are the forward's; the instance macros pass them to both) */
     #define FCKW_BODY(T, VEC, SETZERO, LOADU, SET1, FMADD, STOREU, KV, A, TRANSPOSE,        \
                       STORE_N, ADD)                                                          \
     {                                                                                        \
