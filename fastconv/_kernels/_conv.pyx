@@ -173,6 +173,34 @@ cdef inline floating row_sum(const floating* a, Py_ssize_t n) noexcept nogil:
     return total
 
 
+cdef enum:
+    # result items per task of sum_slots: 8 KiB of float32, which stay in L1 cache
+    SUM_BLOCK = 2048
+
+
+cdef void sum_slots(const floating* partials, Py_ssize_t n_slots, Py_ssize_t slot,
+                    Py_ssize_t lo, Py_ssize_t hi, floating* out,
+                    int num_threads) noexcept nogil:
+    """out[e - lo] = 0 + partials[e] + partials[slot + e] + ... (the n_slots slots in
+    order) for e in [lo, hi): the same additions in the same order whatever the threads.
+
+    Threads take blocks of the result and add the slots into them one after another, each
+    a sequential stream. Element by element across the slots instead, every load was a
+    cache miss: slots a multiple of 64 KiB apart fall on the same cache sets (32 slots of
+    a 1x1 layer's weight gradient: 1 ms of its 2.9, 1 thread).
+    """
+    cdef Py_ssize_t n_blocks = (hi - lo + SUM_BLOCK - 1) // SUM_BLOCK
+    cdef Py_ssize_t blk, b, e, e0, e1
+    for blk in prange(n_blocks, schedule="static", num_threads=num_threads):
+        e0 = lo + blk * SUM_BLOCK
+        e1 = min(e0 + SUM_BLOCK, hi)
+        for e in range(e0, e1):
+            out[e - lo] = 0
+        for b in range(n_slots):
+            for e in range(e0, e1):
+                out[e - lo] = out[e - lo] + partials[b * slot + e]
+
+
 cdef extern from *:
     """
     /* One FC_KB x FC_VW block of direct-convolution outputs, kept in registers over every
@@ -876,9 +904,8 @@ def conv2d_weight_grad_kvec(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
     cdef Py_ssize_t n_strips = (Ho + rows_per_strip - 1) // rows_per_strip
     cdef Py_ssize_t n_tap_blocks = (ntaps + taps - 1) // taps
-    cdef Py_ssize_t b, n, grp, kb, k0, kb_n, strip, oh0, rows, tb, t0, e
+    cdef Py_ssize_t b, n, grp, kb, k0, kb_n, strip, oh0, rows, tb, t0
     cdef int accumulate
-    cdef floating acc
     cdef floating* p
     cdef const floating* src
     cdef floating* got
@@ -917,11 +944,7 @@ def conv2d_weight_grad_kvec(const floating[:, :, :, ::1] grad_output,
                                                 &tap_off[t0], rows, Wo, sh * Wq,
                                                 got + oh0 * Wo * kvl, accumulate,
                                                 part + ((grp * nkb + kb) * ntaps + t0) * kvl)
-    for e in prange(slot, nogil=True, schedule="static", num_threads=num_threads):
-        acc = 0
-        for b in range(n_chunks):
-            acc = acc + partials[b * slot + e]
-        sums[e] = acc
+    sum_slots(&partials[0], n_chunks, slot, 0, slot, &sums[0], num_threads)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
@@ -950,13 +973,10 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
     cdef Py_ssize_t wsize = K * CKK, slot = wsize + K
     cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
     cdef Py_ssize_t strips = (Ho + rows_per_tile - 1) // rows_per_tile
-    cdef Py_ssize_t b, n0, nb, s, oh0, oh1, width, cols, ld, grp, k, l, i, e, first, last
+    cdef Py_ssize_t b, n0, nb, s, oh0, oh1, width, cols, ld, grp, k, l, i, first, last
     cdef Geometry g = make_geometry(Cg, x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
                                     sh, sw, ph, pw, dh, dw, Ho, Wo)
     cdef bint pointwise = is_pointwise(&g)
-    # the slice of a slot to reduce: [weights][biases], each only when asked for
-    cdef Py_ssize_t e_lo = 0 if needs_weight_grad else wsize
-    cdef Py_ssize_t e_hi = slot if needs_bias_grad else wsize
     cdef floating acc, beta
     cdef floating* col
     cdef floating* gbuf
@@ -1026,11 +1046,7 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                                 col2im_image(col + i * width, &grad_input[n0 + i, grp * Cg, 0, 0],
                                              &g, oh0, oh1, cols)
             n0 = n0 + nb
-    for e in prange(e_lo, e_hi, nogil=True, schedule="static", num_threads=num_threads):
-        acc = 0
-        for b in range(n_chunks):
-            acc = acc + partials[b * slot + e]
-        if e < wsize:
-            grad_weight[e] = acc
-        else:
-            grad_bias[e - wsize] = acc
+    if needs_weight_grad:
+        sum_slots(&partials[0], n_chunks, slot, 0, wsize, &grad_weight[0], num_threads)
+    if needs_bias_grad:
+        sum_slots(&partials[0], n_chunks, slot, wsize, slot, &grad_bias[0], num_threads)
