@@ -35,6 +35,10 @@ _TILE_COLUMNS = 1024
 _BATCH_TILE_BYTES = 256 * 1024
 # Output pixels per strip of the channel-vector weight gradient (see _weight_grad_by_kvec).
 _KVEC_STRIP_PIXELS = 512
+# Fewest pixels per image for which pointwise layers take the channel-vector kernels (see
+# _choose_algorithm and _weight_grad_by_kvec): below, the blocks are too short to pay for
+# their set-up (7x7 images: 0.67-0.96x GEMM).
+_POINTWISE_DIRECT_MIN_PIXELS = 196
 
 
 def _contiguous(a):
@@ -204,18 +208,33 @@ def _read_only(a):
 
 def _weight_grad_by_kvec(args, grad_weight, nt):
     """Write grad_weight with the channel-vector weight-gradient kernel where it applies
-    (>= 16 float32 output channels per group, a kernel larger than 1x1, and at least 4
-    taps per output channel of a block); False (nothing written) elsewhere.
+    (>= 16 float32 output channels per group, at least 4 taps per output channel of a
+    block, and a kernel larger than 1x1 or a pointwise layer of >= 196 pixels per image);
+    False (nothing written) elsewhere.
 
     Measured against GEMM over im2col tiles (float32, 2 threads): LeNet's conv2 2.4x
-    (0.84 ms, 147 GFLOP/s), the large 3x3 layers 1.1-1.3x (175-196 GFLOP/s). On 1x1
-    layers GEMM needs no im2col and stays.
+    (0.84 ms, 147 GFLOP/s), the large 3x3 layers 1.1-1.3x (175-196 GFLOP/s). Pointwise
+    layers, where GEMM needs no im2col: 1.3x on (32,256,14,14)->64 (0.98 ms, 210 GFLOP/s),
+    1.1x on (16,128,28,28)->256 and (16,256,14,14)->256, 0.96x on (8,512,7,7)->512 (GEMM
+    there); other 1x1 layers (stride, padding) stay on GEMM.
     """
     lanes, most_taps = _conv.kvec_block_limits(args.x.itemsize)
     k, cg, kh, kw = args.weight.shape
     groups = args.groups
     kg = k // groups
-    if lanes == 0 or kg < lanes or kh * kw == 1:
+    if lanes == 0 or kg < lanes:
+        return False
+    if _pointwise(args):
+        n, c, h, w = args.x.shape
+        if h * w < _POINTWISE_DIRECT_MIN_PIXELS:
+            return False
+        # every output pixel is one input pixel: each image as one row, which the kernel
+        # sums over in one pass (not Ho short rows)
+        args = args._replace(
+            x=_contiguous(args.x).reshape(n, c, 1, h * w),
+            grad_output=_contiguous(args.grad_output).reshape(n, k, 1, h * w),
+            out_shape=(n, k, 1, h * w))
+    elif kh * kw == 1:
         return False
     n, _, ho, wo = args.out_shape
     (sh, sw), (ph, pw), (dh, dw) = args.stride, args.padding, args.dilation
@@ -320,8 +339,8 @@ def _choose_algorithm(args):
         ho, wo = args.out_shape[2:]
         lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
         many_channels = min(c_per_group, k // args.groups) >= 2 * lanes
-        return ("direct" if _pointwise(args) and many_channels and ho * wo >= 196
-                else "gemm")
+        return ("direct" if _pointwise(args) and many_channels
+                and ho * wo >= _POINTWISE_DIRECT_MIN_PIXELS else "gemm")
     if k // args.groups < kb:
         return "direct" if kh * kw >= 25 else "gemm"
     if _kvec_block(args) is not None:

@@ -50,6 +50,9 @@ CASES = [
     ((2, 32, 5, 7), (40, 32, 1, 1), 1, 0, 1, 1),               # pointwise, raster blocks
     ((1, 32, 14, 14), (32, 32, 1, 1), 1, 0, 1, 1),             # pointwise, direct by default
     ((2, 64, 4, 5), (64, 32, 1, 1), 1, 0, 1, 2),               # pointwise, groups
+    # pointwise grad_weight by the channel-vector kernel, each image one row of pixels
+    ((2, 64, 14, 14), (16, 64, 1, 1), 1, 0, 1, 1),
+    ((3, 128, 15, 14), (40, 64, 1, 1), 1, 0, 1, 2),            # groups, part of a vector
 ]
 
 
