@@ -39,6 +39,14 @@ _KVEC_STRIP_PIXELS = 512
 # _choose_algorithm and _weight_grad_by_kvec): below, the blocks are too short to pay for
 # their set-up (7x7 images: 0.67-0.96x GEMM).
 _POINTWISE_DIRECT_MIN_PIXELS = 196
+# Bytes of Winograd's transformed inputs and products per tile block (see _winograd): with
+# the padded image they stay in L2 cache. Measured (float32, 2 threads) on the 128-channel
+# 3x3 layer: 128 and 256 KiB alike (12.7 ms), 512 KiB 13.4 ms, and past L2 21 ms.
+_WINOGRAD_BLOCK_BYTES = 256 * 1024
+# Largest transformed weight (16 * K * C items) for which 'auto' takes Winograd: each tile
+# block reads all of it, and past L2 cache that stalls (float32, 2 threads: 128 -> 256
+# channels 1.5x direct, 2 MiB; 256 -> 256 channels 0.75x, 4 MiB; 512 -> 512 0.17x).
+_WINOGRAD_MAX_WEIGHT_BYTES = 2 * 1024 * 1024
 
 
 def _contiguous(a):
@@ -164,20 +172,20 @@ def _phase_split_taps(weight_shape, stride, dilation, hp, wq):
 
 
 @functools.lru_cache(maxsize=256)
-def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, by_rows):
+def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, skip_padding_rows):
     """(taps, row_taps) for conv2d_direct_kvec: the indices of the taps, in the weight's
     (c, i, j) order, in runs (None where that is every tap in order), and per output row
-    the (start, length) of its run. A row block's run leaves out the kernel rows that fall
-    on padding (with 1 row of padding, a 3x3 layer's first and last output rows skip a
-    third of their taps: 2.4% of the work on 28 rows); raster blocks span rows, and read
-    every tap. Cached (read-only)."""
+    the (start, length) of its run. With skip_padding_rows (row blocks only: raster blocks
+    span rows), a row's run leaves out the kernel rows that fall on padding (with 1 row of
+    padding, a 3x3 layer's first and last output rows skip a third of their taps: 2.4% of
+    the work on 28 rows); else every row reads every tap. Cached (read-only)."""
     _, cg, kh, kw = weight_shape
     (sh, _), (ph, _), (dh, _) = stride, padding, dilation
     every_row = np.arange(kh)
     runs, row_taps, starts = [], np.empty((ho, 2), dtype=np.intp), {}
     for oh in range(ho):
         rows = every_row
-        if by_rows:
+        if skip_padding_rows:
             y = oh * sh - ph + every_row * dh
             rows = every_row[(y >= 0) & (y < h)]
         key = tuple(rows)
@@ -280,8 +288,10 @@ def _direct(args, x4, w, b, out4, nt):
         hp, wp, wq, image_items = _phase_split_buffer(
             args, -(-wo // pixels) * pixels if by_rows else wo)
         lanes = _conv.kvec_block_limits(w.itemsize)[0]
+        # an inf or NaN weight times the padding's zeros is NaN, as in torch: no skipping
+        skip = by_rows and bool(np.isfinite(w).all())
         tap_index, row_taps = _row_tap_runs(w.shape, args.stride, args.padding,
-                                            args.dilation, args.x.shape[2], ho, by_rows)
+                                            args.dilation, args.x.shape[2], ho, skip)
         taps = _phase_split_taps(w.shape, args.stride, args.dilation, hp, wq)
         if tap_index is not None:
             taps = taps[tap_index]
@@ -310,6 +320,53 @@ def _direct(args, x4, w, b, out4, nt):
                         wide, six, nt)
 
 
+def _winograd_shape(args):
+    """Whether Winograd's F(2x2, 3x3) computes this convolution: a 3x3 kernel at stride 1,
+    no dilation, no groups."""
+    return (args.weight.shape[2:] == (3, 3) and args.stride == (1, 1)
+            and args.dilation == (1, 1) and args.groups == 1)
+
+
+def _winograd_weight(w, block):
+    """U = G g G^T of each 3x3 kernel g of w (K, C, 3, 3), computed in float64, packed for
+    conv2d_winograd: (16, ceil(K/block), C, block), tile position by tile position, zero
+    past K."""
+    def times_g(a, axis):  # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+        a0, a1, a2 = (np.take(a, i, axis=axis) for i in range(3))
+        return np.stack([a0, (a0 + a1 + a2) / 2, (a0 - a1 + a2) / 2, a2], axis=axis)
+    k, c = w.shape[:2]
+    u = times_g(times_g(w.astype(np.float64), 2), 3).astype(w.dtype)  # (K, C, 4, 4)
+    # the 16 positions as groups of K output channels with C taps each
+    return _pack_weight(u.transpose(2, 3, 0, 1).reshape(16 * k, c, 1, 1), 16, block)
+
+
+def _winograd(args, x4, w, b, out4, nt):
+    """Run conv2d_winograd (see _winograd_shape), then redo by direct convolution the
+    images whose outputs are not all finite, so that inf and NaN reach the outputs they
+    reach in torch."""
+    k, c = w.shape[:2]
+    n, _, ho, wo = args.out_shape
+    lanes, most_pixels = _conv.kvec_block_limits(w.itemsize)
+    kv = _kvec_vectors(k, lanes)
+    pixels = most_pixels[kv]
+    th, tw = -(-ho // 2), -(-wo // 2)
+    tile_block = pixels * max(1, _WINOGRAD_BLOCK_BYTES // (16 * (c + k) * w.itemsize * pixels))
+    tile_block = min(tile_block, -(-th * tw // pixels) * pixels)
+    stride_items = _workspace.round_up(
+        c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * tile_block, w.dtype)
+    work = _workspace.scratch(nt * stride_items, w.dtype)
+    checks = np.empty(n, dtype=w.dtype)
+    _conv.conv2d_winograd(x4, _winograd_weight(w, kv * lanes).reshape(-1), b, out4, checks,
+                          work, stride_items, np.arange(c, dtype=np.intp) * tile_block,
+                          args.padding[0], args.padding[1], tile_block, kv, pixels, nt)
+    bad = np.flatnonzero(np.isnan(checks))
+    if bad.size:
+        redo = np.empty((bad.size,) + out4.shape[1:], dtype=w.dtype)
+        _direct(args._replace(x=x4[bad], out_shape=redo.shape), _contiguous(x4[bad]), w, b,
+                redo, nt)
+        out4[bad] = redo
+
+
 def _choose_algorithm(args):
     """'direct' where it measured faster than im2col + GEMM, else 'gemm'.
 
@@ -329,15 +386,24 @@ def _choose_algorithm(args):
     vectors (32 float32 on AVX-512; the rule scales with the lanes) and >= 196 pixels ((32,256,14,14)->64: 207 GFLOP/s, 1.29x; (16,64,56,56)->64 1.39x;
     (16,128,28,28)->256 1.08x); 0.63-0.88x with 16 channels either side, 0.67-0.78x on 7x7
     images of 512-1024 channels (a block's weights are read for only 4 blocks of pixels).
+    Winograd F(2x2, 3x3) against direct (2 threads): float32 1.3-1.5x on 3x3 stride-1
+    layers of 64-256 channels and 14x14 to 56x56 outputs ((16,128,28,28)->128: 12.1 vs
+    17.0 ms, 306 GFLOP/s of direct-equivalent work), 1.0-1.13x at 32 channels, 0.83x at
+    16; 1.06x on (64,64,14,14)->64, 0.64x on 7x7 images; 0.75x on 256->256 channels and
+    0.17x on 512->512 (see _WINOGRAD_MAX_WEIGHT_BYTES). Float64 1.2-1.7x from 32 channels.
     """
     k, c_per_group, kh, kw = args.weight.shape
     kb, vw = _conv.direct_block_shape(args.x.itemsize, False)
     baseline_build = vw * args.x.itemsize < 64  # the SSE2 block: 8 registers of 16 bytes
     if baseline_build:
         return "gemm"
+    lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
+    if (_winograd_shape(args) and min(k, c_per_group) >= 4 * lanes
+            and 16 * k * c_per_group * args.x.itemsize <= _WINOGRAD_MAX_WEIGHT_BYTES
+            and args.out_shape[2] * args.out_shape[3] >= 196):
+        return "winograd"
     if kh * kw == 1:
         ho, wo = args.out_shape[2:]
-        lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
         many_channels = min(c_per_group, k // args.groups) >= 2 * lanes
         return ("direct" if _pointwise(args) and many_channels
                 and ho * wo >= _POINTWISE_DIRECT_MIN_PIXELS else "gemm")
@@ -366,12 +432,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     groups : int
         C and K are split into ``groups`` independent convolutions (``groups == C``:
         depthwise).
-    algorithm : {'auto', 'gemm', 'direct'}
+    algorithm : {'auto', 'gemm', 'direct', 'winograd'}
         'gemm': im2col of a cache-sized tile of images or rows, then one GEMM per group;
-        'direct': register-blocked direct convolution, no column buffer; 'auto' picks the
-        one that measured faster for the shape (direct for C/groups*kH*kW <= 600, as in
-        LeNet, up to 2304 with 16+ output channels per group, 5x5 depthwise, and
-        pointwise 1x1 layers of 32+ channels; GEMM for other 1x1 and wider layers).
+        'direct': register-blocked direct convolution, no column buffer; 'winograd':
+        Winograd's F(2x2, 3x3), 16 products per 2x2 output tile instead of 36 (3x3 kernels
+        at stride 1, no dilation or groups; rounding differs from direct convolution's by
+        about as much as GEMM's does). 'auto' picks the one that measured faster for the
+        shape: Winograd for 3x3 stride-1 layers of 64+ channels (float32; 32+ float64)
+        up to 256x128 channels and 14x14+ outputs, direct for C/groups*kH*kW <= 600, as in
+        LeNet, up to 2304 with 16+ output channels per group, 5x5 depthwise, and pointwise
+        1x1 layers of 32+ channels; GEMM for other 1x1 and wider layers.
     out : ndarray, (N, K, Ho, Wo) or (K, Ho, Wo), optional
         C-contiguous array of x's dtype that receives the result (saves an allocation).
 
@@ -385,11 +455,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     -----
     NaN and +-inf propagate as in torch: every product of a weight and an input or padding
     element is summed, so a NaN reaches every output whose window holds it, and an infinite
-    weight gives NaN where its window covers a zero (padding included, inf * 0).
+    weight gives NaN where its window covers a zero (padding included, inf * 0). Winograd
+    mixes a tile's inputs, so images whose outputs are not all finite are redone by
+    direct convolution.
     """
     args = _validation.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
-    if algorithm not in ("auto", "gemm", "direct"):
-        raise ValueError(f"algorithm must be 'auto', 'gemm' or 'direct', got {algorithm!r}")
+    if algorithm not in ("auto", "gemm", "direct", "winograd"):
+        raise ValueError("algorithm must be 'auto', 'gemm', 'direct' or 'winograd', got "
+                         f"{algorithm!r}")
+    if algorithm == "winograd":
+        if not _winograd_shape(args):
+            raise ValueError(
+                "algorithm='winograd' takes 3x3 kernels at stride 1 with no dilation and "
+                f"groups=1, got weight {args.weight.shape}, stride {args.stride}, dilation "
+                f"{args.dilation}, groups={args.groups}")
+        if _conv.kvec_block_limits(args.x.itemsize)[0] == 0:
+            raise ValueError("algorithm='winograd' needs the AVX2 or AVX-512 kernels; this "
+                             "process runs the portable build (see fastconv.show_config())")
     dtype = args.x.dtype
     shape = args.out_shape[1:] if args.unbatched else args.out_shape
     if out is None:
@@ -415,6 +497,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     nt = get_num_threads()
     if algorithm == "direct":
         _direct(args, x4, w, b, out4, nt)
+        return out
+    if algorithm == "winograd":
+        _winograd(args, x4, w, b, out4, nt)
         return out
     images, rows, stride_items = _tiles(args)
     work = _workspace.scratch(nt * stride_items, dtype)
@@ -443,13 +528,22 @@ def _input_grad_by_direct(args, grad_input, nt):
     # the cheap refusals first: the transposed weight is a copy
     if args.stride != (1, 1) or min(pad) < 0 or lanes == 0 or cg < lanes:
         return False
+    # grad_output's zero padding here is no term of torch's gradient: an inf or NaN
+    # weight times it would put NaN where torch has none (GEMM + col2im has no such terms)
+    if not np.isfinite(args.weight).all():
+        return False
     groups, kg = args.groups, k // args.groups
     flipped = args.weight.reshape(groups, kg, cg, kh, kw)[:, :, :, ::-1, ::-1]
     weight_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4)).reshape(
         groups * cg, kg, kh, kw)
     targs = _validation.Conv2dArgs(args.grad_output, weight_t, None, (1, 1), pad,
                                    args.dilation, groups, args.x.shape, False)
-    if _kvec_block(targs) is None or _choose_algorithm(targs) != "direct":
+    algorithm = _choose_algorithm(targs)
+    if algorithm == "winograd":
+        _winograd(targs, _contiguous(args.grad_output), weight_t, np.empty(0, args.x.dtype),
+                  grad_input, nt)
+        return True
+    if _kvec_block(targs) is None or algorithm != "direct":
         return False
     _direct(targs, _contiguous(args.grad_output), weight_t, np.empty(0, args.x.dtype),
             grad_input, nt)

@@ -569,8 +569,8 @@ def test_conv2d_out_refusals_leave_out_untouched(label):
 
 
 def test_conv2d_unknown_algorithm():
-    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm' or 'direct', "
-                                         "got 'fft'"):
+    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm', 'direct' or "
+                                         "'winograd', got 'fft'"):
         F.conv2d(x4(), w4(), algorithm="fft")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _workspace
+from fastconv import _validation, _workspace
 from fastconv import reference as R
 
 DTYPES = [np.float32, np.float64]
@@ -177,10 +177,87 @@ def test_out_refusals(out):
         F.conv2d(x, w, out=out)
 
 
-def test_algorithm_refusal():
+# Winograd F(2x2, 3x3): (x shape, weight shape, padding)
+WINOGRAD_CASES = [
+    ((2, 3, 7, 9), (4, 3, 3, 3), 1),            # odd output: tiles cut at the bottom and right
+    ((1, 16, 8, 8), (40, 16, 3, 3), 0),         # two vectors of output channels, one partial
+    ((2, 5, 6, 5), (17, 5, 3, 3), 2),           # padding past the kernel's reach
+    ((1, 4, 9, 6), (16, 4, 3, 3), (0, 2)),      # padding differs across and down
+    ((2, 8, 10, 11), (16, 8, 3, 3), "same"),
+    ((1, 16, 30, 29), (16, 16, 3, 3), 1),       # several tile blocks, the last one short
+    ((3, 1, 4, 4), (1, 1, 3, 3), 1),            # one channel either side
+]
+
+
+def _skip_without_winograd():
+    if F._conv.kvec_block_limits(4)[0] == 0:
+        pytest.skip("the portable build (FASTCONV_CPU=generic) has no Winograd path")
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, padding", WINOGRAD_CASES)
+def test_winograd_matches_reference(x_shape, w_shape, padding, dtype, n_threads):
+    _skip_without_winograd()
+    x, w, b = _problem(x_shape, w_shape, dtype)
+    with fastconv.threads(n_threads):
+        out = F.conv2d(x, w, b, 1, padding, algorithm="winograd")
+        no_bias = F.conv2d(x, w, None, 1, padding, algorithm="winograd")
+    _close(out, R.conv2d(x, w, b, 1, padding), dtype)
+    _close(no_bias, R.conv2d(x, w, None, 1, padding), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_is_chosen_for_wide_3x3_layers_forward_and_grad_input(dtype, monkeypatch):
+    x, w, b = _problem((2, 64, 14, 15), (64, 64, 3, 3), dtype)
+    args = _validation.conv2d_args(x, w, b, 1, 1, 1, 1)
+    _skip_without_winograd()
+    assert F._choose_algorithm(args) == "winograd"
+    runs = []
+    real = F._winograd
+    monkeypatch.setattr(F, "_winograd", lambda *a: runs.append(a[2].shape) or real(*a))
+    _close(F.conv2d(x, w, b, padding=1), R.conv2d(x, w, b, padding=1), dtype)
+    g = np.random.default_rng(1).standard_normal((2, 64, 14, 15)).astype(dtype)
+    for actual, expected in zip(F.conv2d_backward(g, x, w, padding=1),
+                                R.conv2d_backward(g, x, w, padding=1)):
+        _close(actual, expected, dtype)
+    assert runs == [(64, 64, 3, 3)] * 2  # the forward, then grad_input
+
+
+def test_winograd_redoes_overflowing_images_by_direct_convolution():
+    _skip_without_winograd()
+    # Winograd's input transform adds and subtracts inputs: +-3e38 two rows apart overflow
+    # float32 there, though every output of direct convolution stays finite.
+    x, w, b = _problem((3, 2, 6, 6), (4, 2, 3, 3), np.float32)
+    w *= 1e-3
+    x[1, 0, ::2] = 3e38
+    x[1, 0, 1::2] = -3e38
+    out = F.conv2d(x, w, b, padding=1, algorithm="winograd")
+    direct = F.conv2d(x, w, b, padding=1, algorithm="direct")
+    assert np.isfinite(direct).all()
+    np.testing.assert_array_equal(out[1], direct[1])
+    _close(out[[0, 2]], R.conv2d(x[[0, 2]], w, b, padding=1), np.float32)
+
+
+@pytest.mark.parametrize("kwargs", [dict(w_shape=(4, 3, 5, 5)), dict(stride=2),
+                                    dict(dilation=2), dict(groups=3, w_shape=(3, 1, 3, 3))])
+def test_winograd_refuses_what_it_cannot_compute(kwargs):
+    x, w, _ = _problem((1, 3, 7, 6), kwargs.pop("w_shape", (4, 3, 3, 3)), np.float32)
+    with pytest.raises(ValueError, match="algorithm='winograd' takes 3x3 kernels at stride 1"):
+        F.conv2d(x, w, algorithm="winograd", **kwargs)
+
+
+def test_winograd_refused_without_vector_kernels(monkeypatch):
     x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
-    with pytest.raises(ValueError, match="algorithm must be 'auto', 'gemm' or 'direct'"):
+    monkeypatch.setattr(F._conv, "kvec_block_limits", lambda itemsize: (0, {1: 0, 2: 0}))
+    with pytest.raises(ValueError, match="needs the AVX2 or AVX-512 kernels"):
         F.conv2d(x, w, algorithm="winograd")
+
+
+def test_unknown_algorithm_refused():
+    x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="'auto', 'gemm', 'direct' or 'winograd', got 'fft'"):
+        F.conv2d(x, w, algorithm="fft")
 
 
 def test_refusals_come_before_the_kernel():

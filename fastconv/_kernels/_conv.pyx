@@ -877,6 +877,194 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                                   &bias[k0] if has_bias else NULL)
 
 
+# --------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3): 3x3 kernels at stride 1, in 2x2 output tiles
+# --------------------------------------------------------------------------------------
+
+cdef void winograd_input(const floating* p, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
+                         Py_ssize_t TW, Py_ssize_t t0, Py_ssize_t nt, Py_ssize_t TB,
+                         floating* v) noexcept nogil:
+    """V = B^T d B for the tiles t0 .. t0+nt-1 (raster order, TW tiles a row) of each
+    channel of p (C, Hp, Wp; tile (ti, tj) reads its 4x4 patch d from row 2ti, column 2tj):
+    v[(4i + j) * C * TB + c * TB + t - t0] = V[i, j].
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]."""
+    cdef Py_ssize_t cs = C * TB
+    cdef Py_ssize_t c, t, ti, tj, m, n_row
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef const floating* r2
+    cdef const floating* r3
+    cdef floating* o
+    cdef floating a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3, f0, f1, f2, f3
+    for c in range(C):
+        t = t0
+        while t < t0 + nt:
+            ti = t // TW
+            tj = t - ti * TW
+            n_row = min(TW - tj, t0 + nt - t)
+            r0 = p + (c * Hp + 2 * ti) * Wp + 2 * tj
+            r1 = r0 + Wp
+            r2 = r1 + Wp
+            r3 = r2 + Wp
+            o = v + c * TB + (t - t0)
+            for m in range(n_row):
+                # rows of B^T d, column by column
+                a0 = r0[2 * m] - r2[2 * m]
+                a1 = r0[2 * m + 1] - r2[2 * m + 1]
+                a2 = r0[2 * m + 2] - r2[2 * m + 2]
+                a3 = r0[2 * m + 3] - r2[2 * m + 3]
+                b0 = r1[2 * m] + r2[2 * m]
+                b1 = r1[2 * m + 1] + r2[2 * m + 1]
+                b2 = r1[2 * m + 2] + r2[2 * m + 2]
+                b3 = r1[2 * m + 3] + r2[2 * m + 3]
+                e0 = r2[2 * m] - r1[2 * m]
+                e1 = r2[2 * m + 1] - r1[2 * m + 1]
+                e2 = r2[2 * m + 2] - r1[2 * m + 2]
+                e3 = r2[2 * m + 3] - r1[2 * m + 3]
+                f0 = r1[2 * m] - r3[2 * m]
+                f1 = r1[2 * m + 1] - r3[2 * m + 1]
+                f2 = r1[2 * m + 2] - r3[2 * m + 2]
+                f3 = r1[2 * m + 3] - r3[2 * m + 3]
+                # then times B
+                o[0 * cs + m] = a0 - a2
+                o[1 * cs + m] = a1 + a2
+                o[2 * cs + m] = a2 - a1
+                o[3 * cs + m] = a1 - a3
+                o[4 * cs + m] = b0 - b2
+                o[5 * cs + m] = b1 + b2
+                o[6 * cs + m] = b2 - b1
+                o[7 * cs + m] = b1 - b3
+                o[8 * cs + m] = e0 - e2
+                o[9 * cs + m] = e1 + e2
+                o[10 * cs + m] = e2 - e1
+                o[11 * cs + m] = e1 - e3
+                o[12 * cs + m] = f0 - f2
+                o[13 * cs + m] = f1 + f2
+                o[14 * cs + m] = f2 - f1
+                o[15 * cs + m] = f1 - f3
+            t = t + n_row
+
+
+cdef floating winograd_output(const floating* mbuf, Py_ssize_t K, Py_ssize_t TB,
+                              Py_ssize_t TW, Py_ssize_t t0, Py_ssize_t nt, floating* out,
+                              Py_ssize_t Ho, Py_ssize_t Wo,
+                              const floating* bias) noexcept nogil:
+    """out[k, 2ti + y, 2tj + x] = (A^T M A)[y, x] + bias[k] for the tiles t0 .. t0+nt-1,
+    where inside (Ho, Wo); M[i, j] = mbuf[(4i + j) * K * TB + k * TB + t - t0]; bias NULL
+    for none. A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+    Returns 0 where every output is finite, else NaN (the sum of 0 * each output)."""
+    cdef Py_ssize_t ks = K * TB
+    cdef Py_ssize_t k, t, ti, tj, m, n_row, n_whole
+    cdef const floating* mk
+    cdef floating* o0
+    cdef floating* o1
+    cdef floating bk, s00, s01, s02, s03, s10, s11, s12, s13, y00, y01, y10, y11
+    cdef floating check = 0
+    cdef bint second_row
+    for k in range(K):
+        bk = bias[k] if bias != NULL else 0
+        t = t0
+        while t < t0 + nt:
+            ti = t // TW
+            tj = t - ti * TW
+            n_row = min(TW - tj, t0 + nt - t)
+            # an odd Wo leaves the row's last tile one column
+            n_whole = n_row if 2 * (tj + n_row) <= Wo else n_row - 1
+            second_row = 2 * ti + 1 < Ho
+            mk = mbuf + k * TB + (t - t0)
+            o0 = out + (k * Ho + 2 * ti) * Wo + 2 * tj
+            o1 = o0 + Wo
+            for m in range(n_row):
+                s00 = mk[0 * ks + m] + mk[4 * ks + m] + mk[8 * ks + m]
+                s01 = mk[1 * ks + m] + mk[5 * ks + m] + mk[9 * ks + m]
+                s02 = mk[2 * ks + m] + mk[6 * ks + m] + mk[10 * ks + m]
+                s03 = mk[3 * ks + m] + mk[7 * ks + m] + mk[11 * ks + m]
+                s10 = mk[4 * ks + m] - mk[8 * ks + m] - mk[12 * ks + m]
+                s11 = mk[5 * ks + m] - mk[9 * ks + m] - mk[13 * ks + m]
+                s12 = mk[6 * ks + m] - mk[10 * ks + m] - mk[14 * ks + m]
+                s13 = mk[7 * ks + m] - mk[11 * ks + m] - mk[15 * ks + m]
+                y00 = s00 + s01 + s02 + bk
+                y01 = s01 - s02 - s03 + bk
+                y10 = s10 + s11 + s12 + bk
+                y11 = s11 - s12 - s13 + bk
+                check = check + (y00 + y01 + y10 + y11) * 0
+                if m < n_whole:
+                    o0[2 * m] = y00
+                    o0[2 * m + 1] = y01
+                    if second_row:
+                        o1[2 * m] = y10
+                        o1[2 * m + 1] = y11
+                else:
+                    o0[2 * m] = y00
+                    if second_row:
+                        o1[2 * m] = y10
+            t = t + n_row
+    return check
+
+
+def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[::1] upack,
+                    const floating[::1] bias, floating[:, :, :, ::1] out, floating[::1] checks,
+                    floating[::1] work, Py_ssize_t work_stride, const Py_ssize_t[::1] tap_off,
+                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tile_block, int kv, int pixels,
+                    int num_threads):
+    """out = conv(x, weight) + bias for a 3x3 kernel at stride 1 (no dilation, no groups)
+    by Winograd's F(2x2, 3x3): 16 products per 2x2 output tile where direct convolution
+    takes 36.
+
+    Per image (zero-padded by pad_image to 2 * tiles + 2 rows and columns), per block of
+    tile_block tiles (raster order): V = B^T d B of every channel into work, then for each
+    of the 16 tile positions the channel-vector kernel (fc_kvec, blocks of ``pixels``
+    tiles, kv vectors of output channels) takes M = U V, the channels of V its taps
+    (tap_off: c * tile_block); then Y = A^T M A (+ bias) into out.
+    upack: U = G g G^T of the weight, (16, ceil(K / (kv*lanes)), C, kv*lanes), zero past K.
+    work: per thread, work_stride items: the padded image, then V (16, C, tile_block), then
+    M (16, K, tile_block). tile_block is a multiple of ``pixels``. bias is empty for none.
+    checks[n]: 0 where image n's outputs are all finite, else NaN. Winograd's transforms
+    mix the inputs (and the weights) of a tile, so an inf or NaN, or an overflow, reaches
+    outputs that direct convolution keeps apart or finite: the caller redoes such images.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t TH = (Ho + 1) // 2, TW = (Wo + 1) // 2, T = TH * TW
+    cdef Py_ssize_t Hp = 2 * TH + 2, Wp = 2 * TW + 2
+    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
+    cdef Py_ssize_t nkb = (K + kvl - 1) // kvl
+    cdef Py_ssize_t n_blocks = (T + tile_block - 1) // tile_block
+    cdef Py_ssize_t n, blk, t0, nt, xi, kb, k0, a0
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef floating* p
+    cdef floating* v
+    cdef floating* mbuf
+    for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
+        p = &work[0] + threadid() * work_stride
+        v = p + C * Hp * Wp
+        mbuf = v + 16 * C * tile_block
+        pad_image(&x[n, 0, 0, 0], p, C, H, W, ph, pw, Hp, Wp, 1)
+        checks[n] = 0
+        for blk in range(n_blocks):
+            t0 = blk * tile_block
+            nt = min(tile_block, T - t0)
+            winograd_input(p, C, Hp, Wp, TW, t0, nt, tile_block, v)
+            for xi in range(16):
+                for kb in range(nkb):
+                    k0 = kb * kvl
+                    a0 = 0
+                    while a0 < nt:
+                        if floating is float:
+                            fc_kvec_f(kv, pixels, v + xi * C * tile_block + a0, &tap_off[0],
+                                      C, &upack[0] + (xi * nkb + kb) * C * kvl, NULL,
+                                      mbuf + (xi * K + k0) * tile_block + a0, tile_block,
+                                      min(kvl, K - k0), min(pixels, nt - a0), NULL)
+                        else:
+                            fc_kvec_d(kv, pixels, v + xi * C * tile_block + a0, &tap_off[0],
+                                      C, &upack[0] + (xi * nkb + kb) * C * kvl, NULL,
+                                      mbuf + (xi * K + k0) * tile_block + a0, tile_block,
+                                      min(kvl, K - k0), min(pixels, nt - a0), NULL)
+                        a0 = a0 + pixels
+            checks[n] += winograd_output(mbuf, K, tile_block, TW, t0, nt, &out[n, 0, 0, 0],
+                                         Ho, Wo, &bias[0] if has_bias else NULL)
+
+
 def conv2d_weight_grad_kvec(const floating[:, :, :, ::1] grad_output,
                             const floating[:, :, :, ::1] x, floating[::1] sums,
                             floating[::1] work, Py_ssize_t work_stride, floating[::1] partials,
