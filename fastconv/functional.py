@@ -355,11 +355,11 @@ def _winograd(args, x4, w, b, out4, nt):
     stride_items = _workspace.round_up(
         c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * tile_block, w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
-    checks = np.empty(n, dtype=w.dtype)
-    _conv.conv2d_winograd(x4, _winograd_weight(w, kv * lanes).reshape(-1), b, out4, checks,
+    bad = np.empty(n, dtype=np.uint8)
+    _conv.conv2d_winograd(x4, _winograd_weight(w, kv * lanes).reshape(-1), b, out4, bad,
                           work, stride_items, np.arange(c, dtype=np.intp) * tile_block,
                           args.padding[0], args.padding[1], tile_block, kv, pixels, nt)
-    bad = np.flatnonzero(np.isnan(checks))
+    bad = np.flatnonzero(bad)
     if bad.size:
         redo = np.empty((bad.size,) + out4.shape[1:], dtype=w.dtype)
         _direct(args._replace(x=x4[bad], out_shape=redo.shape), _contiguous(x4[bad]), w, b,
