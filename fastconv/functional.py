@@ -327,19 +327,6 @@ def _winograd_shape(args):
             and args.dilation == (1, 1) and args.groups == 1)
 
 
-def _winograd_weight(w, block):
-    """U = G g G^T of each 3x3 kernel g of w (K, C, 3, 3), computed in float64, packed for
-    conv2d_winograd: (16, ceil(K/block), C, block), tile position by tile position, zero
-    past K."""
-    def times_g(a, axis):  # G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-        a0, a1, a2 = (np.take(a, i, axis=axis) for i in range(3))
-        return np.stack([a0, (a0 + a1 + a2) / 2, (a0 - a1 + a2) / 2, a2], axis=axis)
-    k, c = w.shape[:2]
-    u = times_g(times_g(w.astype(np.float64), 2), 3).astype(w.dtype)  # (K, C, 4, 4)
-    # the 16 positions as groups of K output channels with C taps each
-    return _pack_weight(u.transpose(2, 3, 0, 1).reshape(16 * k, c, 1, 1), 16, block)
-
-
 def _winograd(args, x4, w, b, out4, nt):
     """Run conv2d_winograd (see _winograd_shape), then redo by direct convolution the
     images whose outputs are not all finite, so that inf and NaN reach the outputs they
@@ -356,7 +343,11 @@ def _winograd(args, x4, w, b, out4, nt):
         c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * tile_block, w.dtype)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     bad = np.empty(n, dtype=np.uint8)
-    _conv.conv2d_winograd(x4, _winograd_weight(w, kv * lanes).reshape(-1), b, out4, bad,
+    # the transformed weight, in blocks of output channels, zero past K
+    kvl = kv * lanes
+    upack = (np.zeros if k % kvl else np.empty)(16 * -(-k // kvl) * c * kvl, dtype=w.dtype)
+    _conv.winograd_weight(w, upack, kvl, nt)
+    _conv.conv2d_winograd(x4, upack, b, out4, bad,
                           work, stride_items, np.arange(c, dtype=np.intp) * tile_block,
                           args.padding[0], args.padding[1], tile_block, kv, pixels, nt)
     bad = np.flatnonzero(bad)

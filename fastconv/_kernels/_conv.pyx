@@ -1001,6 +1001,47 @@ cdef extern from *:
                              Py_ssize_t Wo, const double* bias) noexcept nogil
 
 
+cdef inline void winograd_weight_row(floating* u, Py_ssize_t step, double a0, double a1,
+                                     double a2) noexcept nogil:
+    # one row of t G^T: u[0], u[step], u[2 step], u[3 step]
+    u[0] = <floating>a0
+    u[step] = <floating>((a0 + a1 + a2) * 0.5)
+    u[2 * step] = <floating>((a0 - a1 + a2) * 0.5)
+    u[3 * step] = <floating>a2
+
+
+def winograd_weight(const floating[:, :, :, ::1] w, floating[::1] upack, Py_ssize_t block,
+                    int num_threads):
+    """upack (16, ceil(K/block), C, block) = U = G g G^T of each 3x3 kernel g = w[k, c],
+    computed in double (rows, then columns), as conv2d_winograd reads it: U[4i + j] of
+    output channel k at [(4i + j), k // block, c, k % block]. The lanes past K are the
+    caller's to zero. G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]."""
+    cdef Py_ssize_t K = w.shape[0], C = w.shape[1]
+    cdef Py_ssize_t nkb = (K + block - 1) // block, step = nkb * C * block
+    cdef Py_ssize_t k, c
+    cdef floating* u
+    cdef double g00, g01, g02, g10, g11, g12, g20, g21, g22
+    for k in prange(K, nogil=True, schedule="static", num_threads=num_threads):
+        for c in range(C):
+            g00 = w[k, c, 0, 0]
+            g01 = w[k, c, 0, 1]
+            g02 = w[k, c, 0, 2]
+            g10 = w[k, c, 1, 0]
+            g11 = w[k, c, 1, 1]
+            g12 = w[k, c, 1, 2]
+            g20 = w[k, c, 2, 0]
+            g21 = w[k, c, 2, 1]
+            g22 = w[k, c, 2, 2]
+            u = &upack[0] + ((k // block) * C + c) * block + k % block
+            # rows of t = G g, each then times G^T
+            winograd_weight_row(u, step, g00, g01, g02)
+            winograd_weight_row(u + 4 * step, step, (g00 + g10 + g20) * 0.5,
+                                (g01 + g11 + g21) * 0.5, (g02 + g12 + g22) * 0.5)
+            winograd_weight_row(u + 8 * step, step, (g00 - g10 + g20) * 0.5,
+                                (g01 - g11 + g21) * 0.5, (g02 - g12 + g22) * 0.5)
+            winograd_weight_row(u + 12 * step, step, g20, g21, g22)
+
+
 def conv2d_winograd(const floating[:, :, :, ::1] x, const floating[::1] upack,
                     const floating[::1] bias, floating[:, :, :, ::1] out, unsigned char[::1] bad,
                     floating[::1] work, Py_ssize_t work_stride, const Py_ssize_t[::1] tap_off,
