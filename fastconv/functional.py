@@ -47,6 +47,8 @@ _WINOGRAD_BLOCK_BYTES = 256 * 1024
 # block reads all of it, and past L2 cache that stalls (float32, 2 threads: 128 -> 256
 # channels 1.5x direct, 2 MiB; 256 -> 256 channels 0.75x, 4 MiB; 512 -> 512 0.17x).
 _WINOGRAD_MAX_WEIGHT_BYTES = 2 * 1024 * 1024
+# Fewest output pixels per image for which 'auto' takes Winograd (0.64x direct on 7x7).
+_WINOGRAD_MIN_PIXELS = 196
 
 
 def _contiguous(a):
@@ -352,14 +354,14 @@ def _winograd(args, x4, w, b, out4, nt):
                           args.padding[0], args.padding[1], tile_block, kv, pixels, nt)
     bad = np.flatnonzero(bad)
     if bad.size:
+        x_bad = x4[bad]  # a contiguous copy
         redo = np.empty((bad.size,) + out4.shape[1:], dtype=w.dtype)
-        _direct(args._replace(x=x4[bad], out_shape=redo.shape), _contiguous(x4[bad]), w, b,
-                redo, nt)
+        _direct(args._replace(x=x_bad, out_shape=redo.shape), x_bad, w, b, redo, nt)
         out4[bad] = redo
 
 
 def _choose_algorithm(args):
-    """'direct' where it measured faster than im2col + GEMM, else 'gemm'.
+    """'winograd' or 'direct' where it measured faster than im2col + GEMM, else 'gemm'.
 
     Measured (float32, 1 and 2 threads, AVX2/AVX-512 builds of the direct kernel): direct
     was 1.0-1.5x GEMM for C/groups*kH*kW <= 300 (LeNet's layers among them; GEMM's inputs
@@ -378,8 +380,8 @@ def _choose_algorithm(args):
     (16,128,28,28)->256 1.08x); 0.63-0.88x with 16 channels either side, 0.67-0.78x on 7x7
     images of 512-1024 channels (a block's weights are read for only 4 blocks of pixels).
     Winograd F(2x2, 3x3) against direct (2 threads): float32 1.3-1.5x on 3x3 stride-1
-    layers of 64-256 channels and 14x14 to 56x56 outputs ((16,128,28,28)->128: 12.1 vs
-    17.0 ms, 306 GFLOP/s of direct-equivalent work), 1.0-1.13x at 32 channels, 0.83x at
+    layers of 64-256 channels and 14x14 to 56x56 outputs ((16,128,28,28)->128: 9.9-10.1
+    vs 17.0 ms, 365 GFLOP/s of direct-equivalent work), 1.0-1.13x at 32 channels, 0.83x at
     16; 1.06x on (64,64,14,14)->64, 0.64x on 7x7 images; 0.75x on 256->256 channels and
     0.17x on 512->512 (see _WINOGRAD_MAX_WEIGHT_BYTES). Float64 1.2-1.7x from 32 channels.
     """
@@ -391,7 +393,7 @@ def _choose_algorithm(args):
     lanes, _ = _conv.kvec_block_limits(args.x.itemsize)
     if (_winograd_shape(args) and min(k, c_per_group) >= 4 * lanes
             and 16 * k * c_per_group * args.x.itemsize <= _WINOGRAD_MAX_WEIGHT_BYTES
-            and args.out_shape[2] * args.out_shape[3] >= 196):
+            and args.out_shape[2] * args.out_shape[3] >= _WINOGRAD_MIN_PIXELS):
         return "winograd"
     if kh * kw == 1:
         ho, wo = args.out_shape[2:]
@@ -506,9 +508,10 @@ def _input_grad_by_direct(args, grad_input, nt):
 
     For stride 1, grad_input[c] = sum over k of grad_output[k] correlated with
     weight[k, c] turned by 180 degrees, on grad_output zero-padded by (kh-1)*dh - pad_top
-    (likewise for columns), so the forward's direct kernels apply. It is taken where the
-    channel-vector block serves that convolution (>= 16 input channels per group, float32),
-    measured 1.25x the GEMM + col2im route on the 3x3 layers of 64 and 128 channels. Larger
+    (likewise for columns), so the forward's kernels apply: Winograd where _choose_algorithm
+    picks it for that convolution, else direct where the channel-vector block serves it
+    (>= 16 input channels per group, float32), measured 1.25x the GEMM + col2im route on the
+    3x3 layers of 64 and 128 channels. Larger
     strides would convolve mostly zeros, and LeNet's conv2 (6 input channels) has no
     channel-vector block: GEMM + col2im there.
     """
@@ -530,14 +533,14 @@ def _input_grad_by_direct(args, grad_input, nt):
     targs = _validation.Conv2dArgs(args.grad_output, weight_t, None, (1, 1), pad,
                                    args.dilation, groups, args.x.shape, False)
     algorithm = _choose_algorithm(targs)
-    if algorithm == "winograd":
-        _winograd(targs, _contiguous(args.grad_output), weight_t, np.empty(0, args.x.dtype),
-                  grad_input, nt)
-        return True
-    if _kvec_block(targs) is None or algorithm != "direct":
+    if algorithm == "direct" and _kvec_block(targs) is not None:
+        run = _direct
+    elif algorithm == "winograd":
+        run = _winograd
+    else:
         return False
-    _direct(targs, _contiguous(args.grad_output), weight_t, np.empty(0, args.x.dtype),
-            grad_input, nt)
+    run(targs, _contiguous(args.grad_output), weight_t, np.empty(0, args.x.dtype), grad_input,
+        nt)
     return True
 
 
