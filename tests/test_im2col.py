@@ -17,6 +17,12 @@ CASES = [
     ((2, 4, 9, 7), 3, 3, 4, 2),          # padding wider than the kernel reach: zero columns
     ((2, 2, 6, 5), 1, 1, 0, 1),
     ((2, 3, 5, 5), 5, 1, 2, 1),
+    # column stride 2: col2im's phase rows, columns added in pairs (odd width, padding 1;
+    # even padding with dilation)
+    ((2, 3, 9, 11), 3, 2, 1, 1),
+    ((1, 2, 7, 10), (2, 3), (1, 2), (0, 2), (1, 2)),
+    # a row too wide for col2im's stack row: the element-by-element loop
+    ((1, 1, 2, 4201), (1, 3), (1, 2), (0, 1), 1),
 ]
 
 

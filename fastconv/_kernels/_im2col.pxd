@@ -100,12 +100,21 @@ cdef inline void im2col_image(const floating* x, floating* col, const Geometry* 
                 row += ldc
 
 
+cdef enum:
+    # items of col2im's stack row for strided columns (16 KiB of float32); rows wider than
+    # that take the element-by-element loop
+    COL2IM_ROW_ITEMS = 4096
+
+
 cdef inline void col2im_image(const floating* col, floating* x, const Geometry* g,
                               Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
     """Add col (C*kh*kw, (oh1-oh0)*Wo), the columns of output rows [oh0, oh1) laid out as
     in im2col_image, into x (C, H, W) at the input positions they were read from (the
     adjoint of im2col_image); entries in the padding are dropped. The caller zeroes x."""
     cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
+    if g.sw > 1 and g.sw * phase_row_items(g) <= COL2IM_ROW_ITEMS:
+        col2im_image_by_phase_rows(col, x, g, oh0, oh1, ldc)
+        return
     # locals, as in im2col_image
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
@@ -133,3 +142,57 @@ cdef inline void col2im_image(const floating* col, floating* x, const Geometry* 
                         for ow in range(ow_lo, ow_hi):
                             dst[ow * sw] += src[ow]
                 row += ldc
+
+
+cdef inline Py_ssize_t phase_row_items(const Geometry* g) noexcept nogil:
+    """Items per column phase of col2im_image_by_phase_rows's row: every padded column
+    that an output position reads (ow*sw + j*dw) or that lies in the image (x + pw)."""
+    return max(g.Wo + (g.kw - 1) * g.dw // g.sw, (g.W - 1 + g.pw) // g.sw + 1)
+
+
+cdef inline void col2im_image_by_phase_rows(const floating* col, floating* x,
+                                            const Geometry* g, Py_ssize_t oh0,
+                                            Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
+    """col2im_image for column strides > 1, where adding each column into the image is a
+    strided store that does not vectorize ((16,64,56,56)->128 3x3 s2: a fifth of
+    grad_input's time). Per kernel row and output row, the kw column rows are added
+    contiguously into a padded row split by column phase (row[q, m] is padded column
+    m*sw + q, as in _conv's pad_image), which is then added into the image row."""
+    cdef floating row[COL2IM_ROW_ITEMS]
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
+    cdef Py_ssize_t wq = phase_row_items(g)
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, b, xx, half = W // 2
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* tap
+    cdef floating* even
+    cdef floating* odd
+    for c in range(C):
+        for i in range(kh):
+            span(i * dh - ph, sh, H, Ho, &oh_lo, &oh_hi)
+            oh_lo = min(max(oh_lo, oh0), oh1)
+            oh_hi = min(max(oh_hi, oh_lo), oh1)
+            for oh in range(oh_lo, oh_hi):
+                memset(row, 0, sw * wq * sizeof(floating))
+                src = col + (c * kh + i) * kw * ldc + (oh - oh0) * Wo
+                for j in range(kw):
+                    # padded column ow*sw + j*dw: phase (j*dw) % sw, ow + (j*dw) // sw in
+                    tap = row + (j * dw) % sw * wq + (j * dw) // sw
+                    for ow in range(Wo):
+                        tap[ow] += src[ow]
+                    src += ldc
+                # image column xx is padded column xx + pw
+                dst = x + (c * H + oh * sh + i * dh - ph) * W
+                if sw == 2:
+                    # columns 2b and 2b+1 together: GCC vectorizes the pair as interleaves
+                    even = row + pw % 2 * wq + pw // 2
+                    odd = row + (pw + 1) % 2 * wq + (pw + 1) // 2
+                    for b in range(half):
+                        dst[2 * b] += even[b]
+                        dst[2 * b + 1] += odd[b]
+                    if W % 2:
+                        dst[W - 1] += even[half]
+                else:
+                    for xx in range(W):
+                        dst[xx] += row[(xx + pw) % sw * wq + (xx + pw) // sw]
