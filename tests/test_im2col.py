@@ -17,6 +17,11 @@ CASES = [
     ((2, 4, 9, 7), 3, 3, 4, 2),          # padding wider than the kernel reach: zero columns
     ((2, 2, 6, 5), 1, 1, 0, 1),
     ((2, 3, 5, 5), 5, 1, 2, 1),
+    # stride 1: col2im row by row, in registers, 16 (float32) or 8 columns at a time:
+    # dilation with padding, rows of several register widths, a kernel wider than 16 (the
+    # column-at-a-time code)
+    ((2, 2, 9, 37), (3, 4), 1, (2, 3), (2, 3)),
+    ((1, 2, 3, 40), (2, 17), 1, (0, 5), 1),
     # column stride 2: col2im's phase rows, columns added in pairs (odd width, padding 1;
     # even padding with dilation)
     ((2, 3, 9, 11), 3, 2, 1, 1),
