@@ -254,6 +254,61 @@ def test_winograd_refused_without_vector_kernels(monkeypatch):
         F.conv2d(x, w, algorithm="winograd")
 
 
+# (x shape, weight shape, padding, dilation) of the pixel-vector weight gradient: blocks of
+# 3 output channels by 5 taps, the last of each short
+PIXVEC_CASES = [
+    ((40, 1, 28, 28), (6, 1, 5, 5), 2, 1),      # LeNet's conv1; 40 images: several chunks
+    ((2, 3, 9, 21), (7, 3, 3, 7), 1, 1),        # 7 channels (3+3+1), 7 taps a row (5+2)
+    ((2, 2, 11, 37), (4, 2, 2, 3), (1, 0), (2, 3)),  # rows of 3 vectors, dilation
+    ((3, 5, 6, 6), (16, 5, 3, 3), "same", 1),   # 16 channels; a row shorter than a vector
+    ((1, 1, 5, 4), (1, 1, 4, 4), "same", 1),    # one channel, 'same' with an even kernel
+]
+
+
+def _pixvec_lanes(dtype):
+    return F._conv.pixvec_lanes(np.dtype(dtype).itemsize)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, padding, dilation", PIXVEC_CASES)
+def test_pixel_vector_weight_grad_matches_reference(x_shape, w_shape, padding, dilation, dtype,
+                                                    n_threads, monkeypatch):
+    if _pixvec_lanes(dtype) == 0:
+        pytest.skip("this build has no pixel-vector kernel (AVX-512 only)")
+    calls = []
+    real = F._conv.conv2d_weight_grad_pixvec
+    monkeypatch.setattr(F._conv, "conv2d_weight_grad_pixvec",
+                        lambda *a: calls.append(a[0].shape) or real(*a))
+    x, w, _ = _problem(x_shape, w_shape, dtype)
+    out_shape = R.conv2d(x, w, None, 1, padding, dilation).shape
+    g = np.random.default_rng(1).standard_normal(out_shape).astype(dtype)
+    with fastconv.threads(n_threads):
+        grads = F.conv2d_backward(g, x, w, 1, padding, dilation)
+    assert calls, "the pixel-vector kernel did not run"
+    for actual, expected in zip(grads, R.conv2d_backward(g, x, w, 1, padding, dilation)):
+        _close(actual, expected, dtype)
+    with fastconv.threads(3 - n_threads):
+        other = F.conv2d_backward(g, x, w, 1, padding, dilation, needs_input_grad=False,
+                                  needs_bias_grad=False)[1]
+    np.testing.assert_array_equal(other, grads[1])  # the same bits on 1 and 2 threads
+
+
+def test_pixel_vector_weight_grad_left_to_other_kernels(monkeypatch):
+    # wider layers go to the channel-vector kernel or GEMM: 32 output channels, a stride,
+    # groups, a 1x1 kernel
+    monkeypatch.setattr(F._conv, "conv2d_weight_grad_pixvec",
+                        lambda *a: pytest.fail("the pixel-vector kernel ran"))
+    for x_shape, w_shape, kwargs in [((2, 1, 12, 12), (32, 1, 5, 5), {}),
+                                     ((2, 2, 12, 12), (4, 2, 3, 3), dict(stride=2)),
+                                     ((2, 4, 12, 12), (4, 2, 3, 3), dict(groups=2)),
+                                     ((2, 3, 12, 12), (4, 3, 1, 1), {})]:
+        x, w, _ = _problem(x_shape, w_shape, np.float64)
+        g = np.ones(R.conv2d(x, w, None, **kwargs).shape)
+        _close(F.conv2d_backward(g, x, w, **kwargs)[1],
+               R.conv2d_backward(g, x, w, **kwargs)[1], np.float64)
+
+
 def test_unknown_algorithm_refused():
     x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
     with pytest.raises(ValueError, match="'auto', 'gemm', 'direct' or 'winograd', got 'fft'"):

@@ -1184,6 +1184,150 @@ def conv2d_weight_grad_kvec(const floating[:, :, :, ::1] grad_output,
     sum_slots(&partials[0], n_chunks, slot, 0, slot, &sums[0], num_threads)
 
 
+cdef extern from *:
+    """
+    /* Weight gradient with pixels across the vector ("pixel-vector"), for the layers the
+     * channel-vector kernel leaves to GEMM: few output channels (LeNet's conv1: 6) or few
+     * taps (one input channel, 5x5). A block of KB output channels x JB taps of one kernel
+     * row keeps its KB*JB partial sums in registers over every output pixel of an image,
+     * LANES columns of a row at a time: per step KB grad_output loads and JB input loads
+     * feed KB*JB FMAs. Each sum's lanes are then added up (a fixed tree) into the chunk's
+     * slot, so the result does not depend on the threads. Stride 1; the image padded as
+     * in conv2d_direct (pad_image). Masked-off lanes load zeros: no inf * 0 beyond the
+     * row. */
+    #if defined(__AVX512F__)
+    #define FCP_LANES_F 16
+    #define FCP_LANES_D 8
+    #define FCP_BODY(NAME, T, VEC, MASK, LANES, MLOAD, FMADD, SETZERO, REDUCE, KB, JB)      \
+    static FC_NOINLINE void NAME##_##KB##_##JB(                                             \
+        const T* x, const T* g, Py_ssize_t L, Py_ssize_t ho, Py_ssize_t wo, Py_ssize_t wp,  \
+        Py_ssize_t dw, T* sums, Py_ssize_t k_stride)                                        \
+    {                                                                                       \
+        VEC acc[KB][JB];                                                                    \
+        FCK_PRAGMA(GCC unroll 4)                                                            \
+        for (int k = 0; k < KB; k++)                                                        \
+            FCK_PRAGMA(GCC unroll 8)                                                        \
+            for (int j = 0; j < JB; j++) acc[k][j] = SETZERO();                             \
+        for (Py_ssize_t oh = 0; oh < ho; oh++)                                              \
+            for (Py_ssize_t x0 = 0; x0 < wo; x0 += LANES) {                                 \
+                Py_ssize_t n = wo - x0 < LANES ? wo - x0 : LANES;                           \
+                MASK m = (MASK)((1ull << n) - 1u);                                          \
+                VEC gv[KB];                                                                 \
+                FCK_PRAGMA(GCC unroll 4)                                                    \
+                for (int k = 0; k < KB; k++) gv[k] = MLOAD(m, g + k * L + oh * wo + x0);    \
+                FCK_PRAGMA(GCC unroll 8)                                                    \
+                for (int j = 0; j < JB; j++) {                                              \
+                    VEC xv = MLOAD(m, x + oh * wp + x0 + j * dw);                           \
+                    FCK_PRAGMA(GCC unroll 4)                                                \
+                    for (int k = 0; k < KB; k++) acc[k][j] = FMADD(gv[k], xv, acc[k][j]);   \
+                }                                                                           \
+            }                                                                               \
+        FCK_PRAGMA(GCC unroll 4)                                                            \
+        for (int k = 0; k < KB; k++)                                                        \
+            FCK_PRAGMA(GCC unroll 8)                                                        \
+            for (int j = 0; j < JB; j++) sums[k * k_stride + j] += REDUCE(acc[k][j]);       \
+    }
+    #define FCP_F(KB, JB) FCP_BODY(fcp_wgrad_f, float, __m512, __mmask16, 16,               \
+        _mm512_maskz_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps, _mm512_reduce_add_ps, KB, JB)
+    #define FCP_D(KB, JB) FCP_BODY(fcp_wgrad_d, double, __m512d, __mmask8, 8,               \
+        _mm512_maskz_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd, _mm512_reduce_add_pd, KB, JB)
+    /* blocks of up to 3 channels x 5 taps: 15 sums, 3 + 1 loaded vectors */
+    #define FCP_LIST(X) X(1,1) X(1,2) X(1,3) X(1,4) X(1,5) X(2,1) X(2,2) X(2,3) X(2,4) X(2,5) \
+        X(3,1) X(3,2) X(3,3) X(3,4) X(3,5)
+    FCP_LIST(FCP_F)
+    FCP_LIST(FCP_D)
+    #define FCP_CASE_F(KB, JB) case (KB) * 8 + (JB): fcp_wgrad_f_##KB##_##JB(x, g, L, ho, wo, wp, dw, sums, k_stride); break;
+    #define FCP_CASE_D(KB, JB) case (KB) * 8 + (JB): fcp_wgrad_d_##KB##_##JB(x, g, L, ho, wo, wp, dw, sums, k_stride); break;
+    #define FCP_DISPATCH(NAME, T, CASE)                                                     \
+    static void NAME(int kb, int jb, const T* x, const T* g, Py_ssize_t L, Py_ssize_t ho,   \
+                     Py_ssize_t wo, Py_ssize_t wp, Py_ssize_t dw, T* sums,                  \
+                     Py_ssize_t k_stride)                                                   \
+    {                                                                                       \
+        switch (kb * 8 + jb) { FCP_LIST(CASE) default: break; }                             \
+    }
+    FCP_DISPATCH(fcp_wgrad_f, float, FCP_CASE_F)
+    FCP_DISPATCH(fcp_wgrad_d, double, FCP_CASE_D)
+    #else
+    /* no pixel-vector kernel in this build: FCP_LANES 0 tells the caller */
+    #define FCP_LANES_F 0
+    #define FCP_LANES_D 0
+    #define fcp_wgrad_f(...) ((void)0)
+    #define fcp_wgrad_d(...) ((void)0)
+    #endif
+    #define FCP_KB 3
+    #define FCP_JB 5
+    """
+    enum:
+        PIXVEC_LANES_F "FCP_LANES_F"
+        PIXVEC_LANES_D "FCP_LANES_D"
+        PIXVEC_KB "FCP_KB"
+        PIXVEC_JB "FCP_JB"
+    void fcp_wgrad_f(int kb, int jb, const float* x, const float* g, Py_ssize_t L,
+                     Py_ssize_t ho, Py_ssize_t wo, Py_ssize_t wp, Py_ssize_t dw, float* sums,
+                     Py_ssize_t k_stride) noexcept nogil
+    void fcp_wgrad_d(int kb, int jb, const double* x, const double* g, Py_ssize_t L,
+                     Py_ssize_t ho, Py_ssize_t wo, Py_ssize_t wp, Py_ssize_t dw,
+                     double* sums, Py_ssize_t k_stride) noexcept nogil
+
+
+def pixvec_lanes(int itemsize):
+    """Columns per vector of the pixel-vector weight-gradient kernel for float32 (itemsize
+    4) or float64 (8) in this build of the module; 0 where the build has none."""
+    return PIXVEC_LANES_F if itemsize == 4 else PIXVEC_LANES_D
+
+
+def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
+                              const floating[:, :, :, ::1] x, floating[::1] grad_weight,
+                              floating[::1] work, Py_ssize_t work_stride,
+                              floating[::1] partials, Py_ssize_t chunk, Py_ssize_t kh,
+                              Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh,
+                              Py_ssize_t dw, Py_ssize_t Hp, Py_ssize_t Wp,
+                              int num_threads):
+    """grad_weight (K*C*kh*kw, the weight's layout) of a stride-1 conv2d with no groups,
+    by the pixel-vector kernel (fcp_wgrad).
+
+    Per image: the padded image (pad_image, Hp x Wp, work_stride items per thread), then
+    per input channel, kernel row, block of FCP_KB output channels and block of FCP_JB
+    taps, the block's sums over every output pixel. Images go in fixed chunks of ``chunk``,
+    each summed in order into its own slot of partials (K*C*kh*kw items), and the slots
+    are then added in chunk order: the bits do not depend on the thread count.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = grad_output.shape[1]
+    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3], L = Ho * Wo
+    cdef Py_ssize_t slot = K * C * kh * kw, k_stride = C * kh * kw
+    cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    cdef Py_ssize_t b, n, c, i, kb, k0, jb, j0
+    cdef floating* p
+    cdef floating* part
+    cdef const floating* src
+    for b in prange(n_chunks, nogil=True, schedule="static", num_threads=num_threads):
+        p = &work[0] + threadid() * work_stride
+        part = &partials[0] + b * slot
+        memset(part, 0, slot * sizeof(floating))
+        for n in range(b * chunk, min(b * chunk + chunk, N)):
+            src = padded_image(&x[n, 0, 0, 0], p, C, x.shape[2], x.shape[3], ph, pw, Hp, Wp,
+                               1)
+            for c in range(C):
+                for i in range(kh):
+                    for kb in range((K + PIXVEC_KB - 1) // PIXVEC_KB):
+                        k0 = kb * PIXVEC_KB
+                        for jb in range((kw + PIXVEC_JB - 1) // PIXVEC_JB):
+                            j0 = jb * PIXVEC_JB
+                            if floating is float:
+                                fcp_wgrad_f(min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
+                                            src + (c * Hp + i * dh) * Wp + j0 * dw,
+                                            &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
+                                            part + ((k0 * C + c) * kh + i) * kw + j0,
+                                            k_stride)
+                            else:
+                                fcp_wgrad_d(min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
+                                            src + (c * Hp + i * dh) * Wp + j0 * dw,
+                                            &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
+                                            part + ((k0 * C + c) * kh + i) * kw + j0,
+                                            k_stride)
+    sum_slots(&partials[0], n_chunks, slot, 0, slot, &grad_weight[0], num_threads)
+
+
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[::1] grad_weight, floating[::1] grad_bias,
