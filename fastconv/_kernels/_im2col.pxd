@@ -17,7 +17,9 @@ cdef extern from *:
      * columns at a time, and each tap is one masked load (masked-off lanes are never
      * read, so the address may start before the row). Per column the taps add in the same
      * order (kernel row, then column) as in the strided code: the same bits. */
-    #define FC_COL2IM_ROWS(y, top, i_lo, i_hi)                                              \
+    /* image row y's kernel rows [i_lo, i_hi) (declared here; top = y + ph - oh0), or on to
+     * the next row where it has none */
+    #define FC_COL2IM_ROWS                                                                  \
         Py_ssize_t top = y + ph - oh0;  /* i*dh <= top keeps oh >= oh0 */                   \
         if (top < 0) continue;                                                              \
         Py_ssize_t i_hi = top / dh + 1 < kh ? top / dh + 1 : kh;                            \
@@ -34,7 +36,7 @@ cdef extern from *:
     {                                                                                       \
         for (Py_ssize_t c = 0; c < c_n; c++)                                                \
             for (Py_ssize_t y = 0; y < h; y++) {                                            \
-                FC_COL2IM_ROWS(y, top, i_lo, i_hi)                                          \
+                FC_COL2IM_ROWS                                                              \
                 T* dst = x + (c * h + y) * w;                                               \
                 for (Py_ssize_t i = i_lo; i < i_hi; i++)                                    \
                     for (Py_ssize_t j = 0; j < kw; j++) {                                   \
@@ -75,7 +77,7 @@ cdef extern from *:
             }                                                                               \
             for (Py_ssize_t c = 0; c < c_n; c++)                                            \
                 for (Py_ssize_t y = 0; y < h; y++) {                                        \
-                    FC_COL2IM_ROWS(y, top, i_lo, i_hi)                                      \
+                    FC_COL2IM_ROWS                                                          \
                     T* dst = x + (c * h + y) * w + x0;                                      \
                     VEC acc = MLOAD(all, dst);                                              \
                     for (Py_ssize_t i = i_lo; i < i_hi; i++) {                              \
@@ -211,13 +213,20 @@ cdef inline void col2im_image(const floating* col, floating* x, const Geometry* 
     """Add col (C*kh*kw, (oh1-oh0)*Wo), the columns of output rows [oh0, oh1) laid out as
     in im2col_image, into x (C, H, W) at the input positions they were read from (the
     adjoint of im2col_image); entries in the padding are dropped. The caller zeroes x."""
-    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
     if g.sh == 1 and g.sw == 1:
         col2im_image_by_rows(col, x, g, oh0, oh1, ldc)
-        return
-    if g.sw > 1 and g.sw * phase_row_items(g) <= COL2IM_ROW_ITEMS:
+    elif g.sw > 1 and g.sw * phase_row_items(g) <= COL2IM_ROW_ITEMS:
         col2im_image_by_phase_rows(col, x, g, oh0, oh1, ldc)
-        return
+    else:
+        col2im_image_by_columns(col, x, g, oh0, oh1, ldc)
+
+
+cdef inline void col2im_image_by_columns(const floating* col, floating* x, const Geometry* g,
+                                         Py_ssize_t oh0, Py_ssize_t oh1,
+                                         Py_ssize_t ldc) noexcept nogil:
+    """col2im_image one column row at a time, each added where it lands (at column strides
+    > 1 element by element): the code for the geometries the others leave."""
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
     # locals, as in im2col_image
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
