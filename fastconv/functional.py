@@ -219,6 +219,13 @@ def _read_only(a):
     return a
 
 
+def _grad_chunks(n, images=1):
+    """(images per chunk, chunks) of the weight-gradient sums over n images: about
+    n / _GRAD_CHUNKS, in whole tiles of ``images``, never a function of the threads."""
+    chunk = -(-(-(-n // _GRAD_CHUNKS)) // images) * images
+    return chunk, -(-n // chunk)
+
+
 def _weight_grad_by_kvec(args, grad_weight, nt):
     """Write grad_weight with the channel-vector weight-gradient kernel where it applies
     (>= 16 float32 output channels per group, at least 4 taps per output channel of a
@@ -264,8 +271,7 @@ def _weight_grad_by_kvec(args, grad_weight, nt):
     stride_items = _workspace.round_up(image_items + ho * wo * kvl, dtype)
     nkb = -(-kg // kvl)
     slot = groups * nkb * ntaps * kvl
-    chunk = -(-n // _GRAD_CHUNKS)
-    n_slots = -(-n // chunk)
+    chunk, n_slots = _grad_chunks(n)
     work = _workspace.scratch(nt * stride_items + n_slots * slot, dtype)
     sums = np.empty(slot, dtype=dtype)
     _conv.conv2d_weight_grad_kvec(
@@ -294,14 +300,13 @@ def _weight_grad_by_pixvec(args, grad_weight, nt):
     if (_conv.pixvec_lanes(args.x.itemsize) == 0 or args.stride != (1, 1)
             or args.groups != 1 or kh * kw == 1 or k > _PIXVEC_MOST_CHANNELS):
         return False
-    n, c, h, w = args.x.shape
+    n, c = args.x.shape[:2]
     ho, wo = args.out_shape[2:]
     (ph, pw), (dh, dw) = args.padding, args.dilation
     hp, wp = ho + (kh - 1) * dh, wo + (kw - 1) * dw
     dtype = args.x.dtype
     stride_items = _workspace.round_up(c * hp * wp, dtype)
-    chunk = -(-n // _GRAD_CHUNKS)
-    n_slots = -(-n // chunk)
+    chunk, n_slots = _grad_chunks(n)
     work = _workspace.scratch(nt * stride_items + n_slots * args.weight.size, dtype)
     _conv.conv2d_weight_grad_pixvec(
         _contiguous(args.grad_output), _contiguous(args.x), grad_weight.reshape(-1),
@@ -583,9 +588,8 @@ def _gemm_backward_plan(args, nt, with_sums):
     with_sums)."""
     n = args.x.shape[0]
     images, rows, stride_items = _tiles(args)
-    # whole tiles per chunk, so the chunks (and the sums) do not depend on threads
-    chunk = -(-(-(-n // _GRAD_CHUNKS)) // images) * images
-    n_slots = -(-n // chunk) if with_sums else 0
+    chunk, n_slots = _grad_chunks(n, images)  # whole tiles per chunk
+    n_slots = n_slots if with_sums else 0
     slot = args.weight.size + args.weight.shape[0]
     work = _workspace.scratch(nt * stride_items + n_slots * slot, args.x.dtype)
     return images, rows, stride_items, chunk, work

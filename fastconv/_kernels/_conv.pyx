@@ -1276,6 +1276,17 @@ def pixvec_lanes(int itemsize):
     return PIXVEC_LANES_F if itemsize == 4 else PIXVEC_LANES_D
 
 
+cdef inline void pixvec_block(int kb, int jb, const floating* x, const floating* g,
+                              Py_ssize_t L, Py_ssize_t ho, Py_ssize_t wo, Py_ssize_t wp,
+                              Py_ssize_t dw, floating* sums,
+                              Py_ssize_t k_stride) noexcept nogil:
+    """fcp_wgrad of the dtype: a kb x jb block of sums over an image's pixels."""
+    if floating is float:
+        fcp_wgrad_f(kb, jb, x, g, L, ho, wo, wp, dw, sums, k_stride)
+    else:
+        fcp_wgrad_d(kb, jb, x, g, L, ho, wo, wp, dw, sums, k_stride)
+
+
 def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
                               const floating[:, :, :, ::1] x, floating[::1] grad_weight,
                               floating[::1] work, Py_ssize_t work_stride,
@@ -1313,18 +1324,10 @@ def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
                         k0 = kb * PIXVEC_KB
                         for jb in range((kw + PIXVEC_JB - 1) // PIXVEC_JB):
                             j0 = jb * PIXVEC_JB
-                            if floating is float:
-                                fcp_wgrad_f(min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
-                                            src + (c * Hp + i * dh) * Wp + j0 * dw,
-                                            &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
-                                            part + ((k0 * C + c) * kh + i) * kw + j0,
-                                            k_stride)
-                            else:
-                                fcp_wgrad_d(min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
-                                            src + (c * Hp + i * dh) * Wp + j0 * dw,
-                                            &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
-                                            part + ((k0 * C + c) * kh + i) * kw + j0,
-                                            k_stride)
+                            pixvec_block(min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
+                                         src + (c * Hp + i * dh) * Wp + j0 * dw,
+                                         &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
+                                         part + ((k0 * C + c) * kh + i) * kw + j0, k_stride)
     sum_slots(&partials[0], n_chunks, slot, 0, slot, &grad_weight[0], num_threads)
 
 
