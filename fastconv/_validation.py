@@ -802,7 +802,7 @@ def _batch_view(x, name):
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects {name} of at least 2 dims (N, C, ...), got "
                          f"shape {_shape_str(x.shape)}")
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
 def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
