@@ -5,9 +5,13 @@
  * image i's L values start at x + i * stride (stride = C * L). The caller runs channels in
  * parallel; a channel's sums are formed by one thread in a fixed order (FC_BN_LANES running
  * sums, lane k taking the elements j = k mod FC_BN_LANES of each image's run, the runs'
- * leftover elements into lane 0, the lanes added in a fixed tree at the end), so the bits
+ * leftover elements into a tail sum, the lanes added in a fixed tree at the end and the
+ * tail after them), so the bits
  * never depend on the thread count. The lanes are independent sums, not a reassociated
- * one, so GCC vectorizes them without -ffast-math. Sums are in double for either type
+ * one: with GCC or clang they are vectors (vector extensions, of the build level's width;
+ * GCC's own vectorizer kept 16 scalar lanes in scalar registers), elsewhere a plain array,
+ * the same sums either way. Sums are
+ * in double for either type
  * (as torch's CPU kernels accumulate float32 statistics), taken about the channel's first
  * value: the shifted sums keep the variance accurate when the mean is large against the
  * spread, at no cost in passes.
@@ -16,10 +20,40 @@
 #define FASTCONV_BATCHNORM_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* Independent running sums per channel: 16 doubles are two AVX-512 or four AVX2 registers,
  * enough to hide the adds' latency. */
 #define FC_BN_LANES 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_BN_VECTORS 1
+/* The lanes as FC_BN_NV vectors of the build's width: one zmm each under AVX-512, else a
+ * ymm (or two xmm): vectors wider than the build's registers live on the stack. */
+#if defined(__AVX512F__)
+#define FC_BN_VW 8
+#else
+#define FC_BN_VW 4
+#endif
+#define FC_BN_NV (FC_BN_LANES / FC_BN_VW)
+typedef double fc_bn_vd __attribute__((vector_size(FC_BN_VW * sizeof(double))));
+typedef float fc_bn_vf __attribute__((vector_size(FC_BN_VW * sizeof(float))));
+
+/* FC_BN_VW consecutive values as doubles (memcpy: an unaligned load). */
+static inline fc_bn_vd fc_bn_load_f32(const float *p)
+{
+    fc_bn_vf v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, fc_bn_vd);
+}
+
+static inline fc_bn_vd fc_bn_load_f64(const double *p)
+{
+    fc_bn_vd v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#endif
 
 /* The lanes added pairwise, always in the same tree. */
 static inline double fc_bn_lane_total(const double *lane)

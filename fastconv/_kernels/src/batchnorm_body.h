@@ -5,8 +5,31 @@
 static void FC_BN_NAME(fc_bn_moments)(const FC_BN_T *x, ptrdiff_t n, ptrdiff_t stride,
                                       ptrdiff_t l, double *mean, double *var)
 {
-    double sum[FC_BN_LANES] = {0}, sumsq[FC_BN_LANES] = {0};
+    double sum[FC_BN_LANES] = {0}, sumsq[FC_BN_LANES] = {0}, sum_tail = 0, sumsq_tail = 0;
     const double shift = (double)x[0];
+#ifdef FC_BN_VECTORS
+    fc_bn_vd s[FC_BN_NV] = {{0}}, q[FC_BN_NV] = {{0}};
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FC_BN_T *row = x + i * stride;
+        ptrdiff_t j = 0;
+        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
+            for (int u = 0; u < FC_BN_NV; u++) {
+                fc_bn_vd d = FC_BN_NAME(fc_bn_load)(row + j + u * FC_BN_VW) - shift;
+                s[u] += d;
+                q[u] += d * d;
+            }
+        for (; j < l; j++) {
+            double d = (double)row[j] - shift;
+            sum_tail += d;
+            sumsq_tail += d * d;
+        }
+    }
+    for (int u = 0; u < FC_BN_NV; u++)  /* element by element: a memcpy kept s in memory */
+        for (int k = 0; k < FC_BN_VW; k++) {
+            sum[u * FC_BN_VW + k] = s[u][k];
+            sumsq[u * FC_BN_VW + k] = q[u][k];
+        }
+#else
     for (ptrdiff_t i = 0; i < n; i++) {
         const FC_BN_T *row = x + i * stride;
         ptrdiff_t j = 0;
@@ -18,13 +41,14 @@ static void FC_BN_NAME(fc_bn_moments)(const FC_BN_T *x, ptrdiff_t n, ptrdiff_t s
             }
         for (; j < l; j++) {
             double d = (double)row[j] - shift;
-            sum[0] += d;
-            sumsq[0] += d * d;
+            sum_tail += d;
+            sumsq_tail += d * d;
         }
     }
+#endif
     const double count = (double)n * (double)l;
-    const double centered = fc_bn_lane_total(sum) / count;  /* mean - shift */
-    const double v = fc_bn_lane_total(sumsq) / count - centered * centered;
+    const double centered = (fc_bn_lane_total(sum) + sum_tail) / count;  /* mean - shift */
+    const double v = (fc_bn_lane_total(sumsq) + sumsq_tail) / count - centered * centered;
     *mean = shift + centered;
     *var = v < 0 ? 0 : v;  /* rounding can take a constant channel below 0; NaN stays */
 }
@@ -47,7 +71,30 @@ static void FC_BN_NAME(fc_bn_grad_sums)(const FC_BN_T *g, const FC_BN_T *x, ptrd
                                         ptrdiff_t stride, ptrdiff_t l, double mean,
                                         double *sum_g, double *sum_gx)
 {
-    double sg[FC_BN_LANES] = {0}, sgx[FC_BN_LANES] = {0};
+    double sg[FC_BN_LANES] = {0}, sgx[FC_BN_LANES] = {0}, sg_tail = 0, sgx_tail = 0;
+#ifdef FC_BN_VECTORS
+    fc_bn_vd s[FC_BN_NV] = {{0}}, p[FC_BN_NV] = {{0}};
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const FC_BN_T *grow = g + i * stride, *xrow = x + i * stride;
+        ptrdiff_t j = 0;
+        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
+            for (int u = 0; u < FC_BN_NV; u++) {
+                fc_bn_vd gv = FC_BN_NAME(fc_bn_load)(grow + j + u * FC_BN_VW);
+                s[u] += gv;
+                p[u] += gv * (FC_BN_NAME(fc_bn_load)(xrow + j + u * FC_BN_VW) - mean);
+            }
+        for (; j < l; j++) {
+            double gv = (double)grow[j];
+            sg_tail += gv;
+            sgx_tail += gv * ((double)xrow[j] - mean);
+        }
+    }
+    for (int u = 0; u < FC_BN_NV; u++)
+        for (int k = 0; k < FC_BN_VW; k++) {
+            sg[u * FC_BN_VW + k] = s[u][k];
+            sgx[u * FC_BN_VW + k] = p[u][k];
+        }
+#else
     for (ptrdiff_t i = 0; i < n; i++) {
         const FC_BN_T *grow = g + i * stride, *xrow = x + i * stride;
         ptrdiff_t j = 0;
@@ -59,12 +106,13 @@ static void FC_BN_NAME(fc_bn_grad_sums)(const FC_BN_T *g, const FC_BN_T *x, ptrd
             }
         for (; j < l; j++) {
             double gv = (double)grow[j];
-            sg[0] += gv;
-            sgx[0] += gv * ((double)xrow[j] - mean);
+            sg_tail += gv;
+            sgx_tail += gv * ((double)xrow[j] - mean);
         }
     }
-    *sum_g = fc_bn_lane_total(sg);
-    *sum_gx = fc_bn_lane_total(sgx);
+#endif
+    *sum_g = fc_bn_lane_total(sg) + sg_tail;
+    *sum_gx = fc_bn_lane_total(sgx) + sgx_tail;
 }
 
 /* dx = g * a + (x - mean) * b + c: the training backward with its per-channel coefficients
