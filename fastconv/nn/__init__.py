@@ -11,8 +11,9 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatt
                      MaxPool2d, ReLU, Sigmoid, Tanh)
 from .loss import CrossEntropyLoss, MSELoss
 from .models import lenet
-from .module import Module, Sequential
+from .module import Module
 from .parameter import Parameter
+from .sequential import Sequential
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
