@@ -25,6 +25,13 @@ _INT_MAX = 2**31 - 1
 # which keeps grad_weight bitwise identical across thread counts.
 _GRAD_CHUNKS = 32
 
+# The fully connected products' outputs are cut into at most _MATMUL_PIECES pieces along
+# their longer side, each a whole number of _MATMUL_MIN_PIECE rows or columns: one BLAS call
+# per piece. BLAS rounds differently for different sub-matrix shapes, so the cut depends
+# on the shape only, never on the thread count.
+_MATMUL_PIECES = 4
+_MATMUL_MIN_PIECE = 16
+
 # Output positions (GEMM columns) per tile of the GEMM paths; see _tiles. Measured
 # (float32, 1 thread) over 256..2048: the large 3x3 layers are flat from 512 up, LeNet's
 # layers and the 1x1 layer best at 512-1024; a fixed byte budget instead (64 KiB..1 MiB)
@@ -663,20 +670,32 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
+def _matmul_pieces(m, n):
+    """(by_rows, piece) of _gemm.matmul for an (m, n) output: cut the longer side into
+    pieces of ``piece`` rows or columns, a function of the shape only (see _MATMUL_PIECES)."""
+    by_rows = m >= n
+    length = m if by_rows else n
+    piece = -(-length // _MATMUL_PIECES)
+    piece = max(_MATMUL_MIN_PIECE, -(-piece // _MATMUL_MIN_PIECE) * _MATMUL_MIN_PIECE)
+    return by_rows, piece
+
+
 def _matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
-    output's rows or columns split over fastconv's threads, one BLAS call each: the
-    fully connected layers' products. NumPy's matmul would run BLAS's own thread pool
-    beside OpenMP's (the two fight over the cores), or one thread under
-    blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
+    output's rows or columns cut into pieces (_matmul_pieces) shared out over fastconv's
+    threads, one BLAS call each: the fully connected layers' products. NumPy's matmul
+    would run BLAS's own thread pool beside OpenMP's (the two fight over the cores), or
+    one thread under blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this:
+    0.15 ms).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _check_blas_dims(*a.shape, *b.shape)
+    by_rows, piece = _matmul_pieces(m, n)
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, get_num_threads())
+        _gemm.matmul(a, b, out, trans_a, trans_b, by_rows, piece, get_num_threads())
     return out
 
 
