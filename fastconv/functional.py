@@ -16,6 +16,10 @@ import numpy as np
 from . import _validation, _workspace
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
+from ._adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,  # noqa: F401
+                             adaptive_max_pool2d, adaptive_max_pool2d_backward)
+from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
+                       softmax, softmax_backward)
 
 # BLAS takes C ints: every GEMM dimension must fit one.
 _INT_MAX = 2**31 - 1
