@@ -185,3 +185,29 @@ def test_resnet_fits_and_saves(tmp_path):
     clone = models.cifar_resnet(8, num_classes=2, in_channels=1).load(tmp_path / "r8.npz")
     model.eval(), clone.eval()
     np.testing.assert_array_equal(clone(x), model(x))
+
+
+def test_train_resnet_script_on_small_cifar_files(tmp_path, capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from fastconv import datasets
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_resnet.py"
+    if not example.exists():
+        pytest.skip("examples/ is not shipped next to the installed tests")
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "cifar" / datasets.CIFAR10.folder
+    folder.mkdir(parents=True)
+    for name in datasets.CIFAR10.train + datasets.CIFAR10.test:
+        datasets.write_cifar_binary(folder / name, rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8),
+                                    rng.integers(0, 10, 8))
+    monkeypatch.setattr(sys, "argv", [
+        str(example), "--dataset", "cifar10", "--data", str(tmp_path / "cifar"), "--epochs", "2",
+        "--batch-size", "16", "--threads", "1", "--quiet", "--save", str(tmp_path / "r20.npz")])
+    runpy.run_path(str(example), run_name="__main__")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("data: CIFAR10, 40 train / 8 test images")
+    assert sum(line.startswith("epoch") for line in lines) == 2
+    assert lines[-1].startswith("test accuracy: ") and 0 <= float(lines[-1].split()[-1]) <= 1
+    assert set(models.resnet20().load(tmp_path / "r20.npz").state_dict()) == set(models.resnet20().state_dict())
