@@ -127,12 +127,13 @@ class _Writer:
         self.nodes, self.initializers = [], []
 
     def node(self, op, inputs, name, **attrs):
-        """Append one node; returns its output's name."""
+        """Append one node; returns its output's name (``layer/op``: state_dict keys, the
+        initializers' names, have no slash)."""
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
     def constant(self, name, array):
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def module(self, module, x_name, x, path):
@@ -150,12 +151,12 @@ class _Writer:
                 short_name, short = x_name, x
             else:
                 short_name, short = self.module(module.shortcut, x_name, x, f"{path}shortcut.")
-            return self.node("Add", [main_name, short_name], f"{label}.add"), main + short
+            return self.node("Add", [main_name, short_name], f"{label}/add"), main + short
         if module_is(module, "Concat"):
             outs = [self.module(branch, x_name, x, f"{path}{name}.")
                     for name, branch in module._modules.items()]
             y = np.concatenate([o for _, o in outs], axis=1)
-            return self.node("Concat", [n for n, _ in outs], f"{label}.concat", axis=1), y
+            return self.node("Concat", [n for n, _ in outs], f"{label}/concat", axis=1), y
         write = getattr(self, f"_{kind}", None)
         if write is None or not isinstance(module, getattr(nn, kind, ())):
             raise ValueError(f"export: layer {label!r} ({kind}) has no ONNX form in fastconv.onnx")
@@ -173,7 +174,7 @@ class _Writer:
         inputs = [x_name] + self._params(path, ("weight", m.weight.data))
         if m.bias is not None:
             inputs += self._params(path, ("bias", m.bias.data))
-        return self.node("Conv", inputs, f"{label}.conv", kernel_shape=list(m.kernel_size),
+        return self.node("Conv", inputs, f"{label}/conv", kernel_shape=list(m.kernel_size),
                          strides=list(m.stride), pads=[top, left, bottom, right],
                          dilations=list(m.dilation), group=m.groups)
 
@@ -193,61 +194,61 @@ class _Writer:
 
     def _MaxPool2d(self, m, x_name, x, y, path, label):
         attrs, dilation = self._pool_attrs(m, x, y, label, "MaxPool")
-        return self.node("MaxPool", [x_name], f"{label}.maxpool", dilations=list(dilation), **attrs)
+        return self.node("MaxPool", [x_name], f"{label}/maxpool", dilations=list(dilation), **attrs)
 
     def _AvgPool2d(self, m, x_name, x, y, path, label):
         if m.divisor_override is not None:
             raise ValueError(f"export: layer {label!r} (AvgPool2d) has divisor_override; ONNX "
                              f"AveragePool has no such attribute")
         attrs, _ = self._pool_attrs(m, x, y, label, "AveragePool")
-        return self.node("AveragePool", [x_name], f"{label}.avgpool",
+        return self.node("AveragePool", [x_name], f"{label}/avgpool",
                          count_include_pad=int(bool(m.count_include_pad)), **attrs)
 
     def _AdaptiveAvgPool2d(self, m, x_name, x, y, path, label):
         if y.shape[-2:] != (1, 1):
             raise ValueError(f"export: layer {label!r} (AdaptiveAvgPool2d) has output size "
                              f"{y.shape[-2:]}; only (1, 1) (GlobalAveragePool) is exported")
-        return self.node("GlobalAveragePool", [x_name], f"{label}.gap")
+        return self.node("GlobalAveragePool", [x_name], f"{label}/gap")
 
     def _Linear(self, m, x_name, x, y, path, label):
         if x.ndim == 2:
             inputs = [x_name] + self._params(path, ("weight", m.weight.data))
             if m.bias is not None:
                 inputs += self._params(path, ("bias", m.bias.data))
-            return self.node("Gemm", inputs, f"{label}.gemm", transB=1)
+            return self.node("Gemm", inputs, f"{label}/gemm", transB=1)
         out = self.node("MatMul", [x_name] + self._params(path, ("weight", m.weight.data.T)),
-                        f"{label}.matmul")
+                        f"{label}/matmul")
         if m.bias is None:
             return out
-        return self.node("Add", [out] + self._params(path, ("bias", m.bias.data)), f"{label}.bias")
+        return self.node("Add", [out] + self._params(path, ("bias", m.bias.data)), f"{label}/bias")
 
     def _Flatten(self, m, x_name, x, y, path, label):
         if y.shape != (x.shape[0], int(np.prod(x.shape[1:]))):
             raise ValueError(f"export: layer {label!r} (Flatten) with start_dim={m.start_dim}, "
                              f"end_dim={m.end_dim}: ONNX Flatten only flattens every dim after the first")
-        return self.node("Flatten", [x_name], f"{label}.flatten", axis=1)
+        return self.node("Flatten", [x_name], f"{label}/flatten", axis=1)
 
     def _ReLU(self, m, x_name, x, y, path, label):
-        return self.node("Relu", [x_name], f"{label}.relu")
+        return self.node("Relu", [x_name], f"{label}/relu")
 
     def _LeakyReLU(self, m, x_name, x, y, path, label):
-        return self.node("LeakyRelu", [x_name], f"{label}.leakyrelu", alpha=float(m.negative_slope))
+        return self.node("LeakyRelu", [x_name], f"{label}/leakyrelu", alpha=float(m.negative_slope))
 
     def _Sigmoid(self, m, x_name, x, y, path, label):
-        return self.node("Sigmoid", [x_name], f"{label}.sigmoid")
+        return self.node("Sigmoid", [x_name], f"{label}/sigmoid")
 
     def _Tanh(self, m, x_name, x, y, path, label):
-        return self.node("Tanh", [x_name], f"{label}.tanh")
+        return self.node("Tanh", [x_name], f"{label}/tanh")
 
     def _Softmax(self, m, x_name, x, y, path, label):
-        return self.node("Softmax", [x_name], f"{label}.softmax", axis=int(m.dim))
+        return self.node("Softmax", [x_name], f"{label}/softmax", axis=int(m.dim))
 
     def _Identity(self, m, x_name, x, y, path, label):
         return x_name
 
     def _Dropout(self, m, x_name, x, y, path, label):
         ratio = self.constant(f"{path}ratio", np.asarray(m.p, self.dtype))
-        return self.node("Dropout", [x_name, ratio], f"{label}.dropout")
+        return self.node("Dropout", [x_name, ratio], f"{label}/dropout")
 
     def _BatchNorm(self, m, x_name, label, path):
         if not m.track_running_stats:
@@ -263,7 +264,7 @@ class _Writer:
         attrs = {"epsilon": float(m.eps)}
         if m.momentum is not None:
             attrs["momentum"] = 1.0 - float(m.momentum)  # ONNX weighs the running value
-        return self.node("BatchNormalization", inputs, f"{label}.batchnorm", **attrs)
+        return self.node("BatchNormalization", inputs, f"{label}/batchnorm", **attrs)
 
     def _BatchNorm1d(self, m, x_name, x, y, path, label):
         return self._BatchNorm(m, x_name, label, path)
@@ -642,8 +643,6 @@ class _Builder:
         return attrs, kernel, stride, padding, dilation
 
     def _MaxPool(self, node, rank):
-        if len([v for v in node.outputs if v]) > 1:
-            raise node.error("the Indices output is not supported")
         attrs, kernel, stride, padding, dilation = self._pool_args(node, rank, storage_order=0)
         if attrs["storage_order"] != 0:
             raise node.error("storage_order=1 is not supported")
