@@ -170,17 +170,23 @@ def _cpu_variant(ext, level):
         with open(wrapper, "w") as f:
             f.write(text)
     variant = Extension(f"{package}._{level}.{module}", [wrapper], include_dirs=ext.include_dirs,
-                        define_macros=ext.define_macros, depends=ext.sources)
+                        define_macros=ext.define_macros, depends=ext.sources + ext.depends)
     variant.cpu_level = level
     return variant
 
 
+# The kernels' C (included by the .pyx/.pxd files): editing a header rebuilds every module.
+C_SOURCES = os.path.join("fastconv", "_kernels", "src")
+
+
 def _extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    headers = sorted(glob.glob(os.path.join(C_SOURCES, "*.h")))
     exts = []
     for pyx in sorted(glob.glob(os.path.join("fastconv", "_kernels", "*.pyx"))):
         name = os.path.splitext(pyx)[0].replace(os.sep, ".")
-        exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()], define_macros=macros))
+        exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include(), C_SOURCES],
+                              define_macros=macros, depends=headers))
     # Debug C sources live apart, so switching FASTCONV_DEBUG regenerates them.
     build_dir = os.path.join("build", "cython-debug") if DEBUG else None
     exts = cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=build_dir,
