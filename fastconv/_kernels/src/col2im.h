@@ -29,16 +29,7 @@ static FC_INLINE int fc_col2im_kernel_rows(Py_ssize_t y, Py_ssize_t ph, Py_ssize
     return *i_lo < *i_hi;
 }
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#include "col2im_impl.h"
-#undef FC_T
-#undef FC_FN
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#include "col2im_impl.h"
-#undef FC_T
-#undef FC_FN
+#define FC_IMPL "col2im_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_COL2IM_H */

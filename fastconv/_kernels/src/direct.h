@@ -30,20 +30,7 @@
 #define FC_KB6 FC_KB
 #endif
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#define FC_VW FC_VW_F
-#include "direct_impl.h"
-#undef FC_T
-#undef FC_FN
-#undef FC_VW
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#define FC_VW FC_VW_D
-#include "direct_impl.h"
-#undef FC_T
-#undef FC_FN
-#undef FC_VW
+#define FC_IMPL "direct_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_DIRECT_H */

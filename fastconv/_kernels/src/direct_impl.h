@@ -75,6 +75,9 @@ static void FC_FN(fc_direct)(int wide, int six, FC_DIRECT_ARGS) {
 #undef FC_DIRECT_PASS
 
 #else
+/* the columns of the portable block */
+#define FC_VW (sizeof(FC_T) == sizeof(float) ? FC_VW_F : FC_VW_D)
+
 /* Portable C, FC_KB x FC_VW, which GCC vectorizes for the build's instruction set; one
  * block, whatever wide and six say (FC_WIDE and FC_KB6 tell the caller). */
 static FC_NOINLINE void FC_FN(fc_direct_block)(const FC_T* p, const FC_T* wb, FC_T* o,
@@ -113,4 +116,5 @@ static void FC_FN(fc_direct)(int wide, int six, const FC_T* p, const FC_T* wb, F
     (void)six;
     FC_FN(fc_direct_block)(p, wb, o, bias, kb_n, vw_n, cg, kh, kw, sw, dh, dw, hp, wq, L);
 }
+#undef FC_VW
 #endif

@@ -25,15 +25,15 @@
 #define FCK_MAX_A1 28
 #define FCK_MAX_A2 14
 /* every (kv, a) instance, kv in {1, 2}, 1 <= a <= FCK_MAX_A<kv> */
-#define FCK_LIST1(X)                                                                               \
-    X(1, 1)                                                                                        \
-    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(1, 9) X(1, 10) X(1, 11) X(1, 12)     \
-        X(1, 13) X(1, 14) X(1, 15) X(1, 16) X(1, 17) X(1, 18) X(1, 19) X(1, 20) X(1, 21) X(1, 22)  \
-            X(1, 23) X(1, 24) X(1, 25) X(1, 26) X(1, 27) X(1, 28)
-#define FCK_LIST2(X)                                                                               \
-    X(2, 1)                                                                                        \
-    X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6) X(2, 7) X(2, 8) X(2, 9) X(2, 10) X(2, 11) X(2, 12)     \
-        X(2, 13) X(2, 14)
+// clang-format off
+#define FCK_LIST1(X) \
+    X(1, 1)  X(1, 2)  X(1, 3)  X(1, 4)  X(1, 5)  X(1, 6)  X(1, 7)  X(1, 8)  X(1, 9)  X(1, 10) \
+    X(1, 11) X(1, 12) X(1, 13) X(1, 14) X(1, 15) X(1, 16) X(1, 17) X(1, 18) X(1, 19) X(1, 20) \
+    X(1, 21) X(1, 22) X(1, 23) X(1, 24) X(1, 25) X(1, 26) X(1, 27) X(1, 28)
+#define FCK_LIST2(X) \
+    X(2, 1)  X(2, 2)  X(2, 3)  X(2, 4)  X(2, 5)  X(2, 6)  X(2, 7)  X(2, 8)  X(2, 9)  X(2, 10) \
+    X(2, 11) X(2, 12) X(2, 13) X(2, 14)
+// clang-format on
 
 /* r[i] (pixel i's channels) -> r[k] (channel k's pixels), 16x16 floats: unpack pairs of
  * rows, then 4-row groups within 128-bit lanes, then the lanes themselves */
@@ -86,10 +86,12 @@ static FC_INLINE void fcv_transpose_d(__m512d r[8]) {
 /* 16 registers: KV weights, one broadcast input, A*KV accumulators */
 #define FCK_MAX_A1 12
 #define FCK_MAX_A2 6
-#define FCK_LIST1(X)                                                                               \
-    X(1, 1)                                                                                        \
-    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(1, 6) X(1, 7) X(1, 8) X(1, 9) X(1, 10) X(1, 11) X(1, 12)
+// clang-format off
+#define FCK_LIST1(X) \
+    X(1, 1)  X(1, 2)  X(1, 3)  X(1, 4)  X(1, 5)  X(1, 6)  X(1, 7)  X(1, 8)  X(1, 9)  X(1, 10) \
+    X(1, 11) X(1, 12)
 #define FCK_LIST2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)
+// clang-format on
 
 /* 8x8 floats: unpack pairs of rows, then 4-row groups within 128-bit lanes, then the
  * lanes */
@@ -133,16 +135,7 @@ static FC_INLINE void fcv_transpose_d(__m256d r[4]) {
 
 #define fcv_transpose FC_FN(fcv_transpose)
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#include "kvec_impl.h"
-#undef FC_T
-#undef FC_FN
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#include "kvec_impl.h"
-#undef FC_T
-#undef FC_FN
+#define FC_IMPL "kvec_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_KVEC_H */

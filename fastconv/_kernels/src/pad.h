@@ -21,16 +21,7 @@ static FC_INLINE void fc_phase_span(Py_ssize_t q, Py_ssize_t pad, Py_ssize_t sw,
     *hi = b;
 }
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#include "pad_impl.h"
-#undef FC_T
-#undef FC_FN
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#include "pad_impl.h"
-#undef FC_T
-#undef FC_FN
+#define FC_IMPL "pad_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_PAD_H */

@@ -22,25 +22,18 @@
 #define FCP_LANES_F 16
 #define FCP_LANES_D 8
 /* every (kb, jb) block, 1 <= kb <= FCP_KB, 1 <= jb <= FCP_JB */
-#define FCP_LIST(X)                                                                                \
-    X(1, 1)                                                                                        \
-    X(1, 2) X(1, 3) X(1, 4) X(1, 5) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(3, 1) X(3, 2)        \
-        X(3, 3) X(3, 4) X(3, 5)
+// clang-format off
+#define FCP_LIST(X) \
+    X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(1, 5) \
+    X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) \
+    X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5)
+// clang-format on
 #else
 #define FCP_LANES_F 0
 #define FCP_LANES_D 0
 #endif
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#include "pixvec_impl.h"
-#undef FC_T
-#undef FC_FN
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#include "pixvec_impl.h"
-#undef FC_T
-#undef FC_FN
+#define FC_IMPL "pixvec_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_PIXVEC_H */

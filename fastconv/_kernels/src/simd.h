@@ -3,8 +3,9 @@
  * SIMD modules for the x86-64 baseline, x86-64-v3 and x86-64-v4), per element type.
  *
  * Kernels are written once per element type through FC_FN: a *_impl.h file, included by
- * its family's header once with FC_T float and FC_FN(name) name##_f, once with double and
- * name##_d, uses fcv_t and the fcv_* operations below, which map to that type's. */
+ * its family's header through each_type.h once with FC_T float and FC_FN(name) name##_f,
+ * once with double and name##_d, uses fcv_t and the fcv_* operations below, which map to
+ * that type's. */
 #ifndef FASTCONV_SIMD_H
 #define FASTCONV_SIMD_H
 

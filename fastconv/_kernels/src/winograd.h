@@ -13,16 +13,7 @@
 #define FCW_IVDEP
 #endif
 
-#define FC_T float
-#define FC_FN(name) name##_f
-#include "winograd_impl.h"
-#undef FC_T
-#undef FC_FN
-
-#define FC_T double
-#define FC_FN(name) name##_d
-#include "winograd_impl.h"
-#undef FC_T
-#undef FC_FN
+#define FC_IMPL "winograd_impl.h"
+#include "each_type.h"
 
 #endif /* FASTCONV_WINOGRAD_H */
