@@ -45,7 +45,8 @@ CPU_VARIANTS = {
 }
 # The target platform (sysconfig honours cibuildwheel's _PYTHON_HOST_PLATFORM when it
 # cross-compiles): x86-64 only.
-CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE and not DEBUG
+# FASTCONV_DEBUG builds them too, so that the sanitizer build checks every SIMD kernel.
+CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE
                 and sysconfig.get_platform().endswith(("x86_64", "amd64")))
 
 # Set once for the whole build; FASTCONV_DEBUG=1 turns the checks back on.

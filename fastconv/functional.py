@@ -65,7 +65,9 @@ _WINOGRAD_MIN_PIXELS = 196
 
 
 def _contiguous(a):
-    return np.ascontiguousarray(a)
+    """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
+    typed C pointers, and a misaligned one is undefined behaviour (UBSan reports it)."""
+    return np.require(a, requirements="CA")
 
 
 def _check_blas_dims(*dims):
@@ -518,10 +520,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if out is None:
         out = np.empty(shape, dtype=dtype)
     elif not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape \
-            or not out.flags.c_contiguous or not out.flags.writeable:
+            or not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
         raise ValueError(
-            f"out must be a writeable C-contiguous {dtype} array of shape {shape}, got "
-            + (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+            f"out must be a writeable C-contiguous {dtype} array of shape {shape} (aligned), got "
+            + (f"{out.dtype} array of shape {out.shape}"
+               + ("" if out.flags.aligned else ", unaligned") if isinstance(out, np.ndarray)
                else type(out).__name__))
     if any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
         raise ValueError("out must not share memory with input, weight or bias: the kernel "
@@ -758,7 +761,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 def _planes(a4):
     """(N, C, H, W) array -> C-contiguous (N*C, H, W): the layout the pool kernels take."""
     n, c, h, w = a4.shape
-    return np.ascontiguousarray(a4).reshape(n * c, h, w)
+    return _contiguous(a4).reshape(n * c, h, w)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -899,14 +902,14 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
 
 def _flat(a):
-    """A flat C-contiguous view of ``a`` (a copy only when ``a`` is not C-contiguous)."""
-    return np.ascontiguousarray(a).reshape(-1)
+    """A flat C-contiguous, aligned view of ``a`` (a copy only when ``a`` is not one)."""
+    return _contiguous(a).reshape(-1)
 
 
 def _elementwise(kernel, x, inplace, *args):
     """Run ``kernel(x_flat, out_flat, *args, num_threads)`` into a new array, or into ``x``
     when ``inplace`` (through a contiguous copy when ``x`` is not C-contiguous)."""
-    if inplace and x.flags.c_contiguous:
+    if inplace and x.flags.c_contiguous and x.flags.aligned:
         out = x
     else:
         out = np.empty(x.shape, x.dtype)

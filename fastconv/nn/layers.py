@@ -134,14 +134,19 @@ class Conv2d(Module):
         return np.pad(x, ((0, 0),) * (x.ndim - 2) + pads, mode=self._PADDING_MODES[self.padding_mode])
 
     def _unpad_grad(self, grad_padded, shape):
-        """Gradient of :meth:`_pad`: every padded cell's gradient added to the cell it copied."""
-        pads = self._explicit_padding()
+        """Gradient of :meth:`_pad`: every padded row's gradient added to the row it copied,
+        in order, then likewise the columns. Slice additions, not a product with one-hot
+        maps: no BLAS (whose bits may follow its thread count), and no inf * 0 = NaN."""
+        grad = grad_padded
         mode = self._PADDING_MODES[self.padding_mode]
-        h, w = shape[-2:]
-        # One-hot (padded, original) maps: padded row i copies row src[i].
-        rows = np.eye(h, dtype=grad_padded.dtype)[np.pad(np.arange(h), pads[0], mode=mode)]
-        cols = np.eye(w, dtype=grad_padded.dtype)[np.pad(np.arange(w), pads[1], mode=mode)]
-        return rows.T @ grad_padded @ cols
+        for axis, (before, after), size in zip((-2, -1), self._explicit_padding(), shape[-2:]):
+            source = np.pad(np.arange(size), (before, after), mode=mode)  # padded i copies source[i]
+            g = np.moveaxis(grad, axis, 0)
+            folded = g[before:before + size].copy()
+            for i in (*range(before), *range(before + size, len(source))):
+                folded[source[i]] += g[i]
+            grad = np.moveaxis(folded, 0, axis)
+        return np.ascontiguousarray(grad)
 
     def forward(self, x):
         ops = _backend.ops()
@@ -316,11 +321,14 @@ class Linear(Module):
 
     @staticmethod
     def _product(a, b, trans_a=False, trans_b=False):
-        """op(a) @ op(b): on fastconv's threads with the compiled backend and one dtype,
+        """op(a) @ op(b): on fastconv's threads with the compiled backend (both cast to
+        NumPy's result dtype, so mixed dtypes get the same thread-independent product),
         else NumPy's matmul on its own BLAS threads (the reference backend is the NumPy
         baseline, and runs no OpenMP region for BLAS to fight)."""
-        if _backend.ops() is F and a.dtype == b.dtype:
-            return F._matmul(a, b, trans_a, trans_b)
+        dtype = np.result_type(a, b)
+        if _backend.ops() is F and dtype in (np.float32, np.float64):
+            return F._matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False),
+                             trans_a, trans_b)
         return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def backward(self, grad_output):
