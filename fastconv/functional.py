@@ -408,8 +408,8 @@ def _matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
     output's rows or columns split over fastconv's threads, one BLAS call each: the
     fully connected layers' products. NumPy's matmul would run BLAS's own thread pool
-    beside OpenMP's (the two fight over the cores), or one thread under
-    blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
+    beside OpenMP's (the two fight over the cores), or run on one thread under
+    blas_single_threaded (figures in docs/tuning.md).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
