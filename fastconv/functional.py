@@ -20,7 +20,16 @@ from . import _conv_plan, _validation, _workspace
 from ._conv_plan import Problem, Route
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
+from . import _adaptive_pool as _adaptive
+from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
+                       softmax, softmax_backward)
 
+# The fully connected products' outputs are cut into at most _MATMUL_PIECES pieces along
+# their longer side, each a whole number of _MATMUL_MIN_PIECE rows or columns: one BLAS call
+# per piece. BLAS rounds differently for different sub-matrix shapes, so the cut depends
+# on the shape only, never on the thread count.
+_MATMUL_PIECES = 4
+_MATMUL_MIN_PIECE = 16
 
 def _contiguous(a):
     return np.ascontiguousarray(a)
@@ -404,20 +413,31 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
+def _matmul_pieces(m, n):
+    """(by_rows, piece) of _gemm.matmul for an (m, n) output: cut the longer side into
+    pieces of ``piece`` rows or columns, a function of the shape only (see _MATMUL_PIECES)."""
+    by_rows = m >= n
+    length = m if by_rows else n
+    piece = -(-length // _MATMUL_PIECES)
+    piece = max(_MATMUL_MIN_PIECE, -(-piece // _MATMUL_MIN_PIECE) * _MATMUL_MIN_PIECE)
+    return by_rows, piece
+
+
 def _matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
-    output's rows or columns split over fastconv's threads, one BLAS call each: the
-    fully connected layers' products. NumPy's matmul would run BLAS's own thread pool
-    beside OpenMP's (the two fight over the cores), or run on one thread under
-    blas_single_threaded (figures in docs/tuning.md).
+    output's rows or columns cut into pieces (_matmul_pieces) shared out over fastconv's
+    threads, one BLAS call each: the fully connected layers' products. NumPy's matmul
+    would run BLAS's own thread pool beside OpenMP's (the two fight over the cores), or
+    run on one thread under blas_single_threaded (figures in docs/tuning.md).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
+    by_rows, piece = _matmul_pieces(m, n)
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, get_num_threads())
+        _gemm.matmul(a, b, out, trans_a, trans_b, by_rows, piece, get_num_threads())
     return out
 
 
@@ -782,3 +802,248 @@ def tanh_backward(grad_output, output):
         (torch: ``1 - output**2``; the same but for rounding, and more accurate near +-1)
     """
     return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")
+
+
+# ----------------------------------------------------------------------------------------
+# batch_norm / batch_norm_backward
+# ----------------------------------------------------------------------------------------
+
+from ._kernels import _batchnorm  # noqa: E402  (this section's kernels)
+
+
+def _channel_f64(v, channels, fill):
+    """A per-channel array as float64 for the kernels, ``fill`` everywhere when None."""
+    return np.full(channels, fill, np.float64) if v is None else v.astype(np.float64)
+
+
+def _update_running_stats(running_mean, running_var, mean, var, count, momentum):
+    """torch's update, in float64 and stored in the buffers' dtype: running = (1 - momentum)
+    * running + momentum * batch statistic, the variance unbiased (count / (count - 1))."""
+    running_mean[...] = momentum * mean + (1 - momentum) * running_mean.astype(np.float64)
+    running_var[...] = (momentum * var * (count / (count - 1))
+                        + (1 - momentum) * running_var.astype(np.float64))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, return_stats=False):
+    """Batch normalization per channel (axis 1), like ``torch.nn.functional.batch_norm``.
+
+    ``out = (input - mean) / sqrt(var + eps) * weight + bias``, with the batch's mean and
+    biased variance over every axis but 1 when ``training``, else ``running_mean`` and
+    ``running_var``.
+
+    Parameters
+    ----------
+    input : ndarray (N, C, ...), float32 or float64 ((N, C), (N, C, L), (N, C, H, W))
+    running_mean, running_var : ndarray (C,) or None
+        input's dtype. In training, when given, updated in place: ``running = (1 - momentum)
+        * running + momentum * batch statistic``, the variance unbiased (torch's rule).
+        Required when not training.
+    weight, bias : ndarray (C,) or None
+        None: 1 and 0.
+    training : bool, default False
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+    return_stats : bool, keyword only, default False
+        Also return the mean and 1 / sqrt(var + eps) used, for :func:`batch_norm_backward`.
+
+    Returns
+    -------
+    out : ndarray, input's shape and dtype
+    save_mean, save_invstd : ndarray (C,), input's dtype (only with ``return_stats``)
+
+    Notes
+    -----
+    Mean and variance come from one pass over each channel's values, summed in float64 in
+    a fixed order by one thread per channel: the same bits on any thread count.
+    """
+    a = _validation.batch_norm_args(input, running_mean, running_var, weight, bias, training,
+                                    momentum, eps)
+    x3 = _contiguous(a.x3)
+    channels = x3.shape[1]
+    out = np.empty(x3.shape, x3.dtype)
+    if training:
+        mean, var = np.empty(channels), np.empty(channels)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    invstd = np.empty(channels)
+    if out.size:
+        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1), _channel_f64(bias, channels, 0),
+                           mean, var, invstd, bool(training), float(eps), get_num_threads())
+    else:  # no values (eval with an empty batch)
+        invstd[...] = 1 / np.sqrt(var + float(eps))
+    if training and running_mean is not None:
+        _update_running_stats(running_mean, running_var, mean, var, a.count, float(momentum))
+    out = out.reshape(input.shape)
+    if return_stats:
+        return out, mean.astype(input.dtype), invstd.astype(input.dtype)
+    return out
+
+
+def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
+                        save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
+                        input_grad=True):
+    """Gradients of :func:`batch_norm` (torch's ``native_batch_norm_backward`` arguments).
+
+    Parameters
+    ----------
+    grad_output : ndarray, input's shape and dtype
+    input : ndarray (N, C, ...), the forward's input
+    weight : ndarray (C,) or None (1)
+    running_mean, running_var : ndarray (C,) or None
+        The statistics of an eval-mode forward, used when save_mean/save_invstd are not given.
+    save_mean, save_invstd : ndarray (C,) or None
+        The mean and 1 / sqrt(var + eps) the forward used (``return_stats=True``). In
+        training, when None, they are computed again from ``input``.
+    training : bool, default False
+        Whether the forward used the batch's statistics (then the gradient flows through
+        them) or fixed ones.
+    eps : float, default 1e-5
+    input_grad : bool, keyword only, default True
+        False skips grad_input (returned as None).
+
+    Returns
+    -------
+    grad_input : ndarray, input's shape and dtype, or None
+    grad_weight, grad_bias : ndarray (C,), input's dtype
+        ``sum(grad_output * (input - mean) * invstd)`` and ``sum(grad_output)`` per channel
+        (the gradients a weight and bias would get, also when ``weight`` is None).
+    """
+    a = _validation.batch_norm_backward_args(grad_output, input, weight, running_mean,
+                                             running_var, save_mean, save_invstd, training, eps)
+    x3 = _contiguous(a.x3)
+    g3 = _contiguous(grad_output.reshape(x3.shape))
+    channels = x3.shape[1]
+    if save_mean is not None:
+        mean, invstd = save_mean.astype(np.float64), save_invstd.astype(np.float64)
+    elif training:
+        mean, var, invstd = np.empty(channels), np.empty(channels), np.empty(channels)
+        _batchnorm.moments(x3, mean, var, invstd, float(eps), get_num_threads())
+    else:
+        mean = running_mean.astype(np.float64)
+        invstd = 1 / np.sqrt(running_var.astype(np.float64) + float(eps))
+    grad_input = np.empty(x3.shape, x3.dtype) if input_grad else None
+    sum_g, sum_gx = np.zeros(channels), np.zeros(channels)
+    if x3.size:
+        _batchnorm.backward(g3, x3, grad_input, _channel_f64(weight, channels, 1), mean, invstd,
+                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads())
+    if grad_input is not None:
+        grad_input = grad_input.reshape(input.shape)
+    return grad_input, (sum_gx * invstd).astype(input.dtype), sum_g.astype(input.dtype)
+
+
+# -- adaptive pooling (torch's start/end windows; checks and window rule in _adaptive_pool) --
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling, like ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+        (Ho, Wo); None keeps that input size. (1, 1) is global average pooling.
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+        The mean of each window of torch's start/end rule.
+    """
+    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
+    n, c, h, w = x4.shape
+    if out_hw == (1, 1):
+        out = x4.reshape(n, c, h * w).mean(axis=2).reshape(n, c, 1, 1)
+    elif (kernel := _adaptive.uniform_kernel((h, w), out_hw)) is not None:
+        out = avg_pool2d(x4, kernel)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
+        cols = np.stack([x4[..., a:b].sum(axis=3) for a, b in zip(cs, ce)], axis=3)
+        out = np.stack([cols[:, :, a:b].sum(axis=2) for a, b in zip(rs, re)], axis=2)
+        out /= ((re - rs)[:, None] * (ce - cs)[None, :]).astype(out.dtype)
+    return _validation.unbatch(out.astype(x.dtype, copy=False), unbatched)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+        Each output's gradient divided by its window's size and added over the window.
+    """
+    g4, (n, c, h, w), unbatched = _adaptive.adaptive_backward_args(grad_output, input_shape)
+    ho, wo = g4.shape[2:]
+    if (ho, wo) == (1, 1):
+        scale = np.asarray(1.0 / (h * w), g4.dtype)
+        grad = np.broadcast_to(g4 * scale, (n, c, h, w)).copy()
+    elif (kernel := _adaptive.uniform_kernel((h, w), (ho, wo))) is not None:
+        grad = avg_pool2d_backward(np.ascontiguousarray(g4), (n, c, h, w), kernel)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, ho), _adaptive.windows(w, wo)
+        g = g4 / ((re - rs)[:, None] * (ce - cs)[None, :]).astype(g4.dtype)
+        rows = np.zeros((n, c, h, wo), g4.dtype)
+        for i, (a, b) in enumerate(zip(rs, re)):
+            rows[:, :, a:b] += g[:, :, i:i + 1]
+        grad = np.zeros((n, c, h, w), g4.dtype)
+        for j, (a, b) in enumerate(zip(cs, ce)):
+            grad[..., a:b] += rows[..., j:j + 1]
+    return _validation.unbatch(grad, unbatched)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Adaptive max pooling, like ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+    return_indices : bool, default False
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+    indices : ndarray of int64, same shape; only if ``return_indices``
+        Flat index of each maximum within its H*W input plane: the first maximum in
+        row-major window order, or the last NaN if the window has one (torch's rule).
+    """
+    from .reference import adaptive as reference
+    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
+    n, c, h, w = x4.shape
+    kernel = _adaptive.uniform_kernel((h, w), out_hw)
+    if kernel is not None:
+        out, indices = max_pool2d(x4, kernel, return_indices=True)
+    elif np.isnan(x4).any():
+        # The separable form below cannot follow the last-NaN rule; windows one by one can.
+        out, indices = reference.adaptive_max_pool2d(x4, out_hw, return_indices=True)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
+        # Columns first, then rows: the first row holding the window's maximum, and in that
+        # row its first column, is the first maximum in row-major order.
+        col_max = np.stack([x4[..., a:b].max(axis=3) for a, b in zip(cs, ce)], axis=3)
+        col_arg = np.stack([x4[..., a:b].argmax(axis=3) + a for a, b in zip(cs, ce)], axis=3)
+        row_arg = np.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in zip(rs, re)], axis=2)
+        out = np.take_along_axis(col_max, row_arg, axis=2)
+        indices = row_arg * w + np.take_along_axis(col_arg, row_arg, axis=2)
+    out, indices = _validation.unbatch(out, unbatched), _validation.unbatch(indices.astype(np.int64, copy=False), unbatched)
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`adaptive_max_pool2d`: each output's gradient added at its index.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    indices : integer ndarray, same shape, as ``adaptive_max_pool2d`` returned them
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+    """
+    _adaptive.adaptive_backward_args(grad_output, input_shape)
+    return max_pool2d_backward(grad_output, indices, input_shape)

@@ -88,7 +88,7 @@ def _format(metrics):
 
 
 def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
-        shuffle=True, verbose=1, scheduler=None):
+        shuffle=True, verbose=1, scheduler=None, transform=None):
     """Train the model with mini-batches of ``(x, y)`` for ``epochs`` passes.
 
     Each batch runs the torch-style step: forward, loss, ``optimizer.zero_grad()``,
@@ -114,6 +114,9 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         0 silent, 1 a progress bar per epoch (tqdm if installed), 2 one line per epoch.
     scheduler : fastconv.optim.LRScheduler, optional
         Stepped once after every epoch.
+    transform : callable, optional
+        Applied to each training batch of inputs before the forward (augmentation, e.g. a
+        :mod:`fastconv.transforms` Compose); not to the validation data.
 
     Returns
     -------
@@ -144,6 +147,8 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         for begin in range(0, n, batch_size):
             index = order[begin:begin + batch_size] if shuffle else slice(begin, begin + batch_size)
             xb, yb = x[index], y[index]
+            if transform is not None:
+                xb = transform(xb)
             out = model(xb)
             batch_loss = loss(out, yb)
             optimizer.zero_grad()

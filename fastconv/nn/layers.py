@@ -16,7 +16,7 @@ from .parameter import Parameter
 
 __all__ = [
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid",
-    "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d", "Dropout2d",
 ]
 
 
@@ -482,10 +482,14 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             self._scale = None
             return x
-        keep = _random.generator().random(x.shape, dtype=np.float32) >= self.p
+        keep = _random.generator().random(self._mask_shape(x), dtype=np.float32) >= self.p
         scale = 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
         self._scale = keep * np.asarray(scale, dtype=x.dtype)
         return x * self._scale
+
+    def _mask_shape(self, x):
+        """The shape of the keep/drop draws, broadcast over ``x``: one per element."""
+        return x.shape
 
     def backward(self, grad_output):
         if not self.requires_input_grad:
@@ -525,54 +529,37 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check(x)
-        c = self.num_features
-        x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L): statistics over N and L
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            count = x3.shape[0] * x3.shape[2]
-            if count < 2 and self.training:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
-                                 f"when training, got input of shape {x.shape}")
-            mean = x3.mean(axis=(0, 2))
-            var = x3.var(axis=(0, 2))
-            if self.training and self.track_running_stats:
-                self._update_running(mean, var, count)
-        else:
-            mean, var = self.running_mean, self.running_var
-        invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        xhat = (x3 - mean[:, None]) * invstd[:, None]
-        self._xhat, self._invstd, self._batch_stats = xhat, invstd, use_batch
-        out = xhat * self.weight.data[:, None] + self.bias.data[:, None] if self.affine else xhat
-        return out.reshape(x.shape)
-
-    def _update_running(self, mean, var, count):
-        self.num_batches_tracked += 1
-        # momentum None: a cumulative average, as in torch.
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
-        self.running_mean *= 1 - m
-        self.running_mean += m * mean
-        self.running_var *= 1 - m
-        self.running_var += m * unbiased
+        update = self.training and self.track_running_stats
+        momentum = self.momentum
+        if update and momentum is None:  # a cumulative average, as in torch
+            momentum = 1.0 / (float(self.num_batches_tracked) + 1)
+        out, mean, invstd = _backend.ops().batch_norm(
+            x, self._buffers.get("running_mean"), self._buffers.get("running_var"),
+            self.weight.data if self.affine else None, self.bias.data if self.affine else None,
+            training=use_batch, momentum=0.0 if momentum is None else momentum, eps=self.eps,
+            return_stats=True)
+        if update:
+            self.num_batches_tracked += 1
+        self._input, self._saved_stats, self._batch_stats = x, (mean, invstd), use_batch
+        return out
 
     def backward(self, grad_output):
-        xhat = _cached(self, "_xhat")
-        g3 = grad_output.reshape(xhat.shape)
-        sum_g = g3.sum(axis=(0, 2))
-        sum_gx = (g3 * xhat).sum(axis=(0, 2))
+        x = _cached(self, "_input")
+        mean, invstd = self._saved_stats
+        need_params = self.affine and (self.weight.requires_grad or self.bias.requires_grad)
+        if not (self.requires_input_grad or need_params):
+            return None
+        grad_input, grad_weight, grad_bias = _backend.ops().batch_norm_backward(
+            grad_output, x, self.weight.data if self.affine else None, save_mean=mean,
+            save_invstd=invstd, training=self._batch_stats, eps=self.eps,
+            input_grad=self.requires_input_grad)
         if self.affine:
             if self.weight.requires_grad:
-                self.weight.accumulate_grad(sum_gx)
+                self.weight.accumulate_grad(grad_weight)
             if self.bias.requires_grad:
-                self.bias.accumulate_grad(sum_g)
-        if not self.requires_input_grad:
-            return None
-        scale = self._invstd * (self.weight.data if self.affine else 1)
-        if not self._batch_stats:  # fixed statistics: a per-channel affine map
-            return (g3 * scale[:, None]).reshape(grad_output.shape)
-        count = xhat.shape[0] * xhat.shape[2]
-        gi = (g3 - (sum_g / count)[:, None] - xhat * (sum_gx / count)[:, None]) * scale[:, None]
-        return gi.reshape(grad_output.shape)
+                self.bias.accumulate_grad(grad_bias)
+        return grad_input
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -608,3 +595,15 @@ class BatchNorm2d(_BatchNorm):
 
     _input_dims = (4,)
 
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels with probability ``p`` in train mode and scale the rest by
+    1/(1-p), like ``torch.nn.Dropout2d``: one draw per (n, c) of an (N, C, H, W) input, or per
+    c of an unbatched (C, H, W) one. The identity in eval mode."""
+
+    def _mask_shape(self, x):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"Dropout2d: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+                             f"input of shape {x.shape}")
+        return x.shape[:-2] + (1, 1)
