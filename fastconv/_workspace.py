@@ -7,7 +7,7 @@ kept between calls and grown only when a call needs more. Each Python thread has
 buffer (``threading.local``): two threads calling kernels at once never share scratch.
 The buffer is as large as the largest single call made on that thread so far (for a
 convolution: the thread count times one tile's column matrix (about 1024 output positions,
-see fastconv.functional._tiles) or padded image, plus the per-chunk weight-gradient
+see fastconv._conv_plan.gemm_tiles) or padded image, plus the per-chunk weight-gradient
 partial sums); :func:`release` hands it back.
 """
 import threading
