@@ -85,8 +85,11 @@ def save_checkpoint(path, *, model=None, optimizer=None, scheduler=None, epoch=N
 def _read(path):
     """``(meta, arrays)`` from a checkpoint file, or ValueError for anything but a whole one."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile) or _META not in data.files:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz file")
+        with data:
+            if _META not in data.files:
                 raise ValueError(f"no {_META} in it")
             # Every array is read here, so a damaged one is found before anything is loaded.
             arrays = {key: data[key] for key in data.files}
