@@ -243,3 +243,33 @@ def test_fit_refuses_bad_arguments_before_training(tmp_path):
         fit(resume=tmp_path / "plain.npz")
     for key, value in weights.items():
         np.testing.assert_array_equal(model.state_dict()[key], value)
+
+
+EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "train_lenet.py"
+
+
+def test_train_lenet_resumes_bitwise(tmp_path, capsys):
+    if not EXAMPLE.exists():
+        pytest.skip("examples/ is not shipped next to the installed tests")
+    import runpy
+    from fastconv import datasets
+    (x, y), _ = datasets.load_mnist_sample()
+    data = tmp_path / "idx"
+    data.mkdir()
+    for prefix, part in (("train", slice(0, 128)), ("t10k", slice(128, 192))):
+        datasets.write_idx(data / f"{prefix}-images-idx3-ubyte", (x[part, 0] * 255).round().astype(np.uint8))
+        datasets.write_idx(data / f"{prefix}-labels-idx1-ubyte", y[part].astype(np.uint8))
+    main = runpy.run_path(str(EXAMPLE))["main"]
+    common = ["--data", str(data), "--batch-size", "32", "--optimizer", "sgd", "--threads", "1"]
+    ckpt = str(tmp_path / "run.ckpt")
+    main(common + ["--epochs", "3", "--save", str(tmp_path / "straight.npz")])
+    main(common + ["--epochs", "2", "--checkpoint", ckpt])
+    main(common + ["--epochs", "3", "--checkpoint", ckpt, "--resume", ckpt,
+                   "--save", str(tmp_path / "resumed.npz")])
+    out = capsys.readouterr().out
+    assert f"resuming from {ckpt}" in out and out.count("epoch 3/3") == 2
+    with np.load(tmp_path / "straight.npz") as a, np.load(tmp_path / "resumed.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert fastconv.load_checkpoint(ckpt, restore_rng=False)["epoch"] == 3
