@@ -2,13 +2,14 @@
 import copy
 import math
 import os
-import sys
 import time
 
 import numpy as np
 
 from .. import _random
 from .._checkpoint import load_checkpoint, save_checkpoint
+from .._progress import progress_bar
+from .loss import CrossEntropyLoss, MSELoss
 
 __all__ = ["History", "fit", "evaluate", "predict", "summary"]
 
@@ -86,46 +87,6 @@ class History:
         return path
 
 
-class _PlainBar:
-    """The fallback progress bar without tqdm: one stderr line, rewritten in place."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
-        self._last = 0.0
-
-    def update(self, n):
-        self.n += n
-        now = time.perf_counter()
-        if now - self._last >= 0.1 or self.n >= self.total:  # a few redraws per second
-            self._last = now
-            self._draw()
-
-    def set_postfix_str(self, text):
-        self.postfix = text
-        self._draw()
-
-    def _draw(self):
-        width = 24
-        filled = width * self.n // max(self.total, 1)
-        bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
-        sys.stderr.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {self.postfix}")
-        sys.stderr.flush()
-
-    def close(self):
-        self._draw()
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _progress_bar(total, desc):
-    """tqdm when installed, else :class:`_PlainBar`."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _PlainBar(total, desc)
-    return tqdm(total=total, desc=desc, unit="img", leave=True, dynamic_ncols=True)
-
-
 def _accuracy_count(output, y):
     """Correct predictions in a batch: argmax of (N, classes) logits against integer labels,
     None when that does not apply (regression targets)."""
@@ -166,8 +127,8 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     scheduler : fastconv.optim.LRScheduler, optional
         Stepped once after every epoch.
     transform : callable, optional
-        Applied to each training batch ``xb`` (N, ...) before the forward pass, e.g. an
-        augmentation drawing from fastconv's generator; not to validation data.
+        Applied to each training batch of inputs before the forward (augmentation, e.g. a
+        :mod:`fastconv.transforms` Compose); not to the validation data.
     checkpoint : str or PathLike, optional
         After every epoch, write model, optimizer, scheduler, epoch, RNG state, the next
         epoch's data order and the History there (:func:`fastconv.save_checkpoint`, atomic).
@@ -198,8 +159,6 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         raise TypeError(f"fit: transform must be callable, got {type(transform).__name__}")
     if checkpoint is not None and not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
         raise FileNotFoundError(f"fit: the directory of checkpoint={os.fspath(checkpoint)!r} does not exist")
-    # Remembered for evaluate(), but not registered as a child module (it has no state to save).
-    object.__setattr__(model, "_fit_loss", loss)
     history = History()
     n = len(x)
     order = None
@@ -216,7 +175,7 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         model.train()
         if shuffle and order is None:
             order = _random.generator().permutation(n)
-        bar = _progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
+        bar = progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         for begin in range(0, n, batch_size):
@@ -298,7 +257,8 @@ def evaluate(model, x, y, *, loss=None, batch_size=256):
     Parameters
     ----------
     loss : loss module, optional
-        Default: the loss of the last :func:`fit`, else ``CrossEntropyLoss()``.
+        Default: ``CrossEntropyLoss()`` for integer class labels, ``MSELoss()`` for other
+        targets (the model keeps no memory of the loss it was trained with).
 
     Returns
     -------
@@ -309,8 +269,7 @@ def evaluate(model, x, y, *, loss=None, batch_size=256):
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"evaluate: x and y must be non-empty and of one length, got {len(x)} and {len(y)}")
     if loss is None:
-        from .loss import CrossEntropyLoss  # not at the top: loss -> module -> this module
-        loss = getattr(model, "_fit_loss", None) or CrossEntropyLoss()
+        loss = CrossEntropyLoss() if np.issubdtype(y.dtype, np.integer) else MSELoss()
     total_loss, correct = 0.0, 0
     for index, out in _batched_outputs(model, x, batch_size):
         yb = y[index]
