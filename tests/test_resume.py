@@ -245,31 +245,60 @@ def test_fit_refuses_bad_arguments_before_training(tmp_path):
         np.testing.assert_array_equal(model.state_dict()[key], value)
 
 
-EXAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "train_lenet.py"
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_train_lenet_resumes_bitwise(tmp_path, capsys):
-    if not EXAMPLE.exists():
+def _example_data(example, root):
+    """Small data files for ``example`` in the official formats, and the options that read them."""
+    from fastconv import datasets
+    if example == "train_lenet.py":
+        (x, y), _ = datasets.load_mnist_sample()
+        for prefix, part in (("train", slice(0, 128)), ("t10k", slice(128, 192))):
+            datasets.write_idx(root / f"{prefix}-images-idx3-ubyte", (x[part, 0] * 255).round().astype(np.uint8))
+            datasets.write_idx(root / f"{prefix}-labels-idx1-ubyte", y[part].astype(np.uint8))
+        return ["--data", str(root), "--batch-size", "32", "--optimizer", "sgd"]
+    rng = np.random.default_rng(4)
+    folder = root / datasets.CIFAR10.folder
+    folder.mkdir(parents=True)
+    for name in datasets.CIFAR10.train + datasets.CIFAR10.test:
+        datasets.write_cifar_binary(folder / name, rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8),
+                                    rng.integers(0, 10, 4))
+    return ["--dataset", "cifar10", "--data", str(root), "--batch-size", "8", "--quiet"]
+
+
+@pytest.mark.parametrize("example", ["train_lenet.py", "train_resnet.py"])
+def test_example_resumes_bitwise(example, tmp_path, capsys, monkeypatch):
+    if not (EXAMPLES / example).exists():
         pytest.skip("examples/ is not shipped next to the installed tests")
     import runpy
-    from fastconv import datasets
-    (x, y), _ = datasets.load_mnist_sample()
-    data = tmp_path / "idx"
-    data.mkdir()
-    for prefix, part in (("train", slice(0, 128)), ("t10k", slice(128, 192))):
-        datasets.write_idx(data / f"{prefix}-images-idx3-ubyte", (x[part, 0] * 255).round().astype(np.uint8))
-        datasets.write_idx(data / f"{prefix}-labels-idx1-ubyte", y[part].astype(np.uint8))
-    main = runpy.run_path(str(EXAMPLE))["main"]
-    common = ["--data", str(data), "--batch-size", "32", "--optimizer", "sgd", "--threads", "1"]
+    (tmp_path / "data").mkdir()
+    main = runpy.run_path(str(EXAMPLES / example))["main"]
+    common = _example_data(example, tmp_path / "data") + ["--threads", "1"]
     ckpt = str(tmp_path / "run.ckpt")
-    main(common + ["--epochs", "3", "--save", str(tmp_path / "straight.npz")])
-    main(common + ["--epochs", "2", "--checkpoint", ckpt])
-    main(common + ["--epochs", "3", "--checkpoint", ckpt, "--resume", ckpt,
+    main(common + ["--epochs", "2", "--save", str(tmp_path / "straight.npz")])
+    # the same command, stopped right after its first checkpoint (schedules depend on --epochs)
+    from fastconv.nn import _training
+    real_save = _training.save_checkpoint
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(*args, epoch, **kwargs):
+        real_save(*args, epoch=epoch, **kwargs)
+        if epoch == 1:
+            raise Stop
+
+    monkeypatch.setattr(_training, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        main(common + ["--epochs", "2", "--checkpoint", ckpt])
+    monkeypatch.undo()
+    main(common + ["--epochs", "2", "--checkpoint", ckpt, "--resume", ckpt,
                    "--save", str(tmp_path / "resumed.npz")])
     out = capsys.readouterr().out
-    assert f"resuming from {ckpt}" in out and out.count("epoch 3/3") == 2
+    assert f"resuming from {ckpt}" in out and out.count("epoch 2/2") == 2
     with np.load(tmp_path / "straight.npz") as a, np.load(tmp_path / "resumed.npz") as b:
         assert a.files == b.files
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert fastconv.load_checkpoint(ckpt, restore_rng=False)["epoch"] == 3
+    assert fastconv.load_checkpoint(ckpt, restore_rng=False)["epoch"] == 2
