@@ -27,7 +27,7 @@ def _grads(rng, arrays):
     return [rng.standard_normal(a.shape).astype(a.dtype) for a in arrays]
 
 
-def _groups(params, kind):
+def _groups(params):
     """Two groups, the second with its own learning rate (indices run across groups)."""
     return [{"params": params[:2]}, {"params": params[2:], "lr": 0.02}]
 
@@ -47,11 +47,11 @@ def test_state_dict_layout_and_resumed_trajectory_is_bitwise(kind, kwargs, dtype
     start = _start(dtype)
     grads = [_grads(rng, start) for _ in range(6)]
     straight = [nn.Parameter(a.copy()) for a in start]
-    opt = getattr(optim, kind)(_groups(straight, kind), **kwargs)
+    opt = getattr(optim, kind)(_groups(straight), **kwargs)
     _steps(opt, straight, grads)
 
     first = [nn.Parameter(a.copy()) for a in start]
-    opt1 = getattr(optim, kind)(_groups(first, kind), **kwargs)
+    opt1 = getattr(optim, kind)(_groups(first), **kwargs)
     _steps(opt1, first, grads[:3])
     state = opt1.state_dict()
     assert sorted(state) == ["param_groups", "state"]
@@ -63,7 +63,7 @@ def test_state_dict_layout_and_resumed_trajectory_is_bitwise(kind, kwargs, dtype
         assert state["state"][2]["step"] == 3
 
     resumed = [nn.Parameter(p.data.copy()) for p in first]
-    opt2 = getattr(optim, kind)(_groups(resumed, kind), lr=1.0)  # hyperparameters come from the state
+    opt2 = getattr(optim, kind)(_groups(resumed), lr=1.0)  # hyperparameters come from the state
     opt2.load_state_dict(state)
     assert opt2.param_groups[1]["lr"] == 0.02 and opt2.param_groups[0]["lr"] == kwargs["lr"]
     _steps(opt2, resumed, grads[3:])
@@ -181,7 +181,7 @@ def test_torch_state_loads_into_fastconv_and_back(kind, kwargs):
         if step == 3:
             state_t = opt_t.state_dict()
             ours = [nn.Parameter(p.detach().numpy().copy()) for p in theirs]
-            opt = getattr(optim, kind)(_groups(ours, kind), lr=1.0)
+            opt = getattr(optim, kind)(_groups(ours), lr=1.0)
             opt.load_state_dict(state_t)  # tensors as they are: read with np.asarray
         opt_t.zero_grad()
         for p, g in zip(theirs, gs):
