@@ -42,6 +42,7 @@ from typing import Mapping, NamedTuple, Tuple
 import numpy as np
 
 from ._io import atomic_file
+from ._progress import progress_bar
 
 __all__ = [
     "IDXError", "ChecksumError", "DatasetNotFoundError", "DatasetInfo", "LoadedDataset",
@@ -585,7 +586,7 @@ def _fetch(url, path, md5):
         total = int(length) if length and length.isdigit() else None
         digest = hashlib.md5(usedforsecurity=False)
         received = 0
-        with atomic_file(path) as out, _progress_bar(total, path.name) as bar:
+        with atomic_file(path) as out, progress_bar(total, path.name, unit="B") as bar:
             while True:
                 chunk = response.read(1 << 16)
                 if not chunk:
@@ -600,39 +601,6 @@ def _fetch(url, path, md5):
             if digest.hexdigest() != md5:
                 raise ChecksumError(f"{url}: md5 {digest.hexdigest()} differs from the published {md5}; "
                                     "file discarded")
-
-
-def _progress_bar(total, desc):
-    """A tqdm byte counter when tqdm is installed, else :class:`_PlainProgress`."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _PlainProgress(total, desc)
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
-
-
-class _PlainProgress:
-    """Percent (or MiB, when the size is unknown) on one stderr line; the tqdm fallback."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.file = total, desc, sys.stderr
-        self.done, self._shown = 0, None
-
-    def update(self, n):
-        self.done += n
-        step = self.done * 100 // self.total if self.total else self.done >> 20
-        if step != self._shown:
-            self._shown = step
-            shown = f"{step}% of {self.total / 2**20:.1f} MiB" if self.total else f"{step} MiB"
-            self.file.write(f"\r{self.desc}: {shown}")
-            self.file.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.write("\n")
-        self.file.flush()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import numpy as np
 from . import _validation, _workspace
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
-from ._adaptive_pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,  # noqa: F401
-                             adaptive_max_pool2d, adaptive_max_pool2d_backward)
+from . import _adaptive_pool
 from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
                        softmax, softmax_backward)
 
@@ -28,6 +27,13 @@ _INT_MAX = 2**31 - 1
 # _GRAD_CHUNKS partial sums to reduce. A function of N only, never of the thread count,
 # which keeps grad_weight bitwise identical across thread counts.
 _GRAD_CHUNKS = 32
+
+# The fully connected products' outputs are cut into at most _MATMUL_PIECES pieces along
+# their longer side, each a whole number of _MATMUL_MIN_PIECE rows or columns: one BLAS call
+# per piece. BLAS rounds differently for different sub-matrix shapes, so the cut depends
+# on the shape only, never on the thread count.
+_MATMUL_PIECES = 4
+_MATMUL_MIN_PIECE = 16
 
 # Output positions (GEMM columns) per tile of the GEMM paths; see _tiles. Measured
 # (float32, 1 thread) over 256..2048: the large 3x3 layers are flat from 512 up, LeNet's
@@ -667,20 +673,32 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
+def _matmul_pieces(m, n):
+    """(by_rows, piece) of _gemm.matmul for an (m, n) output: cut the longer side into
+    pieces of ``piece`` rows or columns, a function of the shape only (see _MATMUL_PIECES)."""
+    by_rows = m >= n
+    length = m if by_rows else n
+    piece = -(-length // _MATMUL_PIECES)
+    piece = max(_MATMUL_MIN_PIECE, -(-piece // _MATMUL_MIN_PIECE) * _MATMUL_MIN_PIECE)
+    return by_rows, piece
+
+
 def _matmul(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
-    output's rows or columns split over fastconv's threads, one BLAS call each: the
-    fully connected layers' products. NumPy's matmul would run BLAS's own thread pool
-    beside OpenMP's (the two fight over the cores), or one thread under
-    blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
+    output's rows or columns cut into pieces (_matmul_pieces) shared out over fastconv's
+    threads, one BLAS call each: the fully connected layers' products. NumPy's matmul
+    would run BLAS's own thread pool beside OpenMP's (the two fight over the cores), or
+    one thread under blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this:
+    0.15 ms).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _check_blas_dims(*a.shape, *b.shape)
+    by_rows, piece = _matmul_pieces(m, n)
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, get_num_threads())
+        _gemm.matmul(a, b, out, trans_a, trans_b, by_rows, piece, get_num_threads())
     return out
 
 
@@ -1045,3 +1063,108 @@ def tanh_backward(grad_output, output):
         (torch: ``1 - output**2``; the same but for rounding, and more accurate near +-1)
     """
     return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")
+
+
+# ----------------------------------------------------------------------------------------
+# adaptive pooling (geometry and checks in _adaptive_pool, shared with the reference)
+# ----------------------------------------------------------------------------------------
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling, like ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+        (Ho, Wo); None keeps that input size. (1, 1) is global average pooling.
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+        The mean of each window of torch's start/end rule: rows floor(i*H/Ho) ..
+        ceil((i+1)*H/Ho) - 1, columns likewise. (1, 1) is one mean per plane; windows that
+        tile the input (Ho | H, Wo | W) run on the pooling kernels; others are summed
+        separably, rows then columns.
+    """
+    x4, unbatched, out_hw = _adaptive_pool.adaptive_args(x, output_size)
+    n, c, h, w = x4.shape
+    kernel = _adaptive_pool.uniform_kernel((h, w), out_hw)
+    if out_hw == (1, 1):
+        out = x4.reshape(n, c, h * w).mean(axis=2).reshape(n, c, 1, 1)
+    elif kernel is not None:
+        out = avg_pool2d(x4, kernel)
+    else:
+        out = _adaptive_pool.separable_avg(x4, out_hw)
+    return _validation.unbatch(out, unbatched)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+        Each output's gradient divided by its window's size and added over the window.
+    """
+    g4, shape, unbatched = _adaptive_pool.adaptive_backward_args(grad_output, input_shape)
+    n, c, h, w = shape
+    kernel = _adaptive_pool.uniform_kernel((h, w), g4.shape[2:])
+    if g4.shape[2:] == (1, 1):
+        grad = np.broadcast_to(g4 * np.asarray(1.0 / (h * w), g4.dtype), shape).copy()
+    elif kernel is not None:
+        grad = avg_pool2d_backward(np.ascontiguousarray(g4), shape, kernel)
+    else:
+        grad = _adaptive_pool.separable_avg_backward(g4, shape)
+    return _validation.unbatch(grad, unbatched)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Adaptive max pooling, like ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+        Windows as :func:`adaptive_avg_pool2d`.
+    return_indices : bool, default False
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+    indices : ndarray of int64, same shape; only if ``return_indices``
+        Flat index of each maximum within its H*W input plane: the first maximum in
+        row-major window order, or the last NaN if the window has one (torch's rule).
+    """
+    x4, unbatched, out_hw = _adaptive_pool.adaptive_args(x, output_size)
+    kernel = _adaptive_pool.uniform_kernel(x4.shape[2:], out_hw)
+    if kernel is not None:
+        out, indices = max_pool2d(x4, kernel, return_indices=True)
+    elif np.isnan(x4).any():  # the separable form cannot follow the last-NaN rule
+        out, indices = _adaptive_pool.max_by_window(x4, out_hw)
+    else:
+        out, indices = _adaptive_pool.separable_max(x4, out_hw)
+    out = _validation.unbatch(out, unbatched)
+    return (out, _validation.unbatch(indices, unbatched)) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`adaptive_max_pool2d`: each output's gradient added at its index.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    indices : integer ndarray, same shape, as ``adaptive_max_pool2d`` returned them
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+    """
+    _adaptive_pool.adaptive_backward_args(grad_output, input_shape)
+    return max_pool2d_backward(grad_output, indices, input_shape)

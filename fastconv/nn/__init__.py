@@ -15,8 +15,9 @@ from .layers import Dropout2d
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from .models import lenet
-from .module import Module, Sequential
+from .module import Module
 from .parameter import Parameter
+from .sequential import Sequential
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
