@@ -192,7 +192,27 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
+class _IndexedPool(Module):
+    """Max pooling that keeps its argmax indices in train mode for backward (and not in eval
+    mode, where backward then raises); subclasses give ``_pool`` and ``_pool_backward``."""
+
+    def forward(self, x):
+        ops = _backend.ops()
+        if not self.training:
+            self._indices = None
+            return self._pool(ops, x)
+        out, self._indices = self._pool(ops, x, return_indices=True)
+        self._input_shape = x.shape
+        return out
+
+    def backward(self, grad_output):
+        indices = _cached(self, "_indices")
+        if not self.requires_input_grad:
+            return None
+        return self._pool_backward(_backend.ops(), grad_output, indices, self._input_shape)
+
+
+class MaxPool2d(_IndexedPool):
     """2-D max pooling, like ``torch.nn.MaxPool2d``.
 
     Parameters
@@ -211,21 +231,13 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
-    def forward(self, x):
-        ops = _backend.ops()
-        args = (x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        if not self.training:
-            self._indices = None
-            return ops.max_pool2d(*args)
-        out, self._indices = ops.max_pool2d(*args, return_indices=True)
-        self._input_shape = x.shape
-        return out
+    def _pool(self, ops, x, return_indices=False):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, return_indices=return_indices)
 
-    def backward(self, grad_output):
-        indices = _cached(self, "_indices")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().max_pool2d_backward(grad_output, indices, self._input_shape)
+    @staticmethod
+    def _pool_backward(ops, grad_output, indices, input_shape):
+        return ops.max_pool2d_backward(grad_output, indices, input_shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
