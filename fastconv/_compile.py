@@ -1,0 +1,336 @@
+"""fastconv.compile: a model planned once and run as one nogil call per batch.
+
+The planner walks the eval-mode model (BatchNorm2d folded into the convolution before it by
+:func:`fastconv.nn.fuse`) and emits a flat list of ops for fastconv._kernels._compiled: each
+reads one or two per-image buffers and writes one, activations fused into the op that feeds
+them. Layers that only reshape or pass through (Flatten, Identity, Dropout in eval mode)
+emit nothing: their output is their input's buffer.
+"""
+import copy
+import math
+import threading
+
+import numpy as np
+
+from . import nn
+from ._kernels import _compiled
+from ._threads import blas_single_threaded, get_num_threads
+from .nn import containers, layers, models, pooling
+
+__all__ = ["compile", "CompiledModel"]
+
+# Op kinds and activations: the enums of _compiled.pyx
+CONV, LINEAR, MAXPOOL, AVGPOOL, ACT, AFFINE, ADD, CONCAT, COPY = range(9)
+NO_ACT, RELU, LEAKY, SIGMOID, TANH = range(5)
+_FUSABLE = (CONV, LINEAR, MAXPOOL, AVGPOOL, ACT, AFFINE, ADD)
+_ALIASES = (containers.Identity, layers.Dropout)
+
+
+class _Value:
+    """A per-image activation: its buffer id and shape; ``fresh`` when the op that wrote it
+    was the last one emitted and nothing else reads it yet (an activation may fuse into it)."""
+
+    def __init__(self, buf, shape, fresh=False):
+        self.buf, self.shape, self.fresh = buf, tuple(shape), fresh
+
+
+class _Planner:
+    def __init__(self):
+        self.ops = []
+        self.sizes = [0, 0]  # ids 0 and 1: the caller's input and output
+        self.col_items = 0
+
+    def buffer(self, shape):
+        self.sizes.append(math.prod(shape))
+        return len(self.sizes) - 1
+
+    def emit(self, op, shape):
+        op["dst"] = self.buffer(shape)
+        self.ops.append(op)
+        return _Value(op["dst"], shape, fresh=True)
+
+    # -- the walk -------------------------------------------------------------------------
+
+    def module(self, m, v, name):
+        label = f"{name} ({type(m).__name__})" if name else type(m).__name__
+        if isinstance(m, nn.Sequential):
+            for child_name, child in m._modules.items():
+                v = self.module(child, v, f"{name}.{child_name}" if name else child_name)
+            return v
+        if isinstance(m, _ALIASES):
+            return v
+        if isinstance(m, containers.Residual):
+            shared = _Value(v.buf, v.shape)
+            main = self.module(m.main, shared, f"{name}.main" if name else "main")
+            skip = shared if m.shortcut is None else self.module(
+                m.shortcut, shared, f"{name}.shortcut" if name else "shortcut")
+            return self.add(main, skip, label)
+        if isinstance(m, containers.Concat):
+            return self.concat(m, v, name, label)
+        if isinstance(m, models.BasicBlock):
+            shared = _Value(v.buf, v.shape)
+            out = shared
+            for child in ("conv1", "bn1", "relu", "conv2", "bn2"):
+                out = self.module(getattr(m, child), out, f"{name}.{child}")
+            skip = shared if m.downsample is None else self.module(
+                m.downsample, shared, f"{name}.downsample")
+            return self.module(m.relu_out, self.add(out, skip, label), f"{name}.relu_out")
+        for cls, method in _LEAVES:
+            if type(m) is cls:
+                return method(self, m, v, label)
+        raise TypeError(f"compile: layer {label} is not supported by fastconv.compile")
+
+    def out_shape(self, m, v):
+        """The leaf's per-image output shape, from its own eager forward on zeros."""
+        return m(np.zeros((1,) + v.shape, np.float32)).shape[1:]
+
+    def conv(self, m, v, label):
+        if m.groups != 1 or m.padding_mode != "zeros":
+            raise TypeError(f"compile: layer {label} has groups={m.groups}, padding_mode="
+                            f"{m.padding_mode!r}; compile supports groups=1 with zero padding")
+        (ph, _), (pw, _) = m._explicit_padding()
+        c, h, w = v.shape
+        k, _, kh, kw = m.weight.data.shape
+        _, ho, wo = self.out_shape(m, v)
+        self.col_items = max(self.col_items, c * kh * kw * ho * wo)
+        return self.emit(dict(kind=CONV, src=v.buf, C=c, H=h, W=w, K=k, kh=kh, kw=kw,
+                              sh=m.stride[0], sw=m.stride[1], ph=ph, pw=pw, dh=m.dilation[0],
+                              dw=m.dilation[1], Ho=ho, Wo=wo,
+                              weight=_f32(m.weight.data.reshape(k, -1)),
+                              bias=None if m.bias is None else _f32(m.bias.data)), (k, ho, wo))
+
+    def linear(self, m, v, label):
+        if len(v.shape) != 1:
+            raise ValueError(f"compile: layer {label} gets per-image shape {v.shape}; compile "
+                             f"supports Linear on flat features (put a Flatten before it)")
+        return self.emit(dict(kind=LINEAR, src=v.buf, C=m.in_features, K=m.out_features,
+                              weight=_f32(m.weight.data),
+                              bias=None if m.bias is None else _f32(m.bias.data)),
+                         (m.out_features,))
+
+    def pool(self, m, v, label, kind, kernel, stride, padding, dilation=(1, 1), **extra):
+        c, h, w = v.shape
+        _, ho, wo = self.out_shape(m, v)
+        return self.emit(dict(kind=kind, src=v.buf, C=c, H=h, W=w, kh=kernel[0], kw=kernel[1],
+                              sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1],
+                              dh=dilation[0], dw=dilation[1], Ho=ho, Wo=wo, **extra), (c, ho, wo))
+
+    def max_pool(self, m, v, label):
+        return self.pool(m, v, label, MAXPOOL, _pair(m.kernel_size), _pair(m.stride),
+                         _pair(m.padding), _pair(m.dilation))
+
+    def avg_pool(self, m, v, label):
+        if m.ceil_mode:
+            raise TypeError(f"compile: layer {label} has ceil_mode=True, which compile does "
+                            f"not support for average pooling")
+        return self.pool(m, v, label, AVGPOOL, _pair(m.kernel_size), _pair(m.stride),
+                         _pair(m.padding), count_include_pad=bool(m.count_include_pad),
+                         divisor=float(m.divisor_override or 0))
+
+    def adaptive_pool(self, m, v, label):
+        _, h, w = v.shape
+        _, ho, wo = self.out_shape(m, v)
+        if h % ho or w % wo:
+            raise TypeError(f"compile: layer {label} pools {h}x{w} to {ho}x{wo}; compile "
+                            f"supports adaptive pooling to sizes that divide the input")
+        kind = AVGPOOL if isinstance(m, pooling.AdaptiveAvgPool2d) else MAXPOOL
+        window = (h // ho, w // wo)
+        return self.pool(m, v, label, kind, window, window, (0, 0))
+
+    def activation(self, m, v, label):
+        act, slope = _ACTIVATIONS[type(m)](m)
+        last = self.ops[-1] if self.ops else None
+        if v.fresh and last is not None and last["dst"] == v.buf and last["kind"] in _FUSABLE \
+                and last.get("act", NO_ACT) == NO_ACT:
+            last["act"], last["slope"] = act, slope
+            return v
+        return self.emit(dict(kind=ACT, src=v.buf, size=math.prod(v.shape), act=act,
+                              slope=slope), v.shape)
+
+    def batch_norm(self, m, v, label):
+        if not m.track_running_stats or len(v.shape) != 3:
+            raise TypeError(f"compile: layer {label} normalizes by the batch's statistics "
+                            f"(track_running_stats=False); compile needs running statistics")
+        scale = 1 / np.sqrt(m.running_var.astype(np.float64) + m.eps)
+        shift = -m.running_mean.astype(np.float64) * scale
+        if m.affine:
+            gamma = m.weight.data.astype(np.float64)
+            scale, shift = scale * gamma, shift * gamma + m.bias.data.astype(np.float64)
+        c, h, w = v.shape
+        return self.emit(dict(kind=AFFINE, src=v.buf, C=c, H=h, W=w, size=c * h * w,
+                              weight=_f32(scale), bias=_f32(shift)), v.shape)
+
+    def flatten(self, m, v, label):
+        ndim = len(v.shape) + 1
+        start, end = m.start_dim % ndim, m.end_dim % ndim
+        if start != 1 or end != ndim - 1:
+            raise TypeError(f"compile: layer {label} has start_dim={m.start_dim}, end_dim="
+                            f"{m.end_dim}; compile supports flattening all but the batch axis")
+        return _Value(v.buf, (math.prod(v.shape),))
+
+    def add(self, a, b, label):
+        if a.shape != b.shape:
+            raise ValueError(f"compile: {label} adds shapes {a.shape} and {b.shape}")
+        return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=math.prod(a.shape)), a.shape)
+
+    def concat(self, m, v, name, label):
+        if m.dim not in (1, -3) or len(v.shape) != 3:
+            raise TypeError(f"compile: layer {label} concatenates along dim={m.dim}; compile "
+                            f"supports the channel axis of (N, C, H, W)")
+        shared = _Value(v.buf, v.shape)
+        outs = [self.module(branch, shared, f"{name}.{i}" if name else str(i))
+                for i, branch in m._modules.items()]
+        out = outs[0]
+        for nxt in outs[1:]:
+            if out.shape[1:] != nxt.shape[1:]:
+                raise ValueError(f"compile: {label} concatenates shapes {out.shape} and "
+                                 f"{nxt.shape}")
+            shape = (out.shape[0] + nxt.shape[0],) + out.shape[1:]
+            out = self.emit(dict(kind=CONCAT, src=out.buf, src2=nxt.buf,
+                                 size=math.prod(out.shape), size2=math.prod(nxt.shape)), shape)
+        if len(outs) == 1 and out.buf == v.buf:
+            return _Value(v.buf, v.shape)
+        out.fresh = len(outs) > 1
+        return out
+
+    def finish(self, v):
+        """Route the final value into buffer 1, the caller's output."""
+        if v.buf == 0:
+            self.ops.append(dict(kind=COPY, src=0, dst=1, size=math.prod(v.shape)))
+            return
+        for op in self.ops:
+            for key in ("src", "src2", "dst"):
+                if op.get(key) == v.buf:
+                    op[key] = 1
+        self.sizes[v.buf] = 0
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32).ravel()
+
+
+def _pair(value):
+    return layers._pair(value, "size")
+
+
+_ACTIVATIONS = {
+    layers.ReLU: lambda m: (RELU, 0.0),
+    layers.LeakyReLU: lambda m: (LEAKY, float(m.negative_slope)),
+    layers.Sigmoid: lambda m: (SIGMOID, 0.0),
+    layers.Tanh: lambda m: (TANH, 0.0),
+}
+_LEAVES = [(layers.Conv2d, _Planner.conv), (layers.Linear, _Planner.linear),
+           (layers.MaxPool2d, _Planner.max_pool), (layers.AvgPool2d, _Planner.avg_pool),
+           (pooling.AdaptiveAvgPool2d, _Planner.adaptive_pool),
+           (pooling.AdaptiveMaxPool2d, _Planner.adaptive_pool),
+           (layers.BatchNorm2d, _Planner.batch_norm), (layers.Flatten, _Planner.flatten)]
+_LEAVES += [(cls, _Planner.activation) for cls in _ACTIVATIONS]
+
+
+class CompiledModel:
+    """An eval-mode model planned for inputs (N, *input_shape[1:]) with N <= max_batch.
+
+    Call it as ``cm(x)`` or ``cm(x, out=buffer)``. Each call runs every layer in one nogil
+    call with no allocation but the output (none with ``out=``); each calling thread gets
+    its own activation arena, so several Python threads may call it at once.
+    """
+
+    def __init__(self, program, input_shape, output_shape, max_batch, dtype):
+        self._program = program
+        self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
+        self.max_batch, self.dtype = max_batch, np.dtype(dtype)
+        self._local = threading.local()
+
+    def _arena(self, n_threads):
+        items = n_threads * self._program.thread_items
+        arena = getattr(self._local, "arena", None)
+        if arena is None or arena.size < items:
+            arena = self._local.arena = np.empty(max(items, 1), np.float32)
+        return arena
+
+    def __call__(self, x, out=None):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"CompiledModel: x must be a numpy array, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"CompiledModel: compiled for {self.dtype}, got x of dtype {x.dtype}")
+        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"CompiledModel: expected x of shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {list(x.shape)}")
+        n = x.shape[0]
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"CompiledModel: batch of {n} images; compiled for 1 to "
+                             f"max_batch={self.max_batch}")
+        shape = (n,) + self.output_shape
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != self.dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"CompiledModel: out must be a writeable C-contiguous {self.dtype} "
+                             f"array of shape {list(shape)}, got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+        x = np.ascontiguousarray(x)
+        n_threads = max(1, min(get_num_threads(), n))
+        arena = self._arena(n_threads)
+        with blas_single_threaded():
+            self._program.run(x.reshape(-1), out.reshape(-1), arena, n, n_threads)
+        return out
+
+    def __repr__(self):
+        return (f"CompiledModel(input_shape={(self.max_batch,) + self.input_shape}, "
+                f"output_shape={self.output_shape}, ops={self._program.n_ops})")
+
+
+def compile(model, input_shape, dtype=np.float32, max_batch=None):
+    """Plan ``model`` for eval-mode inference on inputs of ``input_shape`` (N, C, H, W).
+
+    The plan copies the model's weights (BatchNorm2d folded into the convolution before it,
+    as :func:`fastconv.nn.fuse` does), so later changes to ``model`` do not reach it, and
+    ``model`` itself is left as it was. Dropout is the identity, BatchNorm uses its running
+    statistics.
+
+    Parameters
+    ----------
+    model : Module
+        Built from Sequential, Residual, Concat, BasicBlock, Conv2d (groups=1, zero
+        padding), Linear, MaxPool2d, AvgPool2d, adaptive pooling to sizes that divide the
+        input, BatchNorm2d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Dropout and Identity.
+    input_shape : tuple of int
+        (N, C, H, W) or (N, features); N is the largest batch unless max_batch is given.
+    dtype : numpy dtype, default float32
+        Only float32 is compiled.
+    max_batch : int, optional
+        The largest batch a call may pass (default input_shape[0]).
+
+    Returns
+    -------
+    CompiledModel
+        ``cm(x, out=None)`` -> (N, *output_shape), N from 1 to max_batch.
+
+    Raises
+    ------
+    TypeError
+        A layer compile does not support (the error names it), or a dtype other than float32.
+    ValueError
+        A malformed input_shape or max_batch, or shapes that do not fit the model.
+    """
+    if np.dtype(dtype) != np.float32:
+        raise TypeError(f"compile: dtype must be float32, got {np.dtype(dtype)}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) < 2 or not all(isinstance(s, (int, np.integer)) and s >= 1
+                                       for s in input_shape):
+        raise ValueError(f"compile: input_shape must be (N, C, H, W) or (N, features) of "
+                         f"positive ints, got {input_shape}")
+    max_batch = input_shape[0] if max_batch is None else max_batch
+    if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) \
+            or max_batch < 1:
+        raise ValueError(f"compile: max_batch must be a positive int, got {max_batch!r}")
+    planned = copy.deepcopy(model)
+    planned.eval()
+    nn.fuse(planned, inplace=True)
+    planner = _Planner()
+    image_shape = tuple(int(s) for s in input_shape[1:])
+    out = planner.module(planned, _Value(0, image_shape), "")
+    planner.finish(out)
+    program = _compiled.Program(planner.ops, planner.sizes, planner.col_items,
+                                math.prod(image_shape), math.prod(out.shape))
+    return CompiledModel(program, image_shape, out.shape, int(max_batch), dtype)

@@ -1,0 +1,266 @@
+# The executor of fastconv.compile: a whole network as an array of op structs, run on
+# each image in one nogil call. Images are independent, so a thread runs every op of its
+# images in turn, with its own slice of the arena; the result does not depend on how the
+# images were split over threads, bit for bit.
+from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, exp, tanh
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
+
+import numpy as np
+
+
+cdef enum:
+    MAX_BUFFERS = 1024
+
+
+cdef enum OpKind:
+    OP_CONV = 0
+    OP_LINEAR = 1
+    OP_MAXPOOL = 2
+    OP_AVGPOOL = 3
+    OP_ACT = 4
+    OP_AFFINE = 5
+    OP_ADD = 6
+    OP_CONCAT = 7
+    OP_COPY = 8
+
+
+cdef enum Act:
+    ACT_NONE = 0
+    ACT_RELU = 1
+    ACT_LEAKY = 2
+    ACT_SIGMOID = 3
+    ACT_TANH = 4
+
+
+ctypedef struct Op:
+    int kind, act
+    float slope
+    # buffer ids: 0 is the image's input, 1 its output, the others live in the arena
+    int src, src2, dst
+    Py_ssize_t C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo
+    Py_ssize_t size, size2      # items per image of src (and src2)
+    const float* weight         # conv (K, C*kh*kw) / linear (K, C); affine: scale
+    const float* bias           # may be NULL; affine: shift
+    bint count_include_pad
+    float divisor               # avg pool: 0 means the window's own count
+
+
+cdef inline void activate(float* y, Py_ssize_t n, int act, float slope) noexcept nogil:
+    cdef Py_ssize_t i
+    if act == ACT_RELU:
+        for i in range(n):
+            if y[i] < 0:
+                y[i] = 0
+    elif act == ACT_LEAKY:
+        for i in range(n):
+            if y[i] < 0:
+                y[i] = y[i] * slope
+    elif act == ACT_SIGMOID:
+        for i in range(n):
+            y[i] = <float>(1.0 / (1.0 + exp(-<double>y[i])))
+    elif act == ACT_TANH:
+        for i in range(n):
+            y[i] = <float>tanh(<double>y[i])
+
+
+cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept nogil:
+    """One image: y (K, Ho*Wo) = bias + W @ im2col(x), as conv2d_gemm's one-image tiles."""
+    cdef Py_ssize_t L = op.Ho * op.Wo, CKK = op.C * op.kh * op.kw, k, l
+    cdef Geometry g = make_geometry(op.C, op.H, op.W, op.kh, op.kw, op.sh, op.sw, op.ph, op.pw,
+                                    op.dh, op.dw, op.Ho, op.Wo)
+    cdef float beta = 0
+    cdef const float* colp = x
+    if op.bias != NULL:
+        beta = 1
+        for k in range(op.K):
+            for l in range(L):
+                y[k * L + l] = op.bias[k]
+    if not (op.kh == 1 and op.kw == 1 and op.sh == 1 and op.sw == 1 and op.ph == 0
+            and op.pw == 0 and op.Ho == op.H and op.Wo == op.W):
+        im2col_image(x, col, &g, 0, op.Ho, L)
+        colp = col
+    gemm(False, False, <int>op.K, <int>L, <int>CKK, <float>1, op.weight, <int>CKK, colp, <int>L,
+         beta, y, <int>L)
+    activate(y, op.K * L, op.act, op.slope)
+
+
+cdef void run_linear(const Op* op, const float* x, float* y) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef float beta = 0
+    if op.bias != NULL:
+        beta = 1
+        for k in range(op.K):
+            y[k] = op.bias[k]
+    gemm(False, True, 1, <int>op.K, <int>op.C, <float>1, x, <int>op.C, op.weight, <int>op.C,
+         beta, y, <int>op.K)
+    activate(y, op.K, op.act, op.slope)
+
+
+cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
+    """Max or average pooling of one image; windows clipped to the image (padding)."""
+    cdef Py_ssize_t c, oh, ow, i, j, h0, w0, hh, ww, count
+    cdef float best, total, v
+    cdef bint is_max = op.kind == OP_MAXPOOL
+    for c in range(op.C):
+        for oh in range(op.Ho):
+            for ow in range(op.Wo):
+                h0 = oh * op.sh - op.ph
+                w0 = ow * op.sw - op.pw
+                best = -INFINITY
+                total = 0
+                count = 0
+                for i in range(op.kh):
+                    hh = h0 + i * op.dh
+                    if hh < 0 or hh >= op.H:
+                        continue
+                    for j in range(op.kw):
+                        ww = w0 + j * op.dw
+                        if ww < 0 or ww >= op.W:
+                            continue
+                        v = x[(c * op.H + hh) * op.W + ww]
+                        if is_max:
+                            if v > best or v != v:
+                                best = v
+                        else:
+                            total = total + v
+                            count = count + 1
+                if is_max:
+                    y[(c * op.Ho + oh) * op.Wo + ow] = best
+                else:
+                    if op.divisor > 0:
+                        y[(c * op.Ho + oh) * op.Wo + ow] = total / op.divisor
+                    elif op.count_include_pad:
+                        y[(c * op.Ho + oh) * op.Wo + ow] = total / (op.kh * op.kw)
+                    else:
+                        y[(c * op.Ho + oh) * op.Wo + ow] = total / count
+    activate(y, op.C * op.Ho * op.Wo, op.act, op.slope)
+
+
+cdef void run_image(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col) noexcept nogil:
+    cdef Py_ssize_t i, c, l, hw
+    cdef const Op* op
+    cdef const float* x
+    cdef const float* x2
+    cdef float* y
+    for i in range(n_ops):
+        op = &ops[i]
+        x = bufs[op.src]
+        y = bufs[op.dst]
+        if op.kind == OP_CONV:
+            run_conv(op, x, y, col)
+        elif op.kind == OP_LINEAR:
+            run_linear(op, x, y)
+        elif op.kind == OP_MAXPOOL or op.kind == OP_AVGPOOL:
+            run_pool(op, x, y)
+        elif op.kind == OP_ACT:
+            if y != x:
+                memcpy(y, x, op.size * sizeof(float))
+            activate(y, op.size, op.act, op.slope)
+        elif op.kind == OP_AFFINE:
+            hw = op.H * op.W
+            for c in range(op.C):
+                for l in range(hw):
+                    y[c * hw + l] = x[c * hw + l] * op.weight[c] + op.bias[c]
+            activate(y, op.size, op.act, op.slope)
+        elif op.kind == OP_ADD:
+            x2 = bufs[op.src2]
+            for l in range(op.size):
+                y[l] = x[l] + x2[l]
+            activate(y, op.size, op.act, op.slope)
+        elif op.kind == OP_CONCAT:
+            x2 = bufs[op.src2]
+            memcpy(y, x, op.size * sizeof(float))
+            memcpy(y + op.size, x2, op.size2 * sizeof(float))
+        elif op.kind == OP_COPY:
+            memcpy(y, x, op.size * sizeof(float))
+
+
+cdef class Program:
+    """The ops of one compiled network, with references to the arrays they point into.
+
+    ops: a list of dicts with Op's fields (weight/bias as C-contiguous float32 arrays or
+    None); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
+    output, take none of the arena); col_items: the largest im2col matrix.
+    """
+    cdef Op* ops
+    cdef readonly Py_ssize_t n_ops
+    cdef Py_ssize_t n_bufs, col_offset, in_items, out_items
+    cdef Py_ssize_t[::1] offsets
+    cdef readonly Py_ssize_t thread_items
+    cdef list keep
+
+    def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t in_items,
+                  Py_ssize_t out_items):
+        cdef Py_ssize_t i, total = 0
+        cdef float[::1] arr
+        self.n_ops = len(ops)
+        self.ops = <Op*>calloc(max(self.n_ops, 1), sizeof(Op))
+        if self.ops == NULL:
+            raise MemoryError()
+        self.keep = []
+        for i, d in enumerate(ops):
+            o = &self.ops[i]
+            o.kind = d["kind"]
+            o.act = d.get("act", ACT_NONE)
+            o.slope = d.get("slope", 0.0)
+            o.src, o.src2, o.dst = d["src"], d.get("src2", 0), d["dst"]
+            o.C, o.H, o.W, o.K = d.get("C", 0), d.get("H", 0), d.get("W", 0), d.get("K", 0)
+            o.kh, o.kw, o.sh, o.sw = d.get("kh", 0), d.get("kw", 0), d.get("sh", 0), d.get("sw", 0)
+            o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
+            o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
+            o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
+            o.count_include_pad = d.get("count_include_pad", True)
+            o.divisor = d.get("divisor", 0.0)
+            if d.get("weight") is not None:
+                arr = d["weight"]
+                self.keep.append(d["weight"])
+                o.weight = &arr[0]
+            if d.get("bias") is not None:
+                arr = d["bias"]
+                self.keep.append(d["bias"])
+                o.bias = &arr[0]
+        self.n_bufs = len(buffer_sizes)
+        self.offsets = np.zeros(self.n_bufs, dtype=np.intp)
+        for i in range(2, self.n_bufs):
+            self.offsets[i] = total
+            total += buffer_sizes[i]
+        if self.n_bufs > MAX_BUFFERS:
+            raise ValueError(f"compile: the network needs {self.n_bufs} activation buffers; "
+                             f"at most {MAX_BUFFERS} are supported")
+        self.col_offset = total
+        self.in_items, self.out_items = in_items, out_items
+        # each thread: its buffers, then the im2col matrix; 16 items apart (cache lines)
+        self.thread_items = (total + col_items + 16) // 16 * 16
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def run(self, const float[::1] x, float[::1] out, float[::1] arena, Py_ssize_t n_images,
+            int num_threads):
+        """Run the network on n_images images: x (n_images*in_items,) -> out; arena holds
+        thread_items items per thread of num_threads."""
+        cdef Py_ssize_t n
+        if n_images <= 0:
+            return
+        if num_threads <= 1 or n_images == 1:
+            with nogil:
+                for n in range(n_images):
+                    self.run_one(&x[0], &out[0], &arena[0], n)
+        else:
+            with nogil:
+                for n in prange(n_images, schedule="static", num_threads=num_threads):
+                    self.run_one(&x[0], &out[0], &arena[0] + threadid() * self.thread_items, n)
+
+    cdef void run_one(self, const float* x, float* out, float* arena, Py_ssize_t n) noexcept nogil:
+        cdef float* bufs[MAX_BUFFERS]
+        cdef Py_ssize_t i
+        bufs[0] = <float*>(x + n * self.in_items)
+        bufs[1] = out + n * self.out_items
+        for i in range(2, self.n_bufs):
+            bufs[i] = arena + self.offsets[i]
+        run_image(self.ops, self.n_ops, bufs, arena + self.col_offset)

@@ -1,0 +1,184 @@
+"""fastconv.compile against the eager model it was planned from."""
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import nn
+from fastconv.nn import models
+
+
+def _randomize_batchnorm(model, rng):
+    """Running statistics and affine parameters away from their identity defaults."""
+    for m in _modules(model):
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean[...] = rng.standard_normal(m.num_features)
+            m.running_var[...] = rng.uniform(0.5, 2.0, m.num_features)
+            if m.affine:
+                m.weight.data[...] = rng.uniform(0.5, 1.5, m.num_features)
+                m.bias.data[...] = rng.standard_normal(m.num_features)
+
+
+def _modules(m):
+    yield m
+    for child in m._modules.values():
+        if child is not None:
+            yield from _modules(child)
+
+
+def _check(model, shape, batches=(1, 3), threads=(1, 2), rtol=1e-4, atol=1e-5):
+    model.eval()
+    cm = fastconv.compile(model, (max(batches),) + shape)
+    rng = np.random.default_rng(1)
+    for n in batches:
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        expected = model(x)
+        results = []
+        for t in threads:
+            with fastconv.threads(t):
+                results.append(cm(x))
+        np.testing.assert_allclose(results[0], expected, rtol=rtol, atol=atol)
+        for r in results[1:]:
+            np.testing.assert_array_equal(r, results[0])  # bits do not depend on threads
+    return cm
+
+
+@pytest.mark.parametrize("variant", ["modern", "d2l"])
+def test_lenet_matches_eager(variant):
+    fastconv.manual_seed(0)
+    _check(models.lenet(variant), (1, 28, 28), batches=(1, 2, 5))
+
+
+def test_resnet20_matches_eager():
+    fastconv.manual_seed(0)
+    model = models.resnet20()
+    _randomize_batchnorm(model, np.random.default_rng(0))
+    _check(model, (3, 32, 32), batches=(1, 3), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_sequential_stacks(seed):
+    rng = np.random.default_rng(seed)
+    fastconv.manual_seed(seed)
+    c, h = int(rng.integers(1, 4)), int(rng.integers(8, 14))
+    layers, size, last_c = [], h, c
+    for _ in range(int(rng.integers(1, 4))):
+        k, s, p = int(rng.integers(1, 4)), int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        out = int(rng.integers(2, 7))
+        layers.append(nn.Conv2d(last_c, out, k, stride=s, padding=p, bias=bool(rng.integers(2))))
+        last_c = out
+        size = (size + 2 * p - k) // s + 1
+        choice = int(rng.integers(3))
+        if choice == 0:
+            layers.append(nn.BatchNorm2d(out))  # folded into the conv
+        layers.append([nn.ReLU(), nn.LeakyReLU(0.1), nn.Tanh(), nn.Sigmoid(), nn.Identity(),
+                       nn.Dropout(0.3)][int(rng.integers(6))])
+        if choice == 1:
+            layers.append(nn.BatchNorm2d(out))  # standalone: a scale and shift
+        if size >= 4 and rng.integers(2):
+            if rng.integers(2):
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            else:
+                layers.append(nn.AvgPool2d(3, stride=2, padding=1,
+                                           count_include_pad=bool(rng.integers(2))))
+                size = (size + 2 - 3) // 2 + 1
+    layers += [nn.Flatten(), nn.Linear(last_c * size * size, 7), nn.ReLU(), nn.Linear(7, 3)]
+    model = nn.Sequential(*layers)
+    _randomize_batchnorm(model, rng)
+    _check(model, (c, h, h), batches=(1, 4))
+
+
+def test_residual_and_concat():
+    fastconv.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))),
+        nn.ReLU(),
+        nn.Concat(nn.Identity(), nn.Conv2d(4, 3, 1), nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 1, 1))),
+        nn.Residual(nn.Conv2d(11, 5, 1), shortcut=nn.Conv2d(11, 5, 1, bias=False)),
+        nn.Flatten(), nn.Linear(5 * 6 * 6, 4))
+    _randomize_batchnorm(model, np.random.default_rng(0))
+    _check(model, (2, 6, 6), batches=(1, 3))
+
+
+def test_bitwise_where_no_fusion_changes_arithmetic():
+    # conv + bias + ReLU and pooling: the compiled one-image GEMM is eager's at batch 1
+    fastconv.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    cm = fastconv.compile(model, x.shape)
+    np.testing.assert_array_equal(cm(x), model(x))
+
+
+def test_out_argument_and_model_left_alone():
+    fastconv.manual_seed(0)
+    model = models.lenet("modern")
+    model.train()
+    cm = fastconv.compile(model, (4, 1, 28, 28))
+    assert model.training  # compile works on a copy
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    out = np.full((2, 10), np.nan, np.float32)
+    assert cm(x, out=out) is out
+    np.testing.assert_allclose(out, model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="out must be"):
+        cm(x, out=np.empty((3, 10), np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        cm(x, out=np.empty((2, 10), np.float64))
+
+
+def test_bad_calls_are_refused():
+    model = models.lenet("modern")
+    cm = fastconv.compile(model, (4, 1, 28, 28))
+    with pytest.raises(ValueError, match="max_batch=4"):
+        cm(np.zeros((5, 1, 28, 28), np.float32))
+    with pytest.raises(ValueError, match="expected x of shape"):
+        cm(np.zeros((2, 1, 27, 28), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        cm(np.zeros((2, 1, 28, 28), np.float64))
+    with pytest.raises(TypeError, match="dtype must be float32"):
+        fastconv.compile(model, (4, 1, 28, 28), dtype=np.float64)
+    with pytest.raises(ValueError, match="max_batch"):
+        fastconv.compile(model, (4, 1, 28, 28), max_batch=0)
+
+
+@pytest.mark.parametrize("layer, match", [
+    (nn.Conv2d(3, 3, 3, groups=3), r"0 \(Conv2d\).*groups=3"),
+    (nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"), "padding_mode"),
+    (nn.Softmax(dim=1), r"0 \(Softmax\) is not supported"),
+    (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode"),
+])
+def test_unsupported_layers_are_refused_by_name(layer, match):
+    with pytest.raises(TypeError, match=match):
+        fastconv.compile(nn.Sequential(layer, nn.Flatten()), (2, 3, 8, 8))
+
+
+def test_calls_from_several_python_threads():
+    fastconv.manual_seed(0)
+    model = models.lenet("modern")
+    model.eval()
+    cm = fastconv.compile(model, (8, 1, 28, 28))
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((int(n), 1, 28, 28)).astype(np.float32)
+              for n in rng.integers(1, 9, 8)]
+    expected = [cm(x) for x in inputs]
+    results = [None] * len(inputs)
+    barrier = threading.Barrier(len(inputs))
+
+    def work(i):
+        barrier.wait()
+        for _ in range(20):
+            results[i] = cm(inputs[i])
+            if not np.array_equal(results[i], expected[i]):
+                return
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for r, e in zip(results, expected):
+        np.testing.assert_array_equal(r, e)
