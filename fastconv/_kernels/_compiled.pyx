@@ -7,6 +7,8 @@ from libc.math cimport INFINITY, exp, tanh
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
+from scipy.linalg.cython_blas cimport sgemv
+
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
@@ -90,15 +92,50 @@ cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept 
 
 
 cdef void run_linear(const Op* op, const float* x, float* y) noexcept nogil:
+    """One image: y (K,) = bias + W x, a matrix-vector product (W row-major (K, C))."""
     cdef Py_ssize_t k
-    cdef float beta = 0
+    cdef float alpha = 1, beta = 0
+    cdef int m = <int>op.C, n = <int>op.K, one = 1
+    cdef char trans = b'T'
     if op.bias != NULL:
         beta = 1
         for k in range(op.K):
             y[k] = op.bias[k]
-    gemm(False, True, 1, <int>op.K, <int>op.C, <float>1, x, <int>op.C, op.weight, <int>op.C,
-         beta, y, <int>op.K)
+    # row-major W is column-major W^T (C, K): y = (W^T)^T x
+    sgemv(&trans, &m, &n, &alpha, <float*>op.weight, &m, <float*>x, &one, &beta, y, &one)
     activate(y, op.K, op.act, op.slope)
+
+
+cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil:
+    """run_pool when every window lies inside the image (no padding, no dilation): no
+    bounds checks in the loop."""
+    cdef Py_ssize_t c, oh, ow, i, j, kh = op.kh, kw = op.kw, sh = op.sh, sw = op.sw
+    cdef Py_ssize_t H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
+    cdef float best, total, v, area = op.divisor if op.divisor > 0 else <float>(kh * kw)
+    cdef const float* xc
+    cdef const float* win
+    cdef float* yc
+    for c in range(op.C):
+        xc = x + c * H * W
+        yc = y + c * Ho * Wo
+        for oh in range(Ho):
+            for ow in range(Wo):
+                win = xc + oh * sh * W + ow * sw
+                if op.kind == OP_MAXPOOL:
+                    best = win[0]
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = win[i * W + j]
+                            if v > best or v != v:
+                                best = v
+                    yc[oh * Wo + ow] = best
+                else:
+                    total = 0
+                    for i in range(kh):
+                        for j in range(kw):
+                            total = total + win[i * W + j]
+                    yc[oh * Wo + ow] = total / area
+    activate(y, op.C * Ho * Wo, op.act, op.slope)
 
 
 cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
@@ -106,6 +143,10 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
     cdef Py_ssize_t c, oh, ow, i, j, h0, w0, hh, ww, count
     cdef float best, total, v
     cdef bint is_max = op.kind == OP_MAXPOOL
+    if (op.ph == 0 and op.pw == 0 and op.dh == 1 and op.dw == 1
+            and (op.Ho - 1) * op.sh + op.kh <= op.H and (op.Wo - 1) * op.sw + op.kw <= op.W):
+        run_pool_inside(op, x, y)
+        return
     for c in range(op.C):
         for oh in range(op.Ho):
             for ow in range(op.Wo):
