@@ -50,11 +50,15 @@ def test_lenet_matches_eager(variant):
     _check(models.lenet(variant), (1, 28, 28), batches=(1, 2, 5))
 
 
-def test_resnet20_matches_eager():
+@pytest.mark.parametrize("build, shape", [
+    (models.resnet20, (3, 32, 32)),
+    (lambda: models.resnet18(num_classes=5), (3, 64, 64)),  # 7x7 stem, padded max pool
+])
+def test_resnets_match_eager(build, shape):
     fastconv.manual_seed(0)
-    model = models.resnet20()
+    model = build()
     _randomize_batchnorm(model, np.random.default_rng(0))
-    _check(model, (3, 32, 32), batches=(1, 3), rtol=1e-3, atol=1e-4)
+    _check(model, shape, batches=(1, 3), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("seed", range(6))
