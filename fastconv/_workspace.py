@@ -1,4 +1,5 @@
-"""Reusable scratch memory for the kernels (DESIGN principle 2: workspaces, not allocations).
+"""Reusable scratch memory for the kernels: workspaces, not allocations (per-thread scratch
+sized for one tile and reused across calls, the project's design principle).
 
 Touching fresh pages costs about 30% of a LeNet training step on these machines, so the
 column buffers and partial sums a kernel needs come from one buffer per Python thread,

@@ -20,7 +20,7 @@ from . import _conv_plan, _validation, _workspace
 from ._conv_plan import Problem, Route
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
-from . import _adaptive_pool as _adaptive
+from . import _adaptive_pool
 from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
                        softmax, softmax_backward)
 
@@ -32,7 +32,9 @@ _MATMUL_PIECES = 4
 _MATMUL_MIN_PIECE = 16
 
 def _contiguous(a):
-    return np.ascontiguousarray(a)
+    """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
+    typed C pointers, and a misaligned one is undefined behaviour (UBSan reports it)."""
+    return np.require(a, requirements="CA")
 
 
 def _pack_weight(w, groups, block, taps=None):
@@ -341,10 +343,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     if out is None:
         out = np.empty(shape, dtype=dtype)
     elif not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape \
-            or not out.flags.c_contiguous or not out.flags.writeable:
+            or not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
         raise ValueError(
-            f"out must be a writeable C-contiguous {dtype} array of shape {shape}, got "
-            + (f"{out.dtype} array of shape {out.shape}" if isinstance(out, np.ndarray)
+            f"out must be a writeable C-contiguous {dtype} array of shape {shape} (aligned), got "
+            + (f"{out.dtype} array of shape {out.shape}"
+               + ("" if out.flags.aligned else ", unaligned") if isinstance(out, np.ndarray)
                else type(out).__name__))
     if any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
         raise ValueError("out must not share memory with input, weight or bias: the kernel "
@@ -497,7 +500,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 def _planes(a4):
     """(N, C, H, W) array -> C-contiguous (N*C, H, W): the layout the pool kernels take."""
     n, c, h, w = a4.shape
-    return np.ascontiguousarray(a4).reshape(n * c, h, w)
+    return _contiguous(a4).reshape(n * c, h, w)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -638,14 +641,14 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
 
 def _flat(a):
-    """A flat C-contiguous view of ``a`` (a copy only when ``a`` is not C-contiguous)."""
-    return np.ascontiguousarray(a).reshape(-1)
+    """A flat C-contiguous, aligned view of ``a`` (a copy only when ``a`` is not one)."""
+    return _contiguous(a).reshape(-1)
 
 
 def _elementwise(kernel, x, inplace, *args):
     """Run ``kernel(x_flat, out_flat, *args, num_threads)`` into a new array, or into ``x``
     when ``inplace`` (through a contiguous copy when ``x`` is not C-contiguous)."""
-    if inplace and x.flags.c_contiguous:
+    if inplace and x.flags.c_contiguous and x.flags.aligned:
         out = x
     else:
         out = np.empty(x.shape, x.dtype)
@@ -932,7 +935,10 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     return grad_input, (sum_gx * invstd).astype(input.dtype), sum_g.astype(input.dtype)
 
 
-# -- adaptive pooling (torch's start/end windows; checks and window rule in _adaptive_pool) --
+# ----------------------------------------------------------------------------------------
+# adaptive pooling (geometry and checks in _adaptive_pool, shared with the reference)
+# ----------------------------------------------------------------------------------------
+
 
 def adaptive_avg_pool2d(x, output_size):
     """Adaptive average pooling, like ``torch.nn.functional.adaptive_avg_pool2d``.
@@ -946,20 +952,21 @@ def adaptive_avg_pool2d(x, output_size):
     Returns
     -------
     out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
-        The mean of each window of torch's start/end rule.
+        The mean of each window of torch's start/end rule: rows floor(i*H/Ho) ..
+        ceil((i+1)*H/Ho) - 1, columns likewise. (1, 1) is one mean per plane; windows that
+        tile the input (Ho | H, Wo | W) run on the pooling kernels; others are summed
+        separably, rows then columns.
     """
-    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
+    x4, unbatched, out_hw = _adaptive_pool.adaptive_args(x, output_size)
     n, c, h, w = x4.shape
+    kernel = _adaptive_pool.uniform_kernel((h, w), out_hw)
     if out_hw == (1, 1):
         out = x4.reshape(n, c, h * w).mean(axis=2).reshape(n, c, 1, 1)
-    elif (kernel := _adaptive.uniform_kernel((h, w), out_hw)) is not None:
+    elif kernel is not None:
         out = avg_pool2d(x4, kernel)
     else:
-        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
-        cols = np.stack([x4[..., a:b].sum(axis=3) for a, b in zip(cs, ce)], axis=3)
-        out = np.stack([cols[:, :, a:b].sum(axis=2) for a, b in zip(rs, re)], axis=2)
-        out /= ((re - rs)[:, None] * (ce - cs)[None, :]).astype(out.dtype)
-    return _validation.unbatch(out.astype(x.dtype, copy=False), unbatched)
+        out = _adaptive_pool.separable_avg(x4, out_hw)
+    return _validation.unbatch(out, unbatched)
 
 
 def adaptive_avg_pool2d_backward(grad_output, input_shape):
@@ -975,22 +982,15 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     grad_input : ndarray, ``input_shape``, grad_output's dtype
         Each output's gradient divided by its window's size and added over the window.
     """
-    g4, (n, c, h, w), unbatched = _adaptive.adaptive_backward_args(grad_output, input_shape)
-    ho, wo = g4.shape[2:]
-    if (ho, wo) == (1, 1):
-        scale = np.asarray(1.0 / (h * w), g4.dtype)
-        grad = np.broadcast_to(g4 * scale, (n, c, h, w)).copy()
-    elif (kernel := _adaptive.uniform_kernel((h, w), (ho, wo))) is not None:
-        grad = avg_pool2d_backward(np.ascontiguousarray(g4), (n, c, h, w), kernel)
+    g4, shape, unbatched = _adaptive_pool.adaptive_backward_args(grad_output, input_shape)
+    n, c, h, w = shape
+    kernel = _adaptive_pool.uniform_kernel((h, w), g4.shape[2:])
+    if g4.shape[2:] == (1, 1):
+        grad = np.broadcast_to(g4 * np.asarray(1.0 / (h * w), g4.dtype), shape).copy()
+    elif kernel is not None:
+        grad = avg_pool2d_backward(np.ascontiguousarray(g4), shape, kernel)
     else:
-        (rs, re), (cs, ce) = _adaptive.windows(h, ho), _adaptive.windows(w, wo)
-        g = g4 / ((re - rs)[:, None] * (ce - cs)[None, :]).astype(g4.dtype)
-        rows = np.zeros((n, c, h, wo), g4.dtype)
-        for i, (a, b) in enumerate(zip(rs, re)):
-            rows[:, :, a:b] += g[:, :, i:i + 1]
-        grad = np.zeros((n, c, h, w), g4.dtype)
-        for j, (a, b) in enumerate(zip(cs, ce)):
-            grad[..., a:b] += rows[..., j:j + 1]
+        grad = _adaptive_pool.separable_avg_backward(g4, shape)
     return _validation.unbatch(grad, unbatched)
 
 
@@ -1001,6 +1001,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     ----------
     x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
     output_size : int or (int or None, int or None)
+        Windows as :func:`adaptive_avg_pool2d`.
     return_indices : bool, default False
 
     Returns
@@ -1010,26 +1011,16 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
         Flat index of each maximum within its H*W input plane: the first maximum in
         row-major window order, or the last NaN if the window has one (torch's rule).
     """
-    from .reference import adaptive as reference
-    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
-    n, c, h, w = x4.shape
-    kernel = _adaptive.uniform_kernel((h, w), out_hw)
+    x4, unbatched, out_hw = _adaptive_pool.adaptive_args(x, output_size)
+    kernel = _adaptive_pool.uniform_kernel(x4.shape[2:], out_hw)
     if kernel is not None:
         out, indices = max_pool2d(x4, kernel, return_indices=True)
-    elif np.isnan(x4).any():
-        # The separable form below cannot follow the last-NaN rule; windows one by one can.
-        out, indices = reference.adaptive_max_pool2d(x4, out_hw, return_indices=True)
+    elif np.isnan(x4).any():  # the separable form cannot follow the last-NaN rule
+        out, indices = _adaptive_pool.max_by_window(x4, out_hw)
     else:
-        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
-        # Columns first, then rows: the first row holding the window's maximum, and in that
-        # row its first column, is the first maximum in row-major order.
-        col_max = np.stack([x4[..., a:b].max(axis=3) for a, b in zip(cs, ce)], axis=3)
-        col_arg = np.stack([x4[..., a:b].argmax(axis=3) + a for a, b in zip(cs, ce)], axis=3)
-        row_arg = np.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in zip(rs, re)], axis=2)
-        out = np.take_along_axis(col_max, row_arg, axis=2)
-        indices = row_arg * w + np.take_along_axis(col_arg, row_arg, axis=2)
-    out, indices = _validation.unbatch(out, unbatched), _validation.unbatch(indices.astype(np.int64, copy=False), unbatched)
-    return (out, indices) if return_indices else out
+        out, indices = _adaptive_pool.separable_max(x4, out_hw)
+    out = _validation.unbatch(out, unbatched)
+    return (out, _validation.unbatch(indices, unbatched)) if return_indices else out
 
 
 def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
@@ -1045,5 +1036,5 @@ def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
     -------
     grad_input : ndarray, ``input_shape``, grad_output's dtype
     """
-    _adaptive.adaptive_backward_args(grad_output, input_shape)
+    _adaptive_pool.adaptive_backward_args(grad_output, input_shape)
     return max_pool2d_backward(grad_output, indices, input_shape)

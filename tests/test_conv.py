@@ -171,6 +171,8 @@ def test_out_receives_the_result(algorithm):
 
 @pytest.mark.parametrize("out", [np.empty((2, 4, 5, 4)), np.empty((2, 4, 5, 5), np.float32),
                                  np.empty((2, 4, 4, 5), np.float32).transpose(0, 1, 3, 2),
+                                 np.empty(2 * 4 * 5 * 4 * 4 + 1, np.uint8)[1:].view(np.float32)
+                                 .reshape(2, 4, 5, 4),   # unaligned
                                  [0.0]])
 def test_out_refusals(out):
     x, w, _ = _problem((2, 3, 7, 6), (4, 3, 3, 3), np.float32)

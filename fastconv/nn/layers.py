@@ -134,14 +134,19 @@ class Conv2d(Module):
         return np.pad(x, ((0, 0),) * (x.ndim - 2) + pads, mode=self._PADDING_MODES[self.padding_mode])
 
     def _unpad_grad(self, grad_padded, shape):
-        """Gradient of :meth:`_pad`: every padded cell's gradient added to the cell it copied."""
-        pads = self._explicit_padding()
+        """Gradient of :meth:`_pad`: every padded row's gradient added to the row it copied,
+        in order, then likewise the columns. Slice additions, not a product with one-hot
+        maps: no BLAS (whose bits may follow its thread count), and no inf * 0 = NaN."""
+        grad = grad_padded
         mode = self._PADDING_MODES[self.padding_mode]
-        h, w = shape[-2:]
-        # One-hot (padded, original) maps: padded row i copies row src[i].
-        rows = np.eye(h, dtype=grad_padded.dtype)[np.pad(np.arange(h), pads[0], mode=mode)]
-        cols = np.eye(w, dtype=grad_padded.dtype)[np.pad(np.arange(w), pads[1], mode=mode)]
-        return rows.T @ grad_padded @ cols
+        for axis, (before, after), size in zip((-2, -1), self._explicit_padding(), shape[-2:]):
+            source = np.pad(np.arange(size), (before, after), mode=mode)  # padded i copies source[i]
+            g = np.moveaxis(grad, axis, 0)
+            folded = g[before:before + size].copy()
+            for i in (*range(before), *range(before + size, len(source))):
+                folded[source[i]] += g[i]
+            grad = np.moveaxis(folded, 0, axis)
+        return np.ascontiguousarray(grad)
 
     def forward(self, x):
         ops = _backend.ops()
@@ -187,7 +192,27 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
+class _IndexedPool(Module):
+    """Max pooling that keeps its argmax indices in train mode for backward (and not in eval
+    mode, where backward then raises); subclasses give ``_pool`` and ``_pool_backward``."""
+
+    def forward(self, x):
+        ops = _backend.ops()
+        if not self.training:
+            self._indices = None
+            return self._pool(ops, x)
+        out, self._indices = self._pool(ops, x, return_indices=True)
+        self._input_shape = x.shape
+        return out
+
+    def backward(self, grad_output):
+        indices = _cached(self, "_indices")
+        if not self.requires_input_grad:
+            return None
+        return self._pool_backward(_backend.ops(), grad_output, indices, self._input_shape)
+
+
+class MaxPool2d(_IndexedPool):
     """2-D max pooling, like ``torch.nn.MaxPool2d``.
 
     Parameters
@@ -206,21 +231,13 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
-    def forward(self, x):
-        ops = _backend.ops()
-        args = (x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        if not self.training:
-            self._indices = None
-            return ops.max_pool2d(*args)
-        out, self._indices = ops.max_pool2d(*args, return_indices=True)
-        self._input_shape = x.shape
-        return out
+    def _pool(self, ops, x, return_indices=False):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, return_indices=return_indices)
 
-    def backward(self, grad_output):
-        indices = _cached(self, "_indices")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().max_pool2d_backward(grad_output, indices, self._input_shape)
+    @staticmethod
+    def _pool_backward(ops, grad_output, indices, input_shape):
+        return ops.max_pool2d_backward(grad_output, indices, input_shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -316,11 +333,14 @@ class Linear(Module):
 
     @staticmethod
     def _product(a, b, trans_a=False, trans_b=False):
-        """op(a) @ op(b): on fastconv's threads with the compiled backend and one dtype,
+        """op(a) @ op(b): on fastconv's threads with the compiled backend (both cast to
+        NumPy's result dtype, so mixed dtypes get the same thread-independent product),
         else NumPy's matmul on its own BLAS threads (the reference backend is the NumPy
         baseline, and runs no OpenMP region for BLAS to fight)."""
-        if _backend.ops() is F and a.dtype == b.dtype:
-            return F._matmul(a, b, trans_a, trans_b)
+        dtype = np.result_type(a, b)
+        if _backend.ops() is F and dtype in (np.float32, np.float64):
+            return F._matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False),
+                             trans_a, trans_b)
         return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def backward(self, grad_output):
