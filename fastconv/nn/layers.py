@@ -192,7 +192,27 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
+class _IndexedPool(Module):
+    """Max pooling that keeps its argmax indices in train mode for backward (and not in eval
+    mode, where backward then raises); subclasses give ``_pool`` and ``_pool_backward``."""
+
+    def forward(self, x):
+        ops = _backend.ops()
+        if not self.training:
+            self._indices = None
+            return self._pool(ops, x)
+        out, self._indices = self._pool(ops, x, return_indices=True)
+        self._input_shape = x.shape
+        return out
+
+    def backward(self, grad_output):
+        indices = _cached(self, "_indices")
+        if not self.requires_input_grad:
+            return None
+        return self._pool_backward(_backend.ops(), grad_output, indices, self._input_shape)
+
+
+class MaxPool2d(_IndexedPool):
     """2-D max pooling, like ``torch.nn.MaxPool2d``.
 
     Parameters
@@ -211,21 +231,13 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
-    def forward(self, x):
-        ops = _backend.ops()
-        args = (x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        if not self.training:
-            self._indices = None
-            return ops.max_pool2d(*args)
-        out, self._indices = ops.max_pool2d(*args, return_indices=True)
-        self._input_shape = x.shape
-        return out
+    def _pool(self, ops, x, return_indices=False):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, return_indices=return_indices)
 
-    def backward(self, grad_output):
-        indices = _cached(self, "_indices")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().max_pool2d_backward(grad_output, indices, self._input_shape)
+    @staticmethod
+    def _pool_backward(ops, grad_output, indices, input_shape):
+        return ops.max_pool2d_backward(grad_output, indices, input_shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -385,80 +397,94 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """An elementwise activation: ``forward`` is the backend's ``<op>`` and ``backward`` its
+    ``<op>_backward`` of grad_output and what forward saved (the output, from which these
+    derivatives follow; a subclass may save the input instead).
+
+    Subclasses name ``op`` and, where the op takes arguments, give them in
+    ``_arguments()`` (the keyword arguments of ``op``; the derivative's come after the saved
+    array, positionally, in the same order, without ``inplace``).
+    """
+
+    op = None
+
+    def _arguments(self):
+        return {}
+
+    def _save(self, x, out):
+        """What backward needs: the output."""
+        return out
+
+    def forward(self, x):
+        out = getattr(_backend.ops(), self.op)(x, **self._arguments())
+        self._saved = self._save(x, out)
+        return out
+
+    def backward(self, grad_output):
+        saved = _cached(self, "_saved")
+        if not self.requires_input_grad:
+            return None
+        extra = [v for k, v in self._arguments().items() if k != "inplace"]
+        return getattr(_backend.ops(), self.op + "_backward")(grad_output, saved, *extra)
+
+
+class ReLU(_Activation):
     """``max(x, 0)`` elementwise, like ``torch.nn.ReLU``; ``inplace=True`` overwrites the input."""
+
+    op = "relu"
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x):
-        self._output = _backend.ops().relu(x, inplace=self.inplace)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().relu_backward(grad_output, y)
+    def _arguments(self):
+        return {"inplace": self.inplace}
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
     """``x if x > 0 else negative_slope * x``, like ``torch.nn.LeakyReLU``."""
+
+    op = "leaky_relu"
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope, self.inplace = negative_slope, inplace
 
+    def _arguments(self):
+        return {"negative_slope": self.negative_slope, "inplace": self.inplace}
+
     def forward(self, x):
         # backward tests x > 0 (as torch does). An in-place forward overwrites x: with a
         # slope >= 0 its output is > 0 exactly where x was; with a negative slope (which
         # torch refuses in place) a copy of x is kept.
-        keep_copy = self.inplace and self.negative_slope < 0
-        saved = x.copy() if keep_copy else x
-        out = _backend.ops().leaky_relu(x, self.negative_slope, inplace=self.inplace)
-        self._input = out if self.inplace and not keep_copy else saved
-        return out
+        self._input_copy = x.copy() if self.inplace and self.negative_slope < 0 else None
+        return super().forward(x)
 
-    def backward(self, grad_output):
-        x = _cached(self, "_input")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().leaky_relu_backward(grad_output, x, self.negative_slope)
+    def _save(self, x, out):
+        """What backward needs: the input, or the output where it is > 0 exactly where the
+        input was (in place, with a slope >= 0)."""
+        if self._input_copy is not None:
+            return self._input_copy
+        return out if self.inplace else x
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Sigmoid(Module):
+class Sigmoid(_Activation):
     """``1 / (1 + exp(-x))`` elementwise, like ``torch.nn.Sigmoid``."""
 
-    def forward(self, x):
-        self._output = _backend.ops().sigmoid(x)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().sigmoid_backward(grad_output, y)
+    op = "sigmoid"
 
 
-class Tanh(Module):
+class Tanh(_Activation):
     """``tanh(x)`` elementwise, like ``torch.nn.Tanh``."""
 
-    def forward(self, x):
-        self._output = _backend.ops().tanh(x)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().tanh_backward(grad_output, y)
+    op = "tanh"
 
 
 class Dropout(Module):
