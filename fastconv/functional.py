@@ -168,6 +168,13 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     skip = by_rows and bool(np.isfinite(w).all())
     tap_index, row_taps = _row_tap_runs(w.shape, p.stride, p.padding, p.dilation, p.x_shape[2],
                                         ho, skip)
+    if tap_index is not None and tap_index.size == 0:
+        # every window lies in the zero padding: each output is 0 + its bias, as the
+        # kernel would sum it (and no empty tap list goes to the kernel)
+        out4[...] = 0
+        if b.size:
+            out4 += b[:, None, None]
+        return
     taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
     if tap_index is not None:
         taps = taps[tap_index]
