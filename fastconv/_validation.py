@@ -805,6 +805,15 @@ def _batch_view(x, name):
     return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
+def _batch_norm_count(x, x3, training):
+    """BatchNormArgs with the values per channel; training needs more than one."""
+    count = x3.shape[0] * x3.shape[2]
+    if training and count <= 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got input "
+                         f"of shape {_shape_str(x.shape)}")
+    return BatchNormArgs(x3, count)
+
+
 def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """Validate ``batch_norm``'s arguments (torch's order).
 
@@ -829,11 +838,7 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
                          "(training=False)")
     _real(momentum, "momentum")
     _real(eps, "eps", minimum=0)
-    count = x3.shape[0] * x3.shape[2]
-    if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got input "
-                         f"of shape {_shape_str(x.shape)}")
-    return BatchNormArgs(x3, count)
+    return _batch_norm_count(x, x3, training)
 
 
 def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, save_mean,
@@ -856,8 +861,4 @@ def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, 
         raise ValueError("evaluation mode (training=False) needs running_mean and running_var, "
                          "or save_mean and save_invstd")
     _real(eps, "eps", minimum=0)
-    count = x3.shape[0] * x3.shape[2]
-    if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got input "
-                         f"of shape {_shape_str(x.shape)}")
-    return BatchNormArgs(x3, count)
+    return _batch_norm_count(x, x3, training)
