@@ -781,14 +781,21 @@ def _real(value, name, minimum=None):
     return value
 
 
+# Per-channel arrays that may have another float dtype than the input (a model whose
+# buffers were cast apart from its parameters): read as float64, updated in their own dtype.
+_ANY_FLOAT_VECTORS = ("running_mean", "running_var")
+
+
 def _channel_vectors(x, writeable=(), **vectors):
-    """Check per-channel arrays (None skipped): 1-D, x's channel count and dtype."""
+    """Check per-channel arrays (None skipped): 1-D, x's channel count and (but for the
+    running statistics) x's dtype."""
     channels = x.shape[1]
     for name, v in vectors.items():
         if v is None:
             continue
         check_array(v, name)
-        same_dtype(input=x, **{name: v})
+        if name not in _ANY_FLOAT_VECTORS:
+            same_dtype(input=x, **{name: v})
         if v.shape != (channels,):
             raise ValueError(f"expected {name} of shape ({channels},) for input of shape "
                              f"{_shape_str(x.shape)} ({channels} channels), got {name} of "

@@ -1097,7 +1097,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ----------
     input : ndarray (N, C, ...), float32 or float64 ((N, C), (N, C, L), (N, C, H, W))
     running_mean, running_var : ndarray (C,) or None
-        input's dtype. In training, when given, updated in place: ``running = (1 - momentum)
+        float32 or float64 (read as float64: their dtype may differ from input's, as in a
+        model whose buffers were cast apart). In training, when given, updated in place: ``running = (1 - momentum)
         * running + momentum * batch statistic``, the variance unbiased (torch's rule).
         Required when not training.
     weight, bias : ndarray (C,) or None
