@@ -846,8 +846,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ----------
     input : ndarray (N, C, ...), float32 or float64 ((N, C), (N, C, L), (N, C, H, W))
     running_mean, running_var : ndarray (C,) or None
-        input's dtype. In training, when given, updated in place: ``running = (1 - momentum)
-        * running + momentum * batch statistic``, the variance unbiased (torch's rule).
+        float32 or float64 (read as float64: their dtype may differ from input's, as in a
+        model whose buffers were cast apart). In training, when given, updated in place:
+        ``running = (1 - momentum) * running + momentum * batch statistic``, the variance
+        unbiased (torch's rule).
         Required when not training.
     weight, bias : ndarray (C,) or None
         None: 1 and 0.
@@ -878,8 +880,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     invstd = np.empty(channels)
     if out.size:
-        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1), _channel_f64(bias, channels, 0),
-                           mean, var, invstd, bool(training), float(eps), get_num_threads())
+        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1),
+                           _channel_f64(bias, channels, 0), mean, var, invstd, bool(training),
+                           float(eps), get_num_threads())
     else:  # no values (eval with an empty batch)
         invstd[...] = 1 / np.sqrt(var + float(eps))
     if training and running_mean is not None:
