@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from .. import _random
+from . import _fit_strategy
 
 __all__ = ["History", "fit", "evaluate", "predict", "summary"]
 
@@ -144,7 +144,9 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     optimizer : fastconv.optim.Optimizer
     epochs : int, default 1
     batch_size : int, default 32
-        The last batch of an epoch may be smaller.
+        The last batch of an epoch may be smaller. Under MPI (:mod:`fastconv.distributed`) the
+        global batch: each rank takes its shard, and the run is bitwise the same on any
+        number of ranks; rank 0 alone shows progress, and the metrics are the global ones.
     validation_data : (x_val, y_val), optional
         Evaluated (eval mode) after every epoch.
     shuffle : bool, default True
@@ -176,26 +178,25 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     object.__setattr__(model, "_fit_loss", loss)
     history = History()
     n = len(x)
+    strategy = _fit_strategy.for_fit(model, optimizer, loss)
+    strategy.check(samples=n, batch_size=batch_size, epochs=epochs, shuffle=bool(shuffle))
+    verbose = verbose if strategy.is_root else 0
     for epoch in range(epochs):
         model.train()
-        order = _random.generator().permutation(n) if shuffle else None
+        order = strategy.order(n) if shuffle else None
         bar = _progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         for begin in range(0, n, batch_size):
             index = order[begin:begin + batch_size] if shuffle else slice(begin, begin + batch_size)
-            xb, yb = x[index], y[index]
-            out = model(xb)
-            batch_loss = loss(out, yb)
-            optimizer.zero_grad()
-            model.backward(loss.backward())
-            optimizer.step()
+            xb, yb, out, batch_loss = strategy.step(x, y, index)
             total_loss += float(batch_loss) * len(xb)
             count = _accuracy_count(out, yb)
             correct = None if count is None else correct + count
             seen += len(xb)
             if bar is not None:
-                bar.update(len(xb))
+                bar.update(min(batch_size, n - begin))  # the global batch, on rank 0
+        total_loss, correct, seen = strategy.totals(total_loss, correct, seen)
         seconds = time.perf_counter() - start
         metrics = {"loss": total_loss / max(seen, 1),
                    "accuracy": None if correct is None else correct / max(seen, 1)}

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _backend, _random
 from .. import functional as F
-from . import init
+from . import _leaves, init
 from .module import Module
 from .parameter import Parameter
 
@@ -158,11 +158,21 @@ class Conv2d(Module):
         x = _cached(self, "_input")
         zeros = self.padding_mode == "zeros"
         weight, bias = self.weight, self.bias
-        gi, gw, gb = _backend.ops().conv2d_backward(
-            grad_output, x, weight.data, self.stride, self.padding if zeros else 0, self.dilation,
-            self.groups, needs_input_grad=self.requires_input_grad,
-            needs_weight_grad=weight.requires_grad,
-            needs_bias_grad=bias is not None and bias.requires_grad)
+        plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
+
+        def grads(grad_output, x, input_grad, param_grads):
+            return _backend.ops().conv2d_backward(
+                grad_output, x, weight.data, self.stride, self.padding if zeros else 0,
+                self.dilation, self.groups, needs_input_grad=input_grad,
+                needs_weight_grad=param_grads and weight.requires_grad,
+                needs_bias_grad=param_grads and bias is not None and bias.requires_grad)
+
+        gi, gw, gb = grads(grad_output, x, self.requires_input_grad, plan is None)
+        if plan is not None:
+            parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False, True))
+            for param, k in ((weight, 1), (bias, 2)):
+                if parts[0][k] is not None:
+                    plan.add(param, [p[k] for p in parts])
         if gw is not None:
             weight.accumulate_grad(gw)
         if gb is not None:
@@ -330,11 +340,15 @@ class Linear(Module):
             raise ValueError(f"Linear: expected grad_output of shape {expected}, got grad_output "
                              f"of shape {grad_output.shape}")
         g2 = grad_output.reshape(-1, self.out_features)
+        rows = lambda a, leaf, features: a[leaf].reshape(-1, features)  # a leaf of samples
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(g2.sum(axis=0))
+            _leaves.accumulate(self.bias, lambda: g2.sum(axis=0),
+                               lambda leaf: rows(grad_output, leaf, self.out_features).sum(axis=0))
         if self.weight.requires_grad:
-            self.weight.accumulate_grad(
-                self._product(g2, x.reshape(-1, self.in_features), trans_a=True))
+            _leaves.accumulate(
+                self.weight, lambda: self._product(g2, x.reshape(-1, self.in_features), trans_a=True),
+                lambda leaf: self._product(rows(grad_output, leaf, self.out_features),
+                                           rows(x, leaf, self.in_features), trans_a=True))
         if not self.requires_input_grad:
             return None
         return self._product(g2, self.weight.data).reshape(x.shape)
@@ -519,8 +533,7 @@ class _BatchNorm(Module):
             if count < 2 and self.training:
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
                                  f"when training, got input of shape {x.shape}")
-            mean = x3.mean(axis=(0, 2))
-            var = x3.var(axis=(0, 2))
+            mean, var, count = self._statistics(x3)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, count)
         else:
@@ -530,6 +543,16 @@ class _BatchNorm(Module):
         self._xhat, self._invstd, self._batch_stats = xhat, invstd, use_batch
         out = xhat * self.weight.data[:, None] + self.bias.data[:, None] if self.affine else xhat
         return out.reshape(x.shape)
+
+    def _statistics(self, x3):
+        """(mean, biased variance, count) per channel of (N, C, L) over N and L; SyncBatchNorm
+        takes them over every rank's batch."""
+        return x3.mean(axis=(0, 2)), x3.var(axis=(0, 2)), x3.shape[0] * x3.shape[2]
+
+    def _grad_sums(self, g3, xhat, sum_g, sum_gx):
+        """(sum of g3, sum of g3 * xhat, count) per channel over N and L for the input
+        gradient, given this batch's sums: the statistics' counterparts."""
+        return sum_g, sum_gx, xhat.shape[0] * xhat.shape[2]
 
     def _update_running(self, mean, var, count):
         self.num_batches_tracked += 1
@@ -548,15 +571,16 @@ class _BatchNorm(Module):
         sum_gx = (g3 * xhat).sum(axis=(0, 2))
         if self.affine:
             if self.weight.requires_grad:
-                self.weight.accumulate_grad(sum_gx)
+                _leaves.accumulate(self.weight, lambda: sum_gx,
+                                   lambda leaf: (g3[leaf] * xhat[leaf]).sum(axis=(0, 2)))
             if self.bias.requires_grad:
-                self.bias.accumulate_grad(sum_g)
+                _leaves.accumulate(self.bias, lambda: sum_g, lambda leaf: g3[leaf].sum(axis=(0, 2)))
         if not self.requires_input_grad:
             return None
         scale = self._invstd * (self.weight.data if self.affine else 1)
         if not self._batch_stats:  # fixed statistics: a per-channel affine map
             return (g3 * scale[:, None]).reshape(grad_output.shape)
-        count = xhat.shape[0] * xhat.shape[2]
+        sum_g, sum_gx, count = self._grad_sums(g3, xhat, sum_g, sum_gx)
         gi = (g3 - (sum_g / count)[:, None] - xhat * (sum_gx / count)[:, None]) * scale[:, None]
         return gi.reshape(grad_output.shape)
 
