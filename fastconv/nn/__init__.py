@@ -13,9 +13,11 @@ from .loss import CrossEntropyLoss, MSELoss
 from .models import lenet
 from .module import Module, Sequential
 from .parameter import Parameter
+from .sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
     "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "lenet",
+    "SyncBatchNorm",
 ]
