@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from ._threads import get_num_threads, set_num_threads, threads
 from . import datasets, functional, reference
 from . import nn, optim
+from . import transforms
 from .nn import init
 from ._backend import backend
 from ._random import manual_seed

@@ -16,6 +16,9 @@ import numpy as np
 from . import _validation, _workspace
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
+from . import _adaptive_pool as _adaptive
+from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
+                       softmax, softmax_backward)
 
 # BLAS takes C ints: every GEMM dimension must fit one.
 _INT_MAX = 2**31 - 1
@@ -24,6 +27,12 @@ _INT_MAX = 2**31 - 1
 # _GRAD_CHUNKS partial sums to reduce. A function of N only, never of the thread count,
 # which keeps grad_weight bitwise identical across thread counts.
 _GRAD_CHUNKS = 32
+
+# The fully connected products' outputs are cut into blocks of _MATMUL_BLOCK_ROWS rows, the
+# last one zero-padded: every BLAS call then has one shape. BLAS rounds differently for
+# different sub-matrix shapes (OpenBLAS's small-matrix kernels), so a cut that moved with the
+# thread count or with the number of rows (a rank's shard of a batch) would move the bits.
+_MATMUL_BLOCK_ROWS = 32
 
 # Output positions (GEMM columns) per tile of the GEMM paths; see _tiles. Measured
 # (float32, 1 thread) over 256..2048: the large 3x3 layers are flat from 512 up, LeNet's
@@ -663,35 +672,31 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
-# Rows of the output per BLAS call of _matmul: every call has this many rows, so that the
-# products of a row do not depend on the batch size or the thread count (see _gemm.matmul).
-_MATMUL_BLOCK_ROWS = 32
-
-
 def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, blocks of
-    _MATMUL_BLOCK_ROWS output rows split over fastconv's threads, one BLAS call each: the
-    fully connected layers' products, the same bits for any row count and thread count. NumPy's matmul would run BLAS's own thread pool
-    beside OpenMP's (the two fight over the cores), or one thread under
-    blas_single_threaded (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
+    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, in blocks
+    of _MATMUL_BLOCK_ROWS output rows shared out over fastconv's threads, one BLAS call
+    each: the fully connected layers' products, each row the same bits whatever the thread
+    count and the number of rows. NumPy's matmul would run BLAS's own thread pool beside
+    OpenMP's (the two fight over the cores), or one thread under blas_single_threaded
+    (LeNet's (256, 400) @ (400, 120): 0.29 ms; this: 0.15 ms).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _check_blas_dims(*a.shape, *b.shape)
-    full = m - m % _MATMUL_BLOCK_ROWS
+    block = _MATMUL_BLOCK_ROWS
+    full = m - m % block
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, _MATMUL_BLOCK_ROWS, get_num_threads())
+        _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block, get_num_threads())
         if full < m:  # the last rows through a zero-padded block: the same call shape again
-            tail = np.zeros((a.shape[0], _MATMUL_BLOCK_ROWS) if trans_a else
-                            (_MATMUL_BLOCK_ROWS, a.shape[1]), dtype=a.dtype)
+            tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
             if trans_a:
                 tail[:, :m - full] = a[:, full:]
             else:
                 tail[:m - full] = a[full:]
-            tail_out = np.empty((_MATMUL_BLOCK_ROWS, n), dtype=a.dtype)
-            _gemm.matmul(tail, b, tail_out, trans_a, trans_b, _MATMUL_BLOCK_ROWS, 1)
+            tail_out = np.empty((block, n), dtype=a.dtype)
+            _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
             out[full:] = tail_out[:m - full]
     return out
 
@@ -1057,3 +1062,120 @@ def tanh_backward(grad_output, output):
         (torch: ``1 - output**2``; the same but for rounding, and more accurate near +-1)
     """
     return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")
+
+
+# -- adaptive pooling (torch's start/end windows; checks and window rule in _adaptive_pool) --
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling, like ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+        (Ho, Wo); None keeps that input size. (1, 1) is global average pooling.
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+        The mean of each window of torch's start/end rule.
+    """
+    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
+    n, c, h, w = x4.shape
+    if out_hw == (1, 1):
+        out = x4.reshape(n, c, h * w).mean(axis=2).reshape(n, c, 1, 1)
+    elif (kernel := _adaptive.uniform_kernel((h, w), out_hw)) is not None:
+        out = avg_pool2d(x4, kernel)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
+        cols = np.stack([x4[..., a:b].sum(axis=3) for a, b in zip(cs, ce)], axis=3)
+        out = np.stack([cols[:, :, a:b].sum(axis=2) for a, b in zip(rs, re)], axis=2)
+        out /= ((re - rs)[:, None] * (ce - cs)[None, :]).astype(out.dtype)
+    return _validation.unbatch(out.astype(x.dtype, copy=False), unbatched)
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+        Each output's gradient divided by its window's size and added over the window.
+    """
+    g4, (n, c, h, w), unbatched = _adaptive.adaptive_backward_args(grad_output, input_shape)
+    ho, wo = g4.shape[2:]
+    if (ho, wo) == (1, 1):
+        scale = np.asarray(1.0 / (h * w), g4.dtype)
+        grad = np.broadcast_to(g4 * scale, (n, c, h, w)).copy()
+    elif (kernel := _adaptive.uniform_kernel((h, w), (ho, wo))) is not None:
+        grad = avg_pool2d_backward(np.ascontiguousarray(g4), (n, c, h, w), kernel)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, ho), _adaptive.windows(w, wo)
+        g = g4 / ((re - rs)[:, None] * (ce - cs)[None, :]).astype(g4.dtype)
+        rows = np.zeros((n, c, h, wo), g4.dtype)
+        for i, (a, b) in enumerate(zip(rs, re)):
+            rows[:, :, a:b] += g[:, :, i:i + 1]
+        grad = np.zeros((n, c, h, w), g4.dtype)
+        for j, (a, b) in enumerate(zip(cs, ce)):
+            grad[..., a:b] += rows[..., j:j + 1]
+    return _validation.unbatch(grad, unbatched)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Adaptive max pooling, like ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+    output_size : int or (int or None, int or None)
+    return_indices : bool, default False
+
+    Returns
+    -------
+    out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
+    indices : ndarray of int64, same shape; only if ``return_indices``
+        Flat index of each maximum within its H*W input plane: the first maximum in
+        row-major window order, or the last NaN if the window has one (torch's rule).
+    """
+    from .reference import adaptive as reference
+    x4, unbatched, out_hw = _adaptive.adaptive_args(x, output_size)
+    n, c, h, w = x4.shape
+    kernel = _adaptive.uniform_kernel((h, w), out_hw)
+    if kernel is not None:
+        out, indices = max_pool2d(x4, kernel, return_indices=True)
+    elif np.isnan(x4).any():
+        # The separable form below cannot follow the last-NaN rule; windows one by one can.
+        out, indices = reference.adaptive_max_pool2d(x4, out_hw, return_indices=True)
+    else:
+        (rs, re), (cs, ce) = _adaptive.windows(h, out_hw[0]), _adaptive.windows(w, out_hw[1])
+        # Columns first, then rows: the first row holding the window's maximum, and in that
+        # row its first column, is the first maximum in row-major order.
+        col_max = np.stack([x4[..., a:b].max(axis=3) for a, b in zip(cs, ce)], axis=3)
+        col_arg = np.stack([x4[..., a:b].argmax(axis=3) + a for a, b in zip(cs, ce)], axis=3)
+        row_arg = np.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in zip(rs, re)], axis=2)
+        out = np.take_along_axis(col_max, row_arg, axis=2)
+        indices = row_arg * w + np.take_along_axis(col_arg, row_arg, axis=2)
+    out, indices = _validation.unbatch(out, unbatched), _validation.unbatch(indices.astype(np.int64, copy=False), unbatched)
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`adaptive_max_pool2d`: each output's gradient added at its index.
+
+    Parameters
+    ----------
+    grad_output : ndarray, float32 or float64, (N, C, Ho, Wo) or (C, Ho, Wo)
+    indices : integer ndarray, same shape, as ``adaptive_max_pool2d`` returned them
+    input_shape : sequence of ints, (N, C, H, W) or (C, H, W)
+
+    Returns
+    -------
+    grad_input : ndarray, ``input_shape``, grad_output's dtype
+    """
+    _adaptive.adaptive_backward_args(grad_output, input_shape)
+    return max_pool2d_backward(grad_output, indices, input_shape)

@@ -7,6 +7,7 @@ FASTCONV_EXPECT_INSTALLED=1 fails unless fastconv is imported from site-packages
 import importlib.machinery
 import importlib.metadata
 import io
+import json
 import os
 import re
 import subprocess
@@ -181,6 +182,65 @@ def test_fastconv_cpu_generic_imports_the_portable_kernels_with_the_same_results
         for key in a.files:
             # Wider builds may fuse multiply-adds (FMA): float32 rounding, not exact equality.
             np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+# Lanes of the channel-vector kernel per float32 vector in each build of _conv: what the
+# compiled code itself says about the instruction set it was built for.
+_KVEC_LANES = {"generic": 0, "x86_64_v3": 8, "x86_64_v4": 16}
+_LEVEL_ORDER = ["x86_64_v4", "x86_64_v3", "generic"]
+
+
+def _expected_levels(requested):
+    """{module: level} that FASTCONV_CPU=requested must give: the best level at or below
+    it that the module was built for, else the portable build."""
+    allowed = _LEVEL_ORDER[_LEVEL_ORDER.index(requested):]
+    return {name: next((lv for lv in allowed if lv in built), "generic")
+            for name, built in build_info().get("cpu_variants", {}).items()}
+
+
+def _assert_kernels_are_level(requested, levels, files, conv_lanes):
+    assert levels == _expected_levels(requested)
+    for name, level in levels.items():
+        folder = os.path.basename(os.path.dirname(files[name]))
+        assert folder == ("_kernels" if level == "generic" else "_" + level), (name, files[name])
+    conv_level = levels.get("_conv", "generic")
+    assert conv_lanes == _KVEC_LANES[conv_level]
+
+
+_LEVEL_CHILD = """
+import json, warnings
+warnings.simplefilter("error")  # a FASTCONV_CPU that is ignored warns: fail instead
+import fastconv._kernels as k
+from fastconv._kernels import _conv
+levels = k.dispatched_levels()
+print(json.dumps({"cpu_level": k.cpu_level(), "levels": levels,
+                  "files": {name: k.load(name).__file__ for name in levels},
+                  "conv_lanes": _conv.kvec_block_limits(4)[0]}))
+"""
+
+
+@pytest.mark.parametrize("requested", _LEVEL_ORDER[::-1])
+def test_fastconv_cpu_selects_that_level_of_every_kernel_module(requested):
+    features = _kernels._cpu_features()
+    if requested != "generic" and not all(features.get(f) for f in _kernels.CPU_LEVELS[requested]):
+        pytest.skip(f"this CPU does not run {requested}")
+    got = json.loads(_run_child(_LEVEL_CHILD, FASTCONV_CPU=requested))
+    assert got["cpu_level"] == requested
+    _assert_kernels_are_level(requested, got["levels"], got["files"], got["conv_lanes"])
+
+
+def test_the_kernels_in_this_process_are_the_level_fastconv_cpu_asks_for():
+    """.ci/run runs the kernel tests again under FASTCONV_CPU=x86_64_v3 and =generic: those
+    runs must test that build, not silently the machine's best."""
+    requested = os.environ.get("FASTCONV_CPU", "").strip().lower().replace("-", "_")
+    if requested in ("", "auto"):
+        requested = _kernels.cpu_level()
+    assert _kernels.cpu_level() == requested, "FASTCONV_CPU was ignored (see the warning)"
+    from fastconv._kernels import _conv
+    levels = _kernels.dispatched_levels()
+    _assert_kernels_are_level(requested, levels,
+                              {name: _kernels.load(name).__file__ for name in levels},
+                              _conv.kvec_block_limits(4)[0])
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ that may be invalid must be refused by both with the same exception and message,
 accepted by both with the same result. Hypothesis runs derandomized with a modest number
 of small examples, so the suite is reproducible and fast.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -15,6 +18,8 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import functional as F
 from fastconv import reference as R
+
+from _isolated import TESTS_DIR, child_env
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -45,10 +50,18 @@ def _close(actual, expected, dtype):
 
 @st.composite
 def conv_problems(draw):
-    groups = draw(st.integers(1, 3))
-    cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kh, kw = draw(pairs(1, 4))
-    stride, dilation = draw(pairs(1, 3)), draw(pairs(1, 2))
+    algorithm = draw(st.sampled_from(["auto", "gemm", "direct", "winograd"]))
+    # Winograd's draws are layers it computes (3x3, stride 1, no dilation or groups)
+    winograd = algorithm == "winograd"
+    groups = 1 if winograd else draw(st.integers(1, 3))
+    # half the draws wide enough for the SIMD kernels: channel-vector blocks (8 or 16
+    # output channels per group) and their weight gradients (32+ taps), pixel-vector ones, and
+    # the direct input gradient (16+ input channels per group)
+    wide = draw(st.booleans())
+    cg = draw(st.integers(4, 18) if wide else st.integers(1, 3))
+    kg = draw(st.integers(8, 20) if wide else st.integers(1, 3))
+    kh, kw = (3, 3) if winograd else draw(pairs(2, 4) if wide else pairs(1, 4))
+    stride, dilation = ((1, 1), (1, 1)) if winograd else (draw(pairs(1, 3)), draw(pairs(1, 2)))
     padding = draw(st.one_of(st.integers(0, 3), pairs(0, 3), st.sampled_from(["valid", "same"])))
     if padding == "same":
         stride = (1, 1)
@@ -64,12 +77,17 @@ def conv_problems(draw):
     return dict(x_shape=x_shape, w_shape=(groups * kg, cg, kh, kw), bias=draw(st.booleans()),
                 kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
                 dtype=draw(dtypes), contiguous=draw(st.booleans()),
-                algorithm=draw(st.sampled_from(["auto", "gemm", "direct"])),
+                algorithm=algorithm,
                 threads=draw(num_threads), seed=draw(st.integers(0, 2**32 - 1)),
                 needs=draw(st.tuples(st.booleans(), st.booleans(), st.booleans())))
 
 
-@SETTINGS
+def _winograd_applies(p, dtype):
+    """Whether this build has the Winograd kernel (the portable one has not)."""
+    return F._conv.kvec_block_limits(np.dtype(dtype).itemsize)[0] > 0
+
+
+@settings(SETTINGS, max_examples=120)
 @given(conv_problems())
 def test_conv2d_forward_and_backward_match_the_reference(p):
     rng = np.random.default_rng(p["seed"])
@@ -78,8 +96,11 @@ def test_conv2d_forward_and_backward_match_the_reference(p):
     w = _data(rng, p["w_shape"], dtype)
     b = _data(rng, p["w_shape"][:1], dtype) if p["bias"] else None
     expected = R.conv2d(x, w, b, **p["kwargs"])
+    algorithm = p["algorithm"]
+    if algorithm == "winograd" and not _winograd_applies(p, dtype):
+        algorithm = "direct"
     with fastconv.threads(p["threads"]):
-        out = F.conv2d(x, w, b, **p["kwargs"], algorithm=p["algorithm"])
+        out = F.conv2d(x, w, b, **p["kwargs"], algorithm=algorithm)
     _close(out, expected, dtype)
 
     g = _data(rng, expected.shape, dtype, p["contiguous"])
@@ -339,3 +360,36 @@ def test_zero_batch_and_empty_gradients(dtype):
     assert gi.shape == x.shape
     np.testing.assert_array_equal(gw, np.zeros_like(w))
     np.testing.assert_array_equal(gb, np.zeros(3, dtype))
+
+
+# ---------------------------------------------------------------------------------------
+# the same sweep on every CPU level's build of the kernels
+# ---------------------------------------------------------------------------------------
+
+_SWEEP = ["test_conv2d_forward_and_backward_match_the_reference",
+          "test_im2col_and_col2im_match_the_reference",
+          "test_max_pool2d_forward_and_backward_match_the_reference",
+          "test_avg_pool2d_forward_and_backward_match_the_reference"]
+
+
+@pytest.mark.parametrize("level", ["generic", "x86_64_v3", "x86_64_v4"])
+def test_sweep_holds_on_each_cpu_level(level):
+    """The reference sweeps above, in a child process whose FASTCONV_CPU imports that
+    level's kernels (each level has SIMD kernels of its own); the child also checks that
+    those really are the kernels it runs. The level this process runs is swept above."""
+    from fastconv import _kernels
+    if level == _kernels.cpu_level():
+        pytest.skip(f"{level} is this process's level: the tests above sweep it")
+    needs = _kernels.CPU_LEVELS.get(level, ())
+    if not all(_kernels._cpu_features().get(f) for f in needs):
+        pytest.skip(f"this CPU does not run {level}")
+    here = TESTS_DIR / "test_properties.py"
+    nodes = [f"{here}::{name}" for name in _SWEEP]
+    nodes.append(f"{TESTS_DIR / 'test_config.py'}::"
+                 "test_the_kernels_in_this_process_are_the_level_fastconv_cpu_asks_for")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--rootdir", str(TESTS_DIR), *nodes],
+                          capture_output=True, text=True, env=child_env(FASTCONV_CPU=level),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert f"{len(nodes)} passed" in proc.stdout, proc.stdout[-2000:]

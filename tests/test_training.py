@@ -116,7 +116,7 @@ def test_fit_without_tqdm_uses_plain_progress(sample, monkeypatch, capsys):
     x, y = sample
     _, history = _fit(x[:96], y[:96], verbose=1)
     err = capsys.readouterr().err
-    assert "epoch 3/3 [" in err and "96/96" in err and "loss" in err
+    assert "epoch 3/3: [" in err and "96/96" in err and "loss" in err
     assert len(history) == 3
 
 
@@ -143,6 +143,24 @@ def test_fit_with_scheduler_and_mse(sample):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.04 / 8)
     assert history["accuracy"] == [None] * 3 and history["loss"][-1] < history["loss"][0]
     assert model.evaluate(x, targets)["accuracy"] is None
+    assert model.evaluate(x, targets)["loss"] == pytest.approx(
+        model.evaluate(x, targets, loss=nn.MSELoss())["loss"])
+
+
+def test_fit_keeps_no_training_state_on_the_model(sample):
+    """fit's loss and optimizer stay with the caller: the model gains no attribute (its layers
+    cache their last forward, as in any torch-style step) and its state_dict keys are unchanged."""
+    x, y = sample[0][:64], sample[1][:64]
+    fastconv.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    before = set(vars(model))
+    keys = list(model.state_dict())
+    model.fit(x, y, loss=nn.CrossEntropyLoss(reduction="sum"), optimizer=optim.SGD(model.parameters(), lr=0.01),
+              epochs=1, batch_size=32, verbose=0)
+    assert set(vars(model)) == before
+    assert list(model.state_dict()) == keys
+    # without a loss, evaluate picks one from the targets (integer labels: mean cross-entropy)
+    assert model.evaluate(x, y)["loss"] == pytest.approx(model.evaluate(x, y, loss=nn.CrossEntropyLoss())["loss"])
 
 
 def test_train_lenet_script(tmp_path, sample, capsys, monkeypatch):

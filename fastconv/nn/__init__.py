@@ -9,15 +9,21 @@ from . import init
 from ._training import History
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, LeakyReLU, Linear,
                      MaxPool2d, ReLU, Sigmoid, Tanh)
-from .loss import CrossEntropyLoss, MSELoss
+from .activation import LogSoftmax, Softmax
+from .containers import Concat, Identity, Residual
+from .layers import Dropout2d
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from .models import lenet
-from .module import Module, Sequential
+from .module import Module
 from .parameter import Parameter
+from .sequential import Sequential
 from .sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
     "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "lenet",
-    "SyncBatchNorm",
+    "Identity", "Residual", "Concat", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Softmax",
+    "LogSoftmax", "NLLLoss", "Dropout2d", "models", "SyncBatchNorm",
 ]

@@ -75,7 +75,7 @@ class LocalStrategy:
     def _plan(self, batch):
         return _leaves.LeafPlan(batch, self.rank, self.world_size)
 
-    def step(self, x, y, index):
+    def step(self, x, y, index, transform=None):
         """One step on the global batch ``x[index]``: this rank's shard of it forward and
         backward, the gradients reduced, the optimizer stepped. Returns (x shard, y shard,
         output, mean loss of the shard)."""
@@ -86,7 +86,10 @@ class LocalStrategy:
         else:
             plan = self._plan(len(index))
             shard = index[plan.shard]
-        xb, yb = x[shard], y[shard]
+        if transform is None:
+            xb, yb = x[shard], y[shard]
+        else:  # the whole batch on every rank: the random draws stay those of one process
+            xb, yb = transform(x[index])[plan.shard], y[shard]
         with _leaves.using(plan if self.deterministic else None):
             out = self.model(xb)
             value, grad = scaled_loss(self.loss, out, yb, plan.batch)

@@ -1,11 +1,12 @@
 """Keras-style training on a :class:`~fastconv.nn.Sequential`: fit, evaluate, predict, summary."""
 import math
-import sys
 import time
 
 import numpy as np
 
+from .._progress import progress_bar
 from . import _fit_strategy
+from .loss import CrossEntropyLoss, MSELoss
 
 __all__ = ["History", "fit", "evaluate", "predict", "summary"]
 
@@ -74,46 +75,6 @@ class History:
         return path
 
 
-class _PlainBar:
-    """The fallback progress bar without tqdm: one stderr line, rewritten in place."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
-        self._last = 0.0
-
-    def update(self, n):
-        self.n += n
-        now = time.perf_counter()
-        if now - self._last >= 0.1 or self.n >= self.total:  # a few redraws per second
-            self._last = now
-            self._draw()
-
-    def set_postfix_str(self, text):
-        self.postfix = text
-        self._draw()
-
-    def _draw(self):
-        width = 24
-        filled = width * self.n // max(self.total, 1)
-        bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
-        sys.stderr.write(f"\r{self.desc} [{bar}] {self.n}/{self.total} {self.postfix}")
-        sys.stderr.flush()
-
-    def close(self):
-        self._draw()
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _progress_bar(total, desc):
-    """tqdm when installed, else :class:`_PlainBar`."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _PlainBar(total, desc)
-    return tqdm(total=total, desc=desc, unit="img", leave=True, dynamic_ncols=True)
-
-
 def _accuracy_count(output, y):
     """Correct predictions in a batch: argmax of (N, classes) logits against integer labels,
     None when that does not apply (regression targets)."""
@@ -127,7 +88,7 @@ def _format(metrics):
 
 
 def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
-        shuffle=True, verbose=1, scheduler=None):
+        shuffle=True, verbose=1, scheduler=None, transform=None):
     """Train the model with mini-batches of ``(x, y)`` for ``epochs`` passes.
 
     Each batch runs the torch-style step: forward, loss, ``optimizer.zero_grad()``,
@@ -155,6 +116,9 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         0 silent, 1 a progress bar per epoch (tqdm if installed), 2 one line per epoch.
     scheduler : fastconv.optim.LRScheduler, optional
         Stepped once after every epoch.
+    transform : callable, optional
+        Applied to each training batch of inputs before the forward (augmentation, e.g. a
+        :mod:`fastconv.transforms` Compose); not to the validation data.
 
     Returns
     -------
@@ -174,8 +138,6 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) == 0 or len(x_val) != len(y_val):
             raise ValueError("fit: validation_data must hold x_val and y_val of one non-zero "
                              f"length, got shapes {x_val.shape} and {y_val.shape}")
-    # Remembered for evaluate(), but not registered as a child module (it has no state to save).
-    object.__setattr__(model, "_fit_loss", loss)
     history = History()
     n = len(x)
     strategy = _fit_strategy.for_fit(model, optimizer, loss)
@@ -184,12 +146,12 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     for epoch in range(epochs):
         model.train()
         order = strategy.order(n) if shuffle else None
-        bar = _progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
+        bar = progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         for begin in range(0, n, batch_size):
             index = order[begin:begin + batch_size] if shuffle else slice(begin, begin + batch_size)
-            xb, yb, out, batch_loss = strategy.step(x, y, index)
+            xb, yb, out, batch_loss = strategy.step(x, y, index, transform)
             total_loss += float(batch_loss) * len(xb)
             count = _accuracy_count(out, yb)
             correct = None if count is None else correct + count
@@ -251,7 +213,8 @@ def evaluate(model, x, y, *, loss=None, batch_size=256):
     Parameters
     ----------
     loss : loss module, optional
-        Default: the loss of the last :func:`fit`, else ``CrossEntropyLoss()``.
+        Default: ``CrossEntropyLoss()`` for integer class labels, ``MSELoss()`` for other
+        targets (the model keeps no memory of the loss it was trained with).
 
     Returns
     -------
@@ -262,8 +225,7 @@ def evaluate(model, x, y, *, loss=None, batch_size=256):
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"evaluate: x and y must be non-empty and of one length, got {len(x)} and {len(y)}")
     if loss is None:
-        from .loss import CrossEntropyLoss  # not at the top: loss -> module -> this module
-        loss = getattr(model, "_fit_loss", None) or CrossEntropyLoss()
+        loss = CrossEntropyLoss() if np.issubdtype(y.dtype, np.integer) else MSELoss()
     total_loss, correct = 0.0, 0
     for index, out in _batched_outputs(model, x, batch_size):
         yb = y[index]

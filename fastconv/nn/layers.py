@@ -16,7 +16,7 @@ from .parameter import Parameter
 
 __all__ = [
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid",
-    "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d", "Dropout2d",
 ]
 
 
@@ -482,10 +482,14 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             self._scale = None
             return x
-        keep = _random.generator().random(x.shape, dtype=np.float32) >= self.p
+        keep = _random.generator().random(self._mask_shape(x), dtype=np.float32) >= self.p
         scale = 0.0 if self.p == 1 else 1.0 / (1.0 - self.p)
         self._scale = keep * np.asarray(scale, dtype=x.dtype)
         return x * self._scale
+
+    def _mask_shape(self, x):
+        """The shape of the keep/drop draws, broadcast over ``x``: one per element."""
+        return x.shape
 
     def backward(self, grad_output):
         if not self.requires_input_grad:
@@ -618,3 +622,15 @@ class BatchNorm2d(_BatchNorm):
 
     _input_dims = (4,)
 
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels with probability ``p`` in train mode and scale the rest by
+    1/(1-p), like ``torch.nn.Dropout2d``: one draw per (n, c) of an (N, C, H, W) input, or per
+    c of an unbatched (C, H, W) one. The identity in eval mode."""
+
+    def _mask_shape(self, x):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"Dropout2d: expected 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
+                             f"input of shape {x.shape}")
+        return x.shape[:-2] + (1, 1)

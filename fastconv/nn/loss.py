@@ -1,9 +1,10 @@
 """Losses: call with (output, target) for the loss, then ``.backward()`` for d loss / d output."""
 import numpy as np
 
+from .._softmax import cross_entropy_with_grad, nll
 from .module import Module
 
-__all__ = ["CrossEntropyLoss", "MSELoss"]
+__all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss"]
 
 
 def _check_reduction(reduction):
@@ -36,44 +37,72 @@ class CrossEntropyLoss(_Loss):
 
     Parameters
     ----------
+    weight : array_like (classes,), optional
+        A weight per class; the mean then divides by the summed weights of the targets.
+    ignore_index : int, default -100
+        Samples with this label add nothing to the loss, its divisor or the gradient.
     reduction : {'mean', 'sum'}, default 'mean'
+    label_smoothing : float in [0, 1], default 0
+        The target becomes ``(1 - e) * one_hot + e / classes`` (torch's definition).
 
     Call with ``input`` logits (N, classes) and ``target`` integer labels (N,) in
     [0, classes); returns the loss as a NumPy scalar of the logits' dtype (``.item()`` gives a
     float). ``backward()`` then returns d loss / d logits (N, classes):
-    ``(softmax(input) - one_hot(target)) / N`` for the mean.
+    ``(softmax(input) - one_hot(target)) / N`` for the mean without smoothing or weights.
     """
 
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+        self.weight = None if weight is None else np.asarray(weight)
+        self.ignore_index, self.label_smoothing = ignore_index, float(label_smoothing)
+
     def forward(self, input, target):
-        input, target = np.asarray(input), np.asarray(target)
-        if input.ndim != 2:
-            raise ValueError(f"CrossEntropyLoss: expected input logits of shape (N, classes), got "
-                             f"shape {input.shape}")
-        if target.shape != input.shape[:1]:
-            raise ValueError(f"CrossEntropyLoss: expected target of shape ({input.shape[0]},) for "
-                             f"input of shape {input.shape}, got shape {target.shape}")
+        input = np.asarray(input)
         if not np.issubdtype(input.dtype, np.floating):
             raise TypeError(f"CrossEntropyLoss: expected floating-point logits, got dtype "
                             f"{input.dtype}")
-        if not np.issubdtype(target.dtype, np.integer):
-            raise TypeError(f"CrossEntropyLoss: target must hold integer class labels, got dtype "
-                            f"{target.dtype}")
-        n, classes = input.shape
-        if n and (target.min() < 0 or target.max() >= classes):
-            raise ValueError(f"CrossEntropyLoss: target labels must be in [0, {classes}), got "
-                             f"values in [{target.min()}, {target.max()}]")
-        shifted = input - input.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        sum_exp = exp.sum(axis=1, keepdims=True)
-        rows = np.arange(n)
-        picked_log_prob = shifted[rows, target] - np.log(sum_exp[:, 0])
-        divisor = max(n, 1) if self.reduction == "mean" else 1
-        grad = exp / sum_exp
-        grad[rows, target] -= 1
-        grad /= np.asarray(divisor, grad.dtype)
-        self._grad = grad
-        loss = -picked_log_prob.sum()
-        return _reduce(loss, n, self.reduction)
+        loss, self._grad = cross_entropy_with_grad(
+            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing,
+            name="CrossEntropyLoss")
+        return loss
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if self.label_smoothing:
+            s += (", " if s else "") + f"label_smoothing={self.label_smoothing}"
+        return s
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities, like ``torch.nn.NLLLoss``: pair it with
+    :class:`LogSoftmax` (``dim=1``); the two together are :class:`CrossEntropyLoss`.
+
+    Parameters
+    ----------
+    weight : array_like (classes,), optional
+    ignore_index : int, default -100
+    reduction : {'mean', 'sum'}, default 'mean'
+
+    Call with ``input`` (N, classes) log-probabilities and ``target`` (N,) integer labels;
+    ``backward()`` returns d loss / d input: ``-weight[target] / sum(weight[target])`` at
+    each target, zero elsewhere.
+    """
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.weight = None if weight is None else np.asarray(weight)
+        self.ignore_index = ignore_index
+
+    def forward(self, input, target):
+        input = np.asarray(input)
+        if not np.issubdtype(input.dtype, np.floating):
+            raise TypeError(f"NLLLoss: expected floating-point log-probabilities, got dtype "
+                            f"{input.dtype}")
+        loss, self._grad = nll(input, target, self.weight, self.ignore_index, self.reduction,
+                               name="NLLLoss")
+        return loss
 
 
 class MSELoss(_Loss):

@@ -452,3 +452,7 @@ def tanh_backward(grad_output, output):
 
 
 from . import loops  # noqa: E402  (the textbook form, as fastconv.reference.loops)
+from .adaptive import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,  # noqa: E402,F401
+                       adaptive_max_pool2d, adaptive_max_pool2d_backward)
+from .softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: E402,F401
+                      softmax, softmax_backward)
