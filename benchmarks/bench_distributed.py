@@ -84,9 +84,11 @@ def worker(name, mode, steps):
 
 def _run(config, name, mode, steps):
     ranks, threads = config
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMPI_ALLOW_RUN_AS_ROOT="1",
-               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     here = os.path.abspath(__file__)
+    # the checkout's fastconv first, as `python benchmarks/bench_distributed.py` from it sees
+    path = [os.path.dirname(os.path.dirname(here))] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=os.pathsep.join(path))
     args = [sys.executable, here, "--worker", name, mode, str(steps)]
     if mode != "single":
         mpiexec = shutil.which("mpiexec") or os.path.join(os.path.dirname(sys.executable), "mpiexec")
