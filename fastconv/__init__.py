@@ -10,12 +10,13 @@ from ._threads import get_num_threads, set_num_threads, threads
 from . import datasets, functional, reference
 from . import nn, optim
 from . import transforms
+from . import onnx  # needs the onnx package only when called
 from .nn import init
 from ._backend import backend
 from ._random import manual_seed
 from ._config import show_config
 
 __all__ = [
-    "__version__", "functional", "reference", "nn", "optim", "init", "datasets",
+    "__version__", "functional", "reference", "nn", "optim", "onnx", "init", "datasets",
     "get_num_threads", "set_num_threads", "threads", "backend", "manual_seed", "show_config",
 ]

@@ -24,7 +24,7 @@ __all__ = [
     "AvgPool2dArgs", "MaxPool2dBackwardArgs", "AvgPool2dBackwardArgs",
     "conv2d_args", "conv2d_backward_args", "unfold_args", "fold_args", "max_pool2d_args",
     "avg_pool2d_args", "max_pool2d_backward_args", "avg_pool2d_backward_args",
-    "check_index_range",
+    "check_index_range", "BatchNormArgs", "batch_norm_args", "batch_norm_backward_args",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -758,3 +758,106 @@ def activation_backward_args(grad_output, saved, saved_name):
         raise ValueError(
             f"expected grad_output of shape {_shape_str(saved.shape)} like {saved_name}, "
             f"got grad_output of shape {_shape_str(grad_output.shape)}")
+
+
+# ----------------------------------------------------------------------------------------
+# batch normalization
+# ----------------------------------------------------------------------------------------
+
+BatchNormArgs = namedtuple("BatchNormArgs", "x3 count")
+BatchNormArgs.__doc__ = """Normalized batch_norm arguments.
+
+x3 : (N, C, L) view of the input (L the product of its dims past the channel axis);
+count : N * L, the values per channel.
+"""
+
+
+def _real(value, name, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {_type_name(value)} {value!r}")
+    value = float(value)
+    if minimum is not None and not value >= minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _channel_vectors(x, writeable=(), **vectors):
+    """Check per-channel arrays (None skipped): 1-D, x's channel count and dtype."""
+    channels = x.shape[1]
+    for name, v in vectors.items():
+        if v is None:
+            continue
+        check_array(v, name)
+        same_dtype(input=x, **{name: v})
+        if v.shape != (channels,):
+            raise ValueError(f"expected {name} of shape ({channels},) for input of shape "
+                             f"{_shape_str(x.shape)} ({channels} channels), got {name} of "
+                             f"shape {_shape_str(v.shape)}")
+        if name in writeable and not v.flags.writeable:
+            raise ValueError(f"{name} is updated in place in training: it must be writeable")
+
+
+def _batch_view(x, name):
+    check_array(x, name)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects {name} of at least 2 dims (N, C, ...), got "
+                         f"shape {_shape_str(x.shape)}")
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
+
+
+def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """Validate ``batch_norm``'s arguments (torch's order).
+
+    Raises
+    ------
+    TypeError
+        Non-float or mixed dtypes, a non-number ``momentum`` or ``eps``.
+    ValueError
+        An input of fewer than 2 dims; per-channel arrays of the wrong shape; one of
+        running_mean/running_var without the other; no running statistics in eval mode;
+        at most one value per channel in training; ``eps < 0``; read-only running
+        statistics in training.
+    """
+    x3 = _batch_view(x, "input")
+    _channel_vectors(x, writeable=("running_mean", "running_var") if training else (),
+                     running_mean=running_mean, running_var=running_var, weight=weight,
+                     bias=bias)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (or both None)")
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var must be given in evaluation mode "
+                         "(training=False)")
+    _real(momentum, "momentum")
+    _real(eps, "eps", minimum=0)
+    count = x3.shape[0] * x3.shape[2]
+    if training and count <= 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got input "
+                         f"of shape {_shape_str(x.shape)}")
+    return BatchNormArgs(x3, count)
+
+
+def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, save_mean,
+                             save_invstd, training, eps):
+    """Validate ``batch_norm_backward``'s arguments; returns the input's BatchNormArgs.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`batch_norm_args`; also grad_output not of the input's shape and dtype, and
+        one of save_mean/save_invstd without the other.
+    """
+    x3 = _batch_view(x, "input")
+    activation_backward_args(grad_output, x, "input")
+    _channel_vectors(x, weight=weight, running_mean=running_mean, running_var=running_var,
+                     save_mean=save_mean, save_invstd=save_invstd)
+    if (save_mean is None) != (save_invstd is None):
+        raise ValueError("save_mean and save_invstd must be given together (or both None)")
+    if not training and save_mean is None and (running_mean is None or running_var is None):
+        raise ValueError("evaluation mode (training=False) needs running_mean and running_var, "
+                         "or save_mean and save_invstd")
+    _real(eps, "eps", minimum=0)
+    count = x3.shape[0] * x3.shape[2]
+    if training and count <= 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got input "
+                         f"of shape {_shape_str(x.shape)}")
+    return BatchNormArgs(x3, count)

@@ -107,11 +107,16 @@ def broadcast_parameters(model, root=0):
 
     Raises ValueError on every rank when the models differ (names, shapes or dtypes).
     """
-    comm = _world()
     arrays = [(name, p.data) for name, p in model.named_parameters()]
     arrays += list(model.named_buffers())
     _agree("broadcast_parameters", model=[(n, a.shape, str(a.dtype)) for n, a in arrays])
-    for _, a in arrays:
+    _broadcast_arrays([a for _, a in arrays], root)
+
+
+def _broadcast_arrays(arrays, root=0):
+    """Rank ``root``'s values into every rank's ``arrays``, in place."""
+    comm = _world()
+    for a in arrays:
         if a.flags.c_contiguous and a.flags.writeable:
             comm.Bcast(a, root=root)
         else:
@@ -324,7 +329,8 @@ class _FitStrategy(LocalStrategy):
             self.optimizer._sum_ranks()
         self.optimizer.optimizer.step()
 
-    def totals(self, total_loss, correct, seen):
+    def end_epoch(self, total_loss, correct, seen):
+        _broadcast_arrays([b for _, b in self.model.named_buffers()])
         gathered = _world().allgather((total_loss, correct, seen))
         loss = sum(g[0] for g in gathered)
         correct = None if any(g[1] is None for g in gathered) else sum(g[1] for g in gathered)

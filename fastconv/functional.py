@@ -1064,6 +1064,134 @@ def tanh_backward(grad_output, output):
     return _elementwise_backward(_activation.tanh_backward, grad_output, output, "output")
 
 
+# ----------------------------------------------------------------------------------------
+# batch_norm / batch_norm_backward
+# ----------------------------------------------------------------------------------------
+
+from ._kernels import _batchnorm  # noqa: E402  (this section's kernels)
+
+
+def _channel_f64(v, channels, fill):
+    """A per-channel array as float64 for the kernels, ``fill`` everywhere when None."""
+    return np.full(channels, fill, np.float64) if v is None else v.astype(np.float64)
+
+
+def _update_running_stats(running_mean, running_var, mean, var, count, momentum):
+    """torch's update, in float64 and stored in the buffers' dtype: running = (1 - momentum)
+    * running + momentum * batch statistic, the variance unbiased (count / (count - 1))."""
+    running_mean[...] = momentum * mean + (1 - momentum) * running_mean.astype(np.float64)
+    running_var[...] = (momentum * var * (count / (count - 1))
+                        + (1 - momentum) * running_var.astype(np.float64))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, return_stats=False):
+    """Batch normalization per channel (axis 1), like ``torch.nn.functional.batch_norm``.
+
+    ``out = (input - mean) / sqrt(var + eps) * weight + bias``, with the batch's mean and
+    biased variance over every axis but 1 when ``training``, else ``running_mean`` and
+    ``running_var``.
+
+    Parameters
+    ----------
+    input : ndarray (N, C, ...), float32 or float64 ((N, C), (N, C, L), (N, C, H, W))
+    running_mean, running_var : ndarray (C,) or None
+        input's dtype. In training, when given, updated in place: ``running = (1 - momentum)
+        * running + momentum * batch statistic``, the variance unbiased (torch's rule).
+        Required when not training.
+    weight, bias : ndarray (C,) or None
+        None: 1 and 0.
+    training : bool, default False
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+    return_stats : bool, keyword only, default False
+        Also return the mean and 1 / sqrt(var + eps) used, for :func:`batch_norm_backward`.
+
+    Returns
+    -------
+    out : ndarray, input's shape and dtype
+    save_mean, save_invstd : ndarray (C,), input's dtype (only with ``return_stats``)
+
+    Notes
+    -----
+    Mean and variance come from one pass over each channel's values, summed in float64 in
+    a fixed order by one thread per channel: the same bits on any thread count.
+    """
+    a = _validation.batch_norm_args(input, running_mean, running_var, weight, bias, training,
+                                    momentum, eps)
+    x3 = _contiguous(a.x3)
+    channels = x3.shape[1]
+    out = np.empty(x3.shape, x3.dtype)
+    if training:
+        mean, var = np.empty(channels), np.empty(channels)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    invstd = np.empty(channels)
+    if out.size:
+        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1), _channel_f64(bias, channels, 0),
+                           mean, var, invstd, bool(training), float(eps), get_num_threads())
+    else:  # no values (eval with an empty batch)
+        invstd[...] = 1 / np.sqrt(var + float(eps))
+    if training and running_mean is not None:
+        _update_running_stats(running_mean, running_var, mean, var, a.count, float(momentum))
+    out = out.reshape(input.shape)
+    if return_stats:
+        return out, mean.astype(input.dtype), invstd.astype(input.dtype)
+    return out
+
+
+def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
+                        save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
+                        input_grad=True):
+    """Gradients of :func:`batch_norm` (torch's ``native_batch_norm_backward`` arguments).
+
+    Parameters
+    ----------
+    grad_output : ndarray, input's shape and dtype
+    input : ndarray (N, C, ...), the forward's input
+    weight : ndarray (C,) or None (1)
+    running_mean, running_var : ndarray (C,) or None
+        The statistics of an eval-mode forward, used when save_mean/save_invstd are not given.
+    save_mean, save_invstd : ndarray (C,) or None
+        The mean and 1 / sqrt(var + eps) the forward used (``return_stats=True``). In
+        training, when None, they are computed again from ``input``.
+    training : bool, default False
+        Whether the forward used the batch's statistics (then the gradient flows through
+        them) or fixed ones.
+    eps : float, default 1e-5
+    input_grad : bool, keyword only, default True
+        False skips grad_input (returned as None).
+
+    Returns
+    -------
+    grad_input : ndarray, input's shape and dtype, or None
+    grad_weight, grad_bias : ndarray (C,), input's dtype
+        ``sum(grad_output * (input - mean) * invstd)`` and ``sum(grad_output)`` per channel
+        (the gradients a weight and bias would get, also when ``weight`` is None).
+    """
+    a = _validation.batch_norm_backward_args(grad_output, input, weight, running_mean,
+                                             running_var, save_mean, save_invstd, training, eps)
+    x3 = _contiguous(a.x3)
+    g3 = _contiguous(grad_output.reshape(x3.shape))
+    channels = x3.shape[1]
+    if save_mean is not None:
+        mean, invstd = save_mean.astype(np.float64), save_invstd.astype(np.float64)
+    elif training:
+        mean, var, invstd = np.empty(channels), np.empty(channels), np.empty(channels)
+        _batchnorm.moments(x3, mean, var, invstd, float(eps), get_num_threads())
+    else:
+        mean = running_mean.astype(np.float64)
+        invstd = 1 / np.sqrt(running_var.astype(np.float64) + float(eps))
+    grad_input = np.empty(x3.shape, x3.dtype) if input_grad else None
+    sum_g, sum_gx = np.zeros(channels), np.zeros(channels)
+    if x3.size:
+        _batchnorm.backward(g3, x3, grad_input, _channel_f64(weight, channels, 1), mean, invstd,
+                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads())
+    if grad_input is not None:
+        grad_input = grad_input.reshape(input.shape)
+    return grad_input, (sum_gx * invstd).astype(input.dtype), sum_g.astype(input.dtype)
+
+
 # -- adaptive pooling (torch's start/end windows; checks and window rule in _adaptive_pool) --
 
 def adaptive_avg_pool2d(x, output_size):

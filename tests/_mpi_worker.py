@@ -79,6 +79,10 @@ def main(mode, out_dir):
     results = {f"{name}_{part}": value for name, parts in train_cases().items()
                for part, value in zip(("weights", "buffers", "losses"), parts)}
     results["fast_weights"] = train(_Identity, deterministic=False)[0]
+    # plain BatchNorm: per-rank statistics, but every rank ends with rank 0's running ones
+    weights, buffers, _ = train(nn.BatchNorm2d, epochs=1)
+    results["bn_ranks_equal"] = all(np.array_equal(w, weights) and np.array_equal(b, buffers)
+                                    for w, b in distributed._world().allgather((weights, buffers)))
 
     # broadcast: every rank ends with rank 0's weights
     fastconv.manual_seed(rank)

@@ -168,7 +168,9 @@ np.savez({path!r},
          gemm=F.conv2d(x, w, padding=1, algorithm="gemm"),
          direct=F.conv2d(x, dw, padding=2, groups=4, algorithm="direct"),
          cols=F.im2col(x, 3, padding=1),
-         maxp=F.max_pool2d(x, 3, 2, 1), avgp=F.avg_pool2d(x, 2))
+         maxp=F.max_pool2d(x, 3, 2, 1), avgp=F.avg_pool2d(x, 2),
+         bn=F.batch_norm(x, None, None, training=True),
+         bn_grad=F.batch_norm_backward(x[::-1], x, training=True)[0])
 print(sorted(set(k.dispatched_levels().values())))
 """
 

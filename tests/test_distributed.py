@@ -87,6 +87,11 @@ def test_broadcast_gives_every_rank_rank0s_weights(world):
     assert np.array_equal(result["broadcast_rank0"], flat)
 
 
+def test_batchnorm_ranks_end_with_the_same_weights_and_buffers(world):
+    _, result, _ = world
+    assert result["bn_ranks_equal"]
+
+
 def test_shards_cover_every_sample_once(world):
     import _mpi_worker
     _, result, _ = world
@@ -102,8 +107,9 @@ def test_mismatches_refused_on_every_rank(world):
 
 def test_rank0_alone_prints_progress(world):
     _, _, stdout = world
-    # three trainings of 2 epochs, verbose=2: one line per epoch, from rank 0 only
+    # three trainings of 2 epochs and one of 1, verbose=2: one line per epoch, from rank 0 only
     assert stdout.count("epoch 1/2") == 3 and stdout.count("epoch 2/2") == 3, stdout
+    assert stdout.count("epoch 1/1") == 1, stdout
 
 
 def test_a_failing_rank_ends_every_rank(tmp_path):

@@ -11,6 +11,7 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatt
                      MaxPool2d, ReLU, Sigmoid, Tanh)
 from .activation import LogSoftmax, Softmax
 from .containers import Concat, Identity, Residual
+from .fuse import fuse
 from .layers import Dropout2d
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d
@@ -25,5 +26,5 @@ __all__ = [
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
     "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "lenet",
     "Identity", "Residual", "Concat", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Softmax",
-    "LogSoftmax", "NLLLoss", "Dropout2d", "models", "SyncBatchNorm",
+    "LogSoftmax", "NLLLoss", "Dropout2d", "models", "fuse", "SyncBatchNorm",
 ]

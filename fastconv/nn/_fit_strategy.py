@@ -103,6 +103,7 @@ class LocalStrategy:
             param.accumulate_grad(sums[0])  # the tree's root: this process holds every leaf
         self.optimizer.step()
 
-    def totals(self, *values):
-        """Epoch totals (loss sum, correct, seen) summed over the ranks."""
-        return values
+    def end_epoch(self, *totals):
+        """The epoch's totals (loss sum, correct, seen) summed over the ranks, once every rank
+        holds rank 0's buffers (BatchNorm's running statistics are per rank, as in torch DDP)."""
+        return totals

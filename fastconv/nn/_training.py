@@ -158,7 +158,7 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
             seen += len(xb)
             if bar is not None:
                 bar.update(min(batch_size, n - begin))  # the global batch, on rank 0
-        total_loss, correct, seen = strategy.totals(total_loss, correct, seen)
+        total_loss, correct, seen = strategy.end_epoch(total_loss, correct, seen)
         seconds = time.perf_counter() - start
         metrics = {"loss": total_loss / max(seen, 1),
                    "accuracy": None if correct is None else correct / max(seen, 1)}

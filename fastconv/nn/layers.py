@@ -529,64 +529,46 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check(x)
-        c = self.num_features
-        x3 = x.reshape(x.shape[0], c, -1)  # (N, C, L): statistics over N and L
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            count = x3.shape[0] * x3.shape[2]
-            if count < 2 and self.training:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
-                                 f"when training, got input of shape {x.shape}")
-            mean, var, count = self._statistics(x3)
-            if self.training and self.track_running_stats:
-                self._update_running(mean, var, count)
-        else:
-            mean, var = self.running_mean, self.running_var
-        invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
-        xhat = (x3 - mean[:, None]) * invstd[:, None]
-        self._xhat, self._invstd, self._batch_stats = xhat, invstd, use_batch
-        out = xhat * self.weight.data[:, None] + self.bias.data[:, None] if self.affine else xhat
-        return out.reshape(x.shape)
-
-    def _statistics(self, x3):
-        """(mean, biased variance, count) per channel of (N, C, L) over N and L; SyncBatchNorm
-        takes them over every rank's batch."""
-        return x3.mean(axis=(0, 2)), x3.var(axis=(0, 2)), x3.shape[0] * x3.shape[2]
-
-    def _grad_sums(self, g3, xhat, sum_g, sum_gx):
-        """(sum of g3, sum of g3 * xhat, count) per channel over N and L for the input
-        gradient, given this batch's sums: the statistics' counterparts."""
-        return sum_g, sum_gx, xhat.shape[0] * xhat.shape[2]
-
-    def _update_running(self, mean, var, count):
-        self.num_batches_tracked += 1
-        # momentum None: a cumulative average, as in torch.
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
-        self.running_mean *= 1 - m
-        self.running_mean += m * mean
-        self.running_var *= 1 - m
-        self.running_var += m * unbiased
+        update = self.training and self.track_running_stats
+        momentum = self.momentum
+        if update and momentum is None:  # a cumulative average, as in torch
+            momentum = 1.0 / (float(self.num_batches_tracked) + 1)
+        out, mean, invstd = _backend.ops().batch_norm(
+            x, self._buffers.get("running_mean"), self._buffers.get("running_var"),
+            self.weight.data if self.affine else None, self.bias.data if self.affine else None,
+            training=use_batch, momentum=0.0 if momentum is None else momentum, eps=self.eps,
+            return_stats=True)
+        if update:
+            self.num_batches_tracked += 1
+        self._input, self._saved_stats, self._batch_stats = x, (mean, invstd), use_batch
+        return out
 
     def backward(self, grad_output):
-        xhat = _cached(self, "_xhat")
-        g3 = grad_output.reshape(xhat.shape)
-        sum_g = g3.sum(axis=(0, 2))
-        sum_gx = (g3 * xhat).sum(axis=(0, 2))
-        if self.affine:
-            if self.weight.requires_grad:
-                _leaves.accumulate(self.weight, lambda: sum_gx,
-                                   lambda leaf: (g3[leaf] * xhat[leaf]).sum(axis=(0, 2)))
-            if self.bias.requires_grad:
-                _leaves.accumulate(self.bias, lambda: sum_g, lambda leaf: g3[leaf].sum(axis=(0, 2)))
-        if not self.requires_input_grad:
+        x = _cached(self, "_input")
+        mean, invstd = self._saved_stats
+        need_params = self.affine and (self.weight.requires_grad or self.bias.requires_grad)
+        if not (self.requires_input_grad or need_params):
             return None
-        scale = self._invstd * (self.weight.data if self.affine else 1)
-        if not self._batch_stats:  # fixed statistics: a per-channel affine map
-            return (g3 * scale[:, None]).reshape(grad_output.shape)
-        sum_g, sum_gx, count = self._grad_sums(g3, xhat, sum_g, sum_gx)
-        gi = (g3 - (sum_g / count)[:, None] - xhat * (sum_gx / count)[:, None]) * scale[:, None]
-        return gi.reshape(grad_output.shape)
+        weight = self.weight.data if self.affine else None
+
+        def grads(grad_output, x, input_grad):
+            return _backend.ops().batch_norm_backward(
+                grad_output, x, weight, save_mean=mean, save_invstd=invstd,
+                training=self._batch_stats, eps=self.eps, input_grad=input_grad)
+
+        grad_input, grad_weight, grad_bias = grads(grad_output, x, self.requires_input_grad)
+        plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
+        if need_params and plan is not None:
+            parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False))
+        if self.affine:
+            for param, k, whole in ((self.weight, 1, grad_weight), (self.bias, 2, grad_bias)):
+                if param.requires_grad:
+                    if plan is None:
+                        param.accumulate_grad(whole)
+                    else:
+                        plan.add(param, [part[k] for part in parts])
+        return grad_input
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "

@@ -63,6 +63,8 @@ class BasicBlock(Module):
     """
 
     expansion = 1
+    # Children whose output flows straight from one into the other in forward (nn.fuse).
+    fuse_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, inplanes, planes, stride=1, downsample=None):
         super().__init__()

@@ -19,6 +19,7 @@ __all__ = [
     "avg_pool2d_backward", "im2col", "col2im",
     "relu", "leaky_relu", "sigmoid", "tanh",
     "relu_backward", "leaky_relu_backward", "sigmoid_backward", "tanh_backward",
+    "batch_norm", "batch_norm_backward",
 ]
 
 
@@ -449,6 +450,67 @@ def tanh_backward(grad_output, output):
     badly near +-1."""
     V.activation_backward_args(grad_output, output, "output")
     return grad_output * ((1 - output) * (1 + output))
+
+
+# ----------------------------------------------------------------------------------------
+# batch normalization
+# ----------------------------------------------------------------------------------------
+
+def _per_channel(v, x3, fill):
+    """A (C,) array as (C, 1) for broadcasting over (N, C, L); ``fill`` when None."""
+    return (np.full(x3.shape[1], fill, x3.dtype) if v is None else v)[:, None]
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, return_stats=False):
+    """``(input - mean) / sqrt(var + eps) * weight + bias`` per channel (axis 1): the batch's
+    mean and biased variance in training (the running statistics updated in place, the
+    variance unbiased), the running ones otherwise; ``(out, save_mean, save_invstd)`` with
+    ``return_stats``."""
+    a = V.batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum,
+                          eps)
+    x3, dtype = a.x3, input.dtype.type
+    if training:
+        mean, var = x3.mean(axis=(0, 2)), x3.var(axis=(0, 2))
+        if running_mean is not None:
+            m = dtype(momentum)
+            running_mean *= 1 - m
+            running_mean += m * mean
+            running_var *= 1 - m
+            running_var += m * var * dtype(a.count / (a.count - 1))
+    else:
+        mean, var = running_mean.copy(), running_var.copy()
+    invstd = 1 / np.sqrt(var + dtype(eps))
+    out = ((x3 - mean[:, None]) * invstd[:, None] * _per_channel(weight, x3, 1)
+           + _per_channel(bias, x3, 0)).reshape(input.shape)
+    return (out, mean, invstd) if return_stats else out
+
+
+def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
+                        save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
+                        input_grad=True):
+    """``(grad_input or None, grad_weight, grad_bias)`` of :func:`batch_norm`: through the
+    batch statistics in training (save_mean/save_invstd, or recomputed from input), through
+    fixed ones otherwise (save_mean/save_invstd, or the running statistics)."""
+    a = V.batch_norm_backward_args(grad_output, input, weight, running_mean, running_var,
+                                   save_mean, save_invstd, training, eps)
+    x3, dtype = a.x3, input.dtype.type
+    g3 = grad_output.reshape(x3.shape)
+    if save_mean is not None:
+        mean, invstd = save_mean, save_invstd
+    elif training:
+        mean, invstd = x3.mean(axis=(0, 2)), 1 / np.sqrt(x3.var(axis=(0, 2)) + dtype(eps))
+    else:
+        mean, invstd = running_mean, 1 / np.sqrt(running_var + dtype(eps))
+    xhat = (x3 - mean[:, None]) * invstd[:, None]
+    sum_g, sum_gx = g3.sum(axis=(0, 2)), (g3 * xhat).sum(axis=(0, 2))
+    grad_input = None
+    if input_grad:
+        scale = invstd[:, None] * _per_channel(weight, x3, 1)
+        if training:
+            g3 = g3 - (sum_g / a.count)[:, None] - xhat * (sum_gx / a.count)[:, None]
+        grad_input = (g3 * scale).reshape(input.shape)
+    return grad_input, sum_gx, sum_g
 
 
 from . import loops  # noqa: E402  (the textbook form, as fastconv.reference.loops)
