@@ -31,7 +31,6 @@ except ImportError:
 
 from . import _threads
 from .nn import _leaves
-from .nn._fit_strategy import LocalStrategy
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "barrier", "broadcast_parameters",
            "DistributedOptimizer", "DistributedSampler"]
@@ -295,43 +294,3 @@ class DistributedOptimizer:
         self._flat[...] = _leaves.tree_sum(0, plan.n_leaves, lambda lo, hi: known.get((lo, hi)))
         for p, view in zip(self._params, self._views):
             p.grad = view
-
-
-class _FitStrategy(LocalStrategy):
-    """fit over MPI: this rank's shard of each global batch; gradients and metrics summed."""
-
-    def __init__(self, model, optimizer, loss):
-        if not isinstance(optimizer, DistributedOptimizer):
-            optimizer = DistributedOptimizer(optimizer)
-        super().__init__(model, optimizer, loss)
-        self.rank, self.world_size = rank(), world_size()
-        self.is_root, self.deterministic = self.rank == 0, optimizer.deterministic
-        broadcast_parameters(model)
-
-    def check(self, **settings):
-        _agree("fit", **settings)
-
-    def order(self, n):
-        order = super().order(n)  # drawn on every rank: their generators stay in step
-        _world().Bcast(order, root=0)
-        return order
-
-    def _plan(self, batch):
-        plan = super()._plan(batch)
-        plan.exchange = lambda sums: _exchange(plan, sums)
-        return plan
-
-    def _reduce(self, plan):
-        if self.deterministic:
-            self.optimizer._reduce_plan(plan)
-        else:
-            self.optimizer._views_in_place()
-            self.optimizer._sum_ranks()
-        self.optimizer.optimizer.step()
-
-    def end_epoch(self, total_loss, correct, seen):
-        _broadcast_arrays([b for _, b in self.model.named_buffers()])
-        gathered = _world().allgather((total_loss, correct, seen))
-        loss = sum(g[0] for g in gathered)
-        correct = None if any(g[1] is None for g in gathered) else sum(g[1] for g in gathered)
-        return loss, correct, sum(g[2] for g in gathered)

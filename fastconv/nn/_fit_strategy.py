@@ -32,7 +32,7 @@ def for_fit(model, optimizer, loss):
     if (distributed is not None and distributed.is_initialized()) or _launched_by_mpi():
         from .. import distributed
         distributed.init()
-        return distributed._FitStrategy(model, optimizer, loss)
+        return MPIStrategy(distributed, model, optimizer, loss)
     return LocalStrategy(model, optimizer, loss)
 
 
@@ -107,3 +107,44 @@ class LocalStrategy:
         """The epoch's totals (loss sum, correct, seen) summed over the ranks, once every rank
         holds rank 0's buffers (BatchNorm's running statistics are per rank, as in torch DDP)."""
         return totals
+
+
+class MPIStrategy(LocalStrategy):
+    """fit over MPI: this rank's shard of each global batch; gradients and metrics summed."""
+
+    def __init__(self, distributed, model, optimizer, loss):
+        if not isinstance(optimizer, distributed.DistributedOptimizer):
+            optimizer = distributed.DistributedOptimizer(optimizer)
+        super().__init__(model, optimizer, loss)
+        self.mpi = distributed
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_root, self.deterministic = self.rank == 0, optimizer.deterministic
+        distributed.broadcast_parameters(model)
+
+    def check(self, **settings):
+        self.mpi._agree("fit", **settings)
+
+    def order(self, n):
+        order = super().order(n)  # drawn on every rank: their generators stay in step
+        self.mpi._world().Bcast(order, root=0)
+        return order
+
+    def _plan(self, batch):
+        plan = super()._plan(batch)
+        plan.exchange = lambda sums: self.mpi._exchange(plan, sums)
+        return plan
+
+    def _reduce(self, plan):
+        if self.deterministic:
+            self.optimizer._reduce_plan(plan)
+        else:
+            self.optimizer._views_in_place()
+            self.optimizer._sum_ranks()
+        self.optimizer.optimizer.step()
+
+    def end_epoch(self, total_loss, correct, seen):
+        self.mpi._broadcast_arrays([b for _, b in self.model.named_buffers()])
+        gathered = self.mpi._world().allgather((total_loss, correct, seen))
+        loss = sum(g[0] for g in gathered)
+        correct = None if any(g[1] is None for g in gathered) else sum(g[1] for g in gathered)
+        return loss, correct, sum(g[2] for g in gathered)
