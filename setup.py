@@ -45,7 +45,8 @@ CPU_VARIANTS = {
 }
 # The target platform (sysconfig honours cibuildwheel's _PYTHON_HOST_PLATFORM when it
 # cross-compiles): x86-64 only.
-CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE and not DEBUG
+# FASTCONV_DEBUG builds them too, so that the sanitizer build checks every SIMD kernel.
+CPU_DISPATCH = (_flag("FASTCONV_CPU_DISPATCH", "1") and not NATIVE
                 and sysconfig.get_platform().endswith(("x86_64", "amd64")))
 
 # Set once for the whole build; FASTCONV_DEBUG=1 turns the checks back on.
@@ -176,16 +177,20 @@ def _cpu_variant(ext, level):
     return variant
 
 
+# The kernels' C, included by the .pyx/.pxd files (cdef extern from "x.h").
+C_SOURCES = os.path.join("fastconv", "_kernels", "src")
+
+
 def _extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     exts = []
     # Every C header, nested includes too (Cython's dependency scan sees only the first
     # level): a changed header rebuilds the modules and their CPU-level builds.
-    headers = sorted(glob.glob(os.path.join("fastconv", "_kernels", "src", "*.h")))
+    headers = sorted(glob.glob(os.path.join(C_SOURCES, "*.h")))
     for pyx in sorted(glob.glob(os.path.join("fastconv", "_kernels", "*.pyx"))):
         name = os.path.splitext(pyx)[0].replace(os.sep, ".")
-        exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include()], define_macros=macros,
-                              depends=headers))
+        exts.append(Extension(name, [pyx], include_dirs=[numpy.get_include(), C_SOURCES],
+                              define_macros=macros, depends=headers))
     # Debug C sources live apart, so switching FASTCONV_DEBUG regenerates them.
     build_dir = os.path.join("build", "cython-debug") if DEBUG else None
     exts = cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, build_dir=build_dir,

@@ -3,6 +3,8 @@
     python examples/train_lenet.py                        # full MNIST, else the bundled sample
     python examples/train_lenet.py --variant d2l --optimizer sgd --lr 0.9
     python examples/train_lenet.py --dataset fashion-mnist --epochs 10 --save lenet.npz --plot curves.png
+    python examples/train_lenet.py --epochs 8 --checkpoint run.ckpt      # one after every epoch
+    python examples/train_lenet.py --epochs 8 --checkpoint run.ckpt --resume run.ckpt   # after a crash
 
 Full MNIST is downloaded into the cache (FASTCONV_DATA, else ~/.cache/fastconv) on first use;
 offline, with nothing cached, the bundled 4000/1000-image MNIST sample is used instead and a
@@ -44,6 +46,11 @@ def parse_args(argv=None):
     parser.add_argument("--save", metavar="PATH",
                         help="save the trained weights (.npz); they expect standardized inputs, see MEAN_STD")
     parser.add_argument("--plot", metavar="PATH", help="save loss and accuracy curves (PNG, needs matplotlib)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="write a checkpoint (model, optimizer, scheduler, RNG, epoch) after every epoch")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue from a --checkpoint file, with the same other options: the run "
+                             "ends bitwise as one that was never interrupted")
     args = parser.parse_args(argv)
     # refused here, with a usage message, rather than after loading data or training
     for name, low in (("epochs", 0), ("batch_size", 1), ("threads", 1), ("seed", 0)):
@@ -52,7 +59,9 @@ def parse_args(argv=None):
             parser.error(f"argument --{name.replace('_', '-')}: must be at least {low}, got {value}")
     if args.lr is not None and not 0 < args.lr < float("inf"):
         parser.error(f"argument --lr: must be a positive finite number, got {args.lr}")
-    for name in ("save", "plot"):
+    if args.resume is not None and not os.path.isfile(args.resume):
+        parser.error(f"argument --resume: no file {args.resume}")
+    for name in ("save", "plot", "checkpoint"):
         directory = os.path.dirname(os.path.abspath(getattr(args, name) or "."))
         if not os.path.isdir(directory):
             parser.error(f"argument --{name}: directory {directory} does not exist")
@@ -92,10 +101,13 @@ def main(argv=None):
     print(f"LeNet ({args.variant}), {args.optimizer} lr={lr:g} (x{LR_DECAY}/epoch), batch {args.batch_size}, "
           f"{args.epochs} epochs, {fastconv.get_num_threads()} threads")
 
+    if args.resume:
+        print(f"resuming from {args.resume}")
     start = time.perf_counter()
     history = model.fit(x_train, y_train, loss=nn.CrossEntropyLoss(), optimizer=optimizer,
                         epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(x_test, y_test), verbose=2, scheduler=scheduler)
+                        validation_data=(x_test, y_test), verbose=2, scheduler=scheduler,
+                        checkpoint=args.checkpoint, resume=args.resume)
     print(f"trained in {time.perf_counter() - start:.1f} s")
     if args.save:
         model.save(args.save)

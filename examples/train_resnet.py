@@ -49,6 +49,11 @@ def parse_args(argv=None):
                              "normalized inputs")
     parser.add_argument("--plot", metavar="PATH", help="save loss and accuracy curves (PNG, needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="write a checkpoint (model, optimizer, scheduler, RNG, epoch) after every epoch")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue from a --checkpoint file, with the same other options: the run "
+                             "ends bitwise as one that was never interrupted")
     args = parser.parse_args(argv)
     for name, low in (("epochs", 0), ("batch_size", 1), ("threads", 1), ("seed", 0), ("limit", 1)):
         value = getattr(args, name)
@@ -56,7 +61,9 @@ def parse_args(argv=None):
             parser.error(f"argument --{name.replace('_', '-')}: must be at least {low}, got {value}")
     if not 0 < args.lr < float("inf"):
         parser.error(f"argument --lr: must be a positive finite number, got {args.lr}")
-    for name in ("save", "plot"):
+    if args.resume is not None and not os.path.isfile(args.resume):
+        parser.error(f"argument --resume: no file {args.resume}")
+    for name in ("save", "plot", "checkpoint"):
         directory = os.path.dirname(os.path.abspath(getattr(args, name) or "."))
         if not os.path.isdir(directory):
             parser.error(f"argument --{name}: directory {directory} does not exist")
@@ -87,15 +94,10 @@ def load(args):
 
 def make_scheduler(optimizer, args):
     """Cosine annealing over the epochs, or x0.1 at 50% and 75% of them."""
-    cosine = getattr(optim, "CosineAnnealingLR", None)
-    multistep = getattr(optim, "MultiStepLR", None)
-    if args.schedule == "cosine" and cosine is not None:
-        return cosine(optimizer, T_max=max(args.epochs, 1)), "cosine"
+    if args.schedule == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1)), "cosine"
     milestones = sorted({max(1, args.epochs // 2), max(1, 3 * args.epochs // 4)})
-    if multistep is not None:
-        return multistep(optimizer, milestones=milestones, gamma=0.1), f"x0.1 at epochs {milestones}"
-    # Until this fastconv has MultiStepLR: one decay at half way.
-    return optim.StepLR(optimizer, step_size=milestones[0], gamma=0.1), f"x0.1 every {milestones[0]} epochs"
+    return optim.MultiStepLR(optimizer, milestones=milestones, gamma=0.1), f"x0.1 at epochs {milestones}"
 
 
 def main(argv=None):
@@ -113,11 +115,13 @@ def main(argv=None):
     print(f"{args.model} ({sum(p.size for p in model.parameters()):,} parameters), SGD lr={args.lr:g} "
           f"momentum 0.9 weight decay 5e-4, {schedule}, batch {args.batch_size}, {args.epochs} "
           f"epochs, {fastconv.get_num_threads()} threads")
+    if args.resume:
+        print(f"resuming from {args.resume}")
     start = time.perf_counter()
     history = model.fit(x_train, y_train, loss=nn.CrossEntropyLoss(), optimizer=optimizer,
                         epochs=args.epochs, batch_size=args.batch_size, transform=augment,
                         validation_data=(x_test, y_test), verbose=2 if args.quiet else 1,
-                        scheduler=scheduler)
+                        scheduler=scheduler, checkpoint=args.checkpoint, resume=args.resume)
     print(f"trained in {time.perf_counter() - start:.1f} s")
     if args.save:
         model.save(args.save)

@@ -13,10 +13,12 @@ from . import transforms
 from . import onnx  # needs the onnx package only when called
 from .nn import init
 from ._backend import backend
-from ._random import manual_seed
+from ._random import manual_seed, get_rng_state, set_rng_state
+from ._checkpoint import save_checkpoint, load_checkpoint
 from ._config import show_config
 
 __all__ = [
     "__version__", "functional", "reference", "nn", "optim", "onnx", "init", "datasets",
     "get_num_threads", "set_num_threads", "threads", "backend", "manual_seed", "show_config",
+    "get_rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
 ]

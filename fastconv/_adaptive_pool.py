@@ -1,22 +1,17 @@
-"""The checks and window rule of adaptive pooling (``functional.adaptive_*_pool2d``).
+"""Adaptive pooling's geometry and checks, shared by :mod:`fastconv.functional` and
+:mod:`fastconv.reference.adaptive`, and the separable sums and maxima the compiled backend
+uses when the windows are not a plain pooling grid.
 
 Output cell (i, j) pools rows ``floor(i*H/Ho) .. ceil((i+1)*H/Ho) - 1`` and the columns by the
 same rule (torch's start/end rule), so windows may differ in size and overlap when H is not a
-multiple of Ho. The checks (:func:`adaptive_args`, :func:`adaptive_backward_args`) and the
-window rule (:func:`windows`) serve both :mod:`fastconv.functional` and
-:mod:`fastconv.reference.adaptive`; this module imports neither, so neither imports the other.
-
-Three routes in functional: (1, 1), global pooling, reduces each plane in one NumPy pass; when Ho
-divides H and Wo divides W the windows are a plain pooling grid (kernel = stride = H/Ho), run by
-the compiled pooling kernels; otherwise the window sums (or maxima) are taken separably, first
-over the column windows of every row, then over the row windows, which is Ho + Wo vectorized
-slices instead of Ho * Wo.
+multiple of Ho.
 """
 import numpy as np
 
 from . import _validation as V
 
-__all__ = ["windows", "adaptive_args", "adaptive_backward_args", "uniform_kernel"]
+__all__ = ["windows", "adaptive_args", "adaptive_backward_args", "uniform_kernel",
+           "separable_avg", "separable_avg_backward", "separable_max", "max_by_window"]
 
 
 def windows(size, out):
@@ -48,8 +43,8 @@ def adaptive_backward_args(grad_output, input_shape):
     (N, C, Ho, Wo) (3-D when input_shape is)."""
     V.check_array(grad_output, "grad_output")
     shape, unbatched = V._input_shape(input_shape)
-    if grad_output.ndim != (3 if unbatched else 4) or grad_output.shape[:-2] != \
-            (shape[1:2] if unbatched else shape[:2]):
+    leading = shape[1:2] if unbatched else shape[:2]
+    if grad_output.ndim != len(leading) + 2 or grad_output.shape[:-2] != leading:
         raise ValueError(f"expected grad_output of shape {tuple(input_shape[:-2]) + ('Ho', 'Wo')} "
                          f"for input_shape {tuple(input_shape)}, got grad_output of shape "
                          f"{grad_output.shape}")
@@ -61,3 +56,65 @@ def uniform_kernel(hw, out_hw):
     """(kH, kW) when the windows are a plain pooling grid (Ho | H and Wo | W), else None."""
     (h, w), (ho, wo) = hw, out_hw
     return (h // ho, w // wo) if h % ho == 0 and w % wo == 0 else None
+
+
+def _sizes(h, w, out_hw):
+    (rs, re), (cs, ce) = windows(h, out_hw[0]), windows(w, out_hw[1])
+    return (rs, re), (cs, ce), (re - rs)[:, None] * (ce - cs)[None, :]
+
+
+def separable_avg(x4, out_hw):
+    """Window means: sums over each column window of every row, then over the row windows
+    (Ho + Wo vectorized slices instead of Ho * Wo)."""
+    (rs, re), (cs, ce), counts = _sizes(*x4.shape[2:], out_hw)
+    cols = np.stack([x4[..., a:b].sum(axis=3) for a, b in zip(cs, ce)], axis=3)
+    out = np.stack([cols[:, :, a:b].sum(axis=2) for a, b in zip(rs, re)], axis=2)
+    out /= counts.astype(out.dtype)
+    return out
+
+
+def separable_avg_backward(g4, shape):
+    """The transpose of :func:`separable_avg`: spread over the row windows, then the columns."""
+    n, c, h, w = shape
+    (rs, re), (cs, ce), counts = _sizes(h, w, g4.shape[2:])
+    g = g4 / counts.astype(g4.dtype)
+    rows = np.zeros((n, c, h, g4.shape[3]), g4.dtype)
+    for i, (a, b) in enumerate(zip(rs, re)):
+        rows[:, :, a:b] += g[:, :, i:i + 1]
+    grad = np.zeros(shape, g4.dtype)
+    for j, (a, b) in enumerate(zip(cs, ce)):
+        grad[..., a:b] += rows[..., j:j + 1]
+    return grad
+
+
+def separable_max(x4, out_hw):
+    """Window maxima and flat H*W indices of NaN-free input, columns first, then rows: the
+    first row holding the window's maximum, and in that row its first column, is the first
+    maximum in row-major order (torch's pick)."""
+    w = x4.shape[3]
+    (rs, re), (cs, ce), _ = _sizes(*x4.shape[2:], out_hw)
+    col_max = np.stack([x4[..., a:b].max(axis=3) for a, b in zip(cs, ce)], axis=3)
+    col_arg = np.stack([x4[..., a:b].argmax(axis=3) + a for a, b in zip(cs, ce)], axis=3)
+    row_arg = np.stack([col_max[:, :, a:b].argmax(axis=2) + a for a, b in zip(rs, re)], axis=2)
+    out = np.take_along_axis(col_max, row_arg, axis=2)
+    return out, row_arg * w + np.take_along_axis(col_arg, row_arg, axis=2)
+
+
+def max_by_window(x4, out_hw):
+    """Window maxima and flat H*W indices, window by window: the first maximum in row-major
+    order, or the last NaN when the window has one (torch's rule)."""
+    n, c, h, w = x4.shape
+    out = np.empty((n, c) + tuple(out_hw), x4.dtype)
+    indices = np.empty((n, c) + tuple(out_hw), np.int64)
+    (rs, re), (cs, ce), _ = _sizes(h, w, out_hw)
+    for i in range(out_hw[0]):
+        for j in range(out_hw[1]):
+            flat = x4[:, :, rs[i]:re[i], cs[j]:ce[j]].reshape(n, c, -1)
+            nan = np.isnan(flat)
+            last_nan = flat.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+            first_max = np.argmax(np.where(nan, -np.inf, flat), axis=2)
+            local = np.where(nan.any(axis=2), last_nan, first_max)
+            width = ce[j] - cs[j]
+            out[:, :, i, j] = np.take_along_axis(flat, local[:, :, None], axis=2)[:, :, 0]
+            indices[:, :, i, j] = (rs[i] + local // width) * w + cs[j] + local % width
+    return out, indices

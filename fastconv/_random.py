@@ -29,3 +29,39 @@ def manual_seed(seed):
 def generator():
     """The current :class:`numpy.random.Generator` (init, dropout and shuffling draw from it)."""
     return _generator
+
+
+# The bit generators numpy ships; a saved state names one of these and nothing else is built.
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def get_rng_state():
+    """The state of fastconv's generator, like ``torch.get_rng_state``.
+
+    Returns
+    -------
+    dict
+        numpy's ``bit_generator.state``: plain ints and strings (JSON-serializable), for
+        :func:`set_rng_state`.
+    """
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Make fastconv's generator continue from ``state`` (from :func:`get_rng_state`).
+
+    Raises
+    ------
+    ValueError
+        ``state`` is not a numpy bit-generator state; the generator is left as it was.
+    """
+    global _generator
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"set_rng_state: not a numpy bit-generator state (bit_generator={name!r})")
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"set_rng_state: invalid {name} state: {exc}") from None
+    _generator = np.random.Generator(bit_generator)

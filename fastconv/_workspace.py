@@ -1,4 +1,5 @@
-"""Reusable scratch memory for the kernels (DESIGN principle 2: workspaces, not allocations).
+"""Reusable scratch memory for the kernels: workspaces, not allocations (per-thread scratch
+sized for one tile and reused across calls, the project's design principle).
 
 Touching fresh pages costs about 30% of a LeNet training step on these machines, so the
 column buffers and partial sums a kernel needs come from one buffer per Python thread,
@@ -6,7 +7,7 @@ kept between calls and grown only when a call needs more. Each Python thread has
 buffer (``threading.local``): two threads calling kernels at once never share scratch.
 The buffer is as large as the largest single call made on that thread so far (for a
 convolution: the thread count times one tile's column matrix (about 1024 output positions,
-see fastconv.functional._tiles) or padded image, plus the per-chunk weight-gradient
+see fastconv._conv_plan.gemm_tiles) or padded image, plus the per-chunk weight-gradient
 partial sums); :func:`release` hands it back.
 """
 import threading

@@ -74,7 +74,9 @@ def export(model, path, input_shape, *, dynamic_batch=True):
     """
     onnx = _require_onnx()
     shape = _shape_arg(input_shape)
-    dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
+    # A model of buffers only (BatchNorm without affine) takes its dtype from them.
+    arrays = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
+    dtype = next((a.dtype for a in arrays if a.dtype.kind == "f"), np.dtype(np.float32))
     if dtype not in _FLOAT_TYPES:
         raise TypeError(f"export: the model's parameters are {dtype}; ONNX export takes float32 "
                         f"or float64 models")

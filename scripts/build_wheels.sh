@@ -43,8 +43,10 @@ mv "$OUT"/raw/*.tar.gz "$OUT/"
 sdist=$(ls "$OUT"/*.tar.gz)
 
 listing=$(tar -tzf "$sdist")
-for src in $(git ls-files 'fastconv/_kernels/*.pyx' 'fastconv/_kernels/*.pxd' 2>/dev/null \
-             || ls fastconv/_kernels/*.pyx fastconv/_kernels/*.pxd); do
+for src in $(git ls-files 'fastconv/_kernels/*.pyx' 'fastconv/_kernels/*.pxd' \
+                 'fastconv/_kernels/*.pxi' 'fastconv/_kernels/src/*.h' 2>/dev/null \
+             || ls fastconv/_kernels/*.pyx fastconv/_kernels/*.pxd fastconv/_kernels/*.pxi \
+                   fastconv/_kernels/src/*.h); do
     if ! grep -q "/$src\$" <<< "$listing"; then
         echo "error: $src is missing from $sdist" >&2
         exit 1

@@ -616,6 +616,8 @@ def train_lenet():
     (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["--save", "/nonexistent-dir/lenet.npz"], "argument --save: directory /nonexistent-dir"),
     (["--plot", "/nonexistent-dir/curves.png"], "argument --plot: directory /nonexistent-dir"),
+    (["--checkpoint", "/nonexistent-dir/run.ckpt"], "argument --checkpoint: directory /nonexistent-dir"),
+    (["--resume", "/nonexistent-dir/run.ckpt"], "argument --resume: no file /nonexistent-dir/run.ckpt"),
 ])
 def test_train_lenet_refuses_bad_options_before_any_work(train_lenet, argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -7,7 +7,8 @@ import pytest
 
 import fastconv
 import fastconv.functional as F
-from fastconv import _validation, _workspace
+from fastconv import _conv_plan, _validation, _workspace
+from fastconv._conv_plan import Route
 from fastconv import reference as R
 
 DTYPES = [np.float32, np.float64]
@@ -170,6 +171,8 @@ def test_out_receives_the_result(algorithm):
 
 @pytest.mark.parametrize("out", [np.empty((2, 4, 5, 4)), np.empty((2, 4, 5, 5), np.float32),
                                  np.empty((2, 4, 4, 5), np.float32).transpose(0, 1, 3, 2),
+                                 np.empty(2 * 4 * 5 * 4 * 4 + 1, np.uint8)[1:].view(np.float32)
+                                 .reshape(2, 4, 5, 4),   # unaligned
                                  [0.0]])
 def test_out_refusals(out):
     x, w, _ = _problem((2, 3, 7, 6), (4, 3, 3, 3), np.float32)
@@ -208,20 +211,17 @@ def test_winograd_matches_reference(x_shape, w_shape, padding, dtype, n_threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_winograd_is_chosen_for_wide_3x3_layers_forward_and_grad_input(dtype, monkeypatch):
+def test_winograd_is_chosen_for_wide_3x3_layers_forward_and_grad_input(dtype):
     x, w, b = _problem((2, 64, 14, 15), (64, 64, 3, 3), dtype)
-    args = _validation.conv2d_args(x, w, b, 1, 1, 1, 1)
     _skip_without_winograd()
-    assert F._choose_algorithm(args) == "winograd"
-    runs = []
-    real = F._winograd
-    monkeypatch.setattr(F, "_winograd", lambda *a: runs.append(a[2].shape) or real(*a))
+    problem = _conv_plan.Problem.of(_validation.conv2d_args(x, w, b, 1, 1, 1, 1))
+    assert _conv_plan.plan_conv2d(problem).route is Route.WINOGRAD
+    assert _conv_plan.plan_conv2d_backward(problem).input_route is Route.WINOGRAD
     _close(F.conv2d(x, w, b, padding=1), R.conv2d(x, w, b, padding=1), dtype)
     g = np.random.default_rng(1).standard_normal((2, 64, 14, 15)).astype(dtype)
     for actual, expected in zip(F.conv2d_backward(g, x, w, padding=1),
                                 R.conv2d_backward(g, x, w, padding=1)):
         _close(actual, expected, dtype)
-    assert runs == [(64, 64, 3, 3)] * 2  # the forward, then grad_input
 
 
 def test_winograd_redoes_overflowing_images_by_direct_convolution():
@@ -247,13 +247,6 @@ def test_winograd_refuses_what_it_cannot_compute(kwargs):
         F.conv2d(x, w, algorithm="winograd", **kwargs)
 
 
-def test_winograd_refused_without_vector_kernels(monkeypatch):
-    x, w, _ = _problem((1, 3, 7, 6), (4, 3, 3, 3), np.float32)
-    monkeypatch.setattr(F._conv, "kvec_block_limits", lambda itemsize: (0, {1: 0, 2: 0}))
-    with pytest.raises(ValueError, match="needs the AVX2 or AVX-512 kernels"):
-        F.conv2d(x, w, algorithm="winograd")
-
-
 # (x shape, weight shape, padding, dilation) of the pixel-vector weight gradient: blocks of
 # 3 output channels by 5 taps, the last of each short
 PIXVEC_CASES = [
@@ -273,19 +266,16 @@ def _pixvec_lanes(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape, w_shape, padding, dilation", PIXVEC_CASES)
 def test_pixel_vector_weight_grad_matches_reference(x_shape, w_shape, padding, dilation, dtype,
-                                                    n_threads, monkeypatch):
+                                                    n_threads):
     if _pixvec_lanes(dtype) == 0:
         pytest.skip("this build has no pixel-vector kernel (AVX-512 only)")
-    calls = []
-    real = F._conv.conv2d_weight_grad_pixvec
-    monkeypatch.setattr(F._conv, "conv2d_weight_grad_pixvec",
-                        lambda *a: calls.append(a[0].shape) or real(*a))
     x, w, _ = _problem(x_shape, w_shape, dtype)
-    out_shape = R.conv2d(x, w, None, 1, padding, dilation).shape
-    g = np.random.default_rng(1).standard_normal(out_shape).astype(dtype)
+    args = _validation.conv2d_args(x, w, None, 1, padding, dilation, 1)
+    plan = _conv_plan.plan_conv2d_backward(_conv_plan.Problem.of(args))
+    assert plan.weight_route is Route.WEIGHT_GRAD_PIXVEC
+    g = np.random.default_rng(1).standard_normal(args.out_shape).astype(dtype)
     with fastconv.threads(n_threads):
         grads = F.conv2d_backward(g, x, w, 1, padding, dilation)
-    assert calls, "the pixel-vector kernel did not run"
     for actual, expected in zip(grads, R.conv2d_backward(g, x, w, 1, padding, dilation)):
         _close(actual, expected, dtype)
     with fastconv.threads(3 - n_threads):
@@ -294,16 +284,18 @@ def test_pixel_vector_weight_grad_matches_reference(x_shape, w_shape, padding, d
     np.testing.assert_array_equal(other, grads[1])  # the same bits on 1 and 2 threads
 
 
-def test_pixel_vector_weight_grad_left_to_other_kernels(monkeypatch):
+def test_pixel_vector_weight_grad_left_to_other_kernels():
     # wider layers go to the channel-vector kernel or GEMM: 32 output channels, a stride,
     # groups, a 1x1 kernel
-    monkeypatch.setattr(F._conv, "conv2d_weight_grad_pixvec",
-                        lambda *a: pytest.fail("the pixel-vector kernel ran"))
     for x_shape, w_shape, kwargs in [((2, 1, 12, 12), (32, 1, 5, 5), {}),
                                      ((2, 2, 12, 12), (4, 2, 3, 3), dict(stride=2)),
                                      ((2, 4, 12, 12), (4, 2, 3, 3), dict(groups=2)),
                                      ((2, 3, 12, 12), (4, 3, 1, 1), {})]:
         x, w, _ = _problem(x_shape, w_shape, np.float64)
+        args = _validation.conv2d_args(x, w, None, kwargs.get("stride", 1), 0, 1,
+                                       kwargs.get("groups", 1))
+        plan = _conv_plan.plan_conv2d_backward(_conv_plan.Problem.of(args))
+        assert plan.weight_route is not Route.WEIGHT_GRAD_PIXVEC
         g = np.ones(R.conv2d(x, w, None, **kwargs).shape)
         _close(F.conv2d_backward(g, x, w, **kwargs)[1],
                R.conv2d_backward(g, x, w, **kwargs)[1], np.float64)
@@ -411,7 +403,7 @@ def test_matches_torch(x_shape, w_shape, stride, padding, dilation, groups, dtyp
 def test_every_tiling_gives_the_same_result(monkeypatch, tile_columns, x_shape, w_shape, stride,
                                             padding, dilation, groups):
     # 1: one output row per tile; 20: a few rows; 10**9: the whole batch in one tile
-    monkeypatch.setattr(F, "_TILE_COLUMNS", tile_columns)
+    monkeypatch.setattr(_conv_plan, "TILE_COLUMNS", tile_columns)
     x, w, b = _problem(x_shape, w_shape, np.float64)
     out = F.conv2d(x, w, b, stride, padding, dilation, groups, algorithm="gemm")
     _close(out, R.conv2d(x, w, b, stride, padding, dilation, groups), np.float64)

@@ -131,3 +131,27 @@ def test_conv_nan_and_inf_on_a_winograd_layer_match_torch(where):
     out_t.backward(torch.from_numpy(g))
     gi, _, _ = F.conv2d_backward(g, x, w, padding=1)
     _same_specials(gi, xt.grad.numpy(), 1e-10)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_an_infinite_gradient_through_padding_modes_stays_where_torch_puts_it(mode):
+    """Conv2d's non-zero padding modes fold the padded cells' gradients back onto the cells
+    they copied: an infinite gradient reaches only the inputs under its window (it used to
+    be multiplied by the zeros of one-hot maps, NaN over whole rows and columns)."""
+    from fastconv import nn
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode=mode, bias=False).double()
+    conv.weight.data[...] = 1.0
+    x = np.ones((1, 1, 5, 6))
+    g = np.zeros((1, 1, 5, 6))
+    g[0, 0, 0, 0] = inf
+    gi = conv.backward(conv(x) * 0 + g)
+    assert not np.isnan(gi).any()
+    assert np.isinf(gi[0, 0, :2, :2]).all()         # under the window at the corner
+    assert (gi[0, 0, 2:4, 2:4] == 0).all()           # far from it
+    torch = pytest.importorskip("torch")
+    tconv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode=mode, bias=False).double()
+    with torch.no_grad():
+        tconv.weight.fill_(1.0)
+    xt = torch.from_numpy(x).requires_grad_()
+    tconv(xt).backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(gi, xt.grad.numpy())

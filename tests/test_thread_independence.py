@@ -8,6 +8,7 @@ LeNet split unevenly), 256 (many chunks of the weight-gradient sums).
 """
 import numpy as np
 import pytest
+import threadpoolctl
 
 import fastconv
 import fastconv.optim
@@ -35,10 +36,12 @@ def _assert_bitwise(got, want, what):
 
 
 def _across_threads(compute, what):
-    """compute() on every thread count, each bitwise equal to the 1-thread result."""
+    """compute() on every thread count, each bitwise equal to the 1-thread result. NumPy's
+    BLAS gets the same count, as OMP_NUM_THREADS would give it: no path may hand a sum to
+    a multi-threaded BLAS either."""
     results = {}
     for n in THREADS:
-        with fastconv.threads(n):
+        with fastconv.threads(n), threadpoolctl.threadpool_limits(n, user_api="blas"):
             results[n] = compute()
     for n in THREADS[1:]:
         _assert_bitwise(results[n], results[1], f"{what}, {n} threads vs 1")
@@ -57,11 +60,20 @@ LAYERS = {
     "conv-pointwise": (lambda: nn.Conv2d(32, 32, 1), (32, 14, 14)),
     "conv-1x1-small": (lambda: nn.Conv2d(5, 3, 1, bias=False), (5, 4, 4)),
     "conv-16ch-3x3": (lambda: nn.Conv2d(16, 16, 3, padding=1), (16, 8, 8)),
+    # more than one tile of output rows per image (GEMM strips; col2im across strips)
+    "conv-large-image": (lambda: nn.Conv2d(2, 4, 3, padding=1), (2, 36, 36)),
+    "conv-large-image-strided": (lambda: nn.Conv2d(2, 4, 3, stride=2, padding=1), (2, 70, 70)),
     "conv-reflect": (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), (3, 5, 6)),
+    "conv-replicate": (lambda: nn.Conv2d(3, 4, 3, padding=2, padding_mode="replicate"),
+                       (3, 40, 36)),
+    "conv-circular": (lambda: nn.Conv2d(3, 4, (3, 5), padding=(1, 2), padding_mode="circular"),
+                      (3, 40, 36)),
     "maxpool-2": (lambda: nn.MaxPool2d(2), (3, 8, 8)),
     "maxpool-3s2p1-ceil-dilated": (lambda: nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True),
                                    (2, 11, 9)),
+    "maxpool-3s2-large-image": (lambda: nn.MaxPool2d(3, 2), (1, 41, 40)),
     "avgpool-2": (lambda: nn.AvgPool2d(2), (3, 8, 8)),
+    "avgpool-3s2p1-large-image": (lambda: nn.AvgPool2d(3, 2, 1), (1, 41, 40)),
     "avgpool-3s2p1-ceil-nopad": (lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True,
                                                       count_include_pad=False), (2, 11, 9)),
     "avgpool-divisor": (lambda: nn.AvgPool2d(2, divisor_override=3), (2, 5, 5)),
@@ -72,10 +84,12 @@ LAYERS = {
     "linear-10-300": (lambda: nn.Linear(10, 300), (10,)),
     "linear-3d-input": (lambda: nn.Linear(7, 5), (3, 7)),
     "flatten": (lambda: nn.Flatten(), (2, 3, 4)),
-    "relu": (lambda: nn.ReLU(), (3, 5, 5)),
-    "leaky-relu": (lambda: nn.LeakyReLU(0.1), (3, 5, 5)),
-    "sigmoid": (lambda: nn.Sigmoid(), (3, 5, 5)),
-    "tanh": (lambda: nn.Tanh(), (3, 5, 5)),
+    # at batch 256, several chunks of the elementwise kernels (32768 elements, 4096 for
+    # sigmoid and tanh), the last one short
+    "relu": (lambda: nn.ReLU(), (3, 7, 7)),
+    "leaky-relu": (lambda: nn.LeakyReLU(0.1), (3, 7, 7)),
+    "sigmoid": (lambda: nn.Sigmoid(), (3, 7, 7)),
+    "tanh": (lambda: nn.Tanh(), (3, 7, 7)),
     "dropout": (lambda: nn.Dropout(0.3), (3, 5, 5)),
     "batchnorm1d": (lambda: nn.BatchNorm1d(6), (6, 3)),
     "batchnorm1d-2d-input": (lambda: nn.BatchNorm1d(20), (20,)),
@@ -187,23 +201,25 @@ def _batchnorm_net():
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 7 * 7, 32), nn.BatchNorm1d(32), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 3 * 3, 32), nn.BatchNorm1d(32), nn.ReLU(),
         nn.Linear(32, 10))
 
 
-NETWORKS = {"lenet-dropout": _lenet_with_dropout, "batchnorm": _batchnorm_net}
+# network -> (factory, image side)
+NETWORKS = {"lenet-dropout": (_lenet_with_dropout, 28), "batchnorm": (_batchnorm_net, 14)}
 
 
 def _train(network, batch, steps=30):
     """``steps`` SGD-with-momentum steps on fresh batches; every step's loss, then the state."""
+    make, side = NETWORKS[network]
     fastconv.manual_seed(0)
-    model = NETWORKS[network]()
+    model = make()
     opt = fastconv.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(batch)
     losses = []
     for _ in range(steps):
-        x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+        x = rng.random((batch, 1, side, side), dtype=np.float32)
         y = rng.integers(0, 10, batch)
         losses.append(loss_fn(model(x), y))
         opt.zero_grad()

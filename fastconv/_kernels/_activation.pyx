@@ -85,7 +85,9 @@ cdef inline float _exp_reduced(float t, int32_t* n) noexcept nogil:
     cdef float z, r
     # Round to nearest by adding and removing 1.5 * 2**23 (floorf would call libm).
     z = (t * <float>1.44269504088896341 + <float>12582912) - <float>12582912
-    n[0] = <int32_t>z
+    # A NaN converted to int is undefined in C (INT_MIN on x86, and n - 1 then overflows):
+    # n = 0 there; r stays NaN, and so does the result.
+    n[0] = <int32_t>_select(z == z, z, <float>0)
     r = t - z * <float>0.693359375                 # ln2 in two parts: exact z * hi
     r = r - z * <float>-2.12194440e-4
     return (((((<float>1.9875691500e-4 * r + <float>1.3981999507e-3) * r

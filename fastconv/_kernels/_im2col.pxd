@@ -5,107 +5,18 @@
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from fastconv._kernels._pad cimport merge_row
 
-cdef extern from *:
-    """
-    /* col2im of one image at stride 1 (see col2im_image), image row by image row: image
-     * row y takes kernel row i from output row oh = y + ph - i*dh, for the i that put oh
-     * in the tile's rows [oh0, oh1), and tap j from output column x + pw - j*dw where that
-     * is inside [0, wo). The rows are short (LeNet: 10-14 columns), and as one loop per
-     * tap and output row (the strided code) every row paid a loop's set-up: col2im was
-     * half of LeNet conv2's grad_input. Here an image row is held in registers, LANES
-     * columns at a time, and each tap is one masked load (masked-off lanes are never
-     * read, so the address may start before the row). Per column the taps add in the same
-     * order (kernel row, then column) as in the strided code: the same bits. */
-    /* image row y's kernel rows [i_lo, i_hi) (declared here; top = y + ph - oh0), or on to
-     * the next row where it has none */
-    #define FC_COL2IM_ROWS                                                                  \
-        Py_ssize_t top = y + ph - oh0;  /* i*dh <= top keeps oh >= oh0 */                   \
-        if (top < 0) continue;                                                              \
-        Py_ssize_t i_hi = top / dh + 1 < kh ? top / dh + 1 : kh;                            \
-        /* i*dh > top - (oh1 - oh0) keeps oh < oh1 */                                       \
-        Py_ssize_t i_lo = top >= oh1 - oh0 ? (top - (oh1 - oh0)) / dh + 1 : 0;              \
-        if (i_lo >= i_hi) continue;
-    #define FC_COL2IM_ARGS(T) (const T* col, T* x, Py_ssize_t c_n, Py_ssize_t h,            \
-                               Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,   \
-                               Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t wo,  \
-                               Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc)
-    /* a column at a time */
-    #define FC_COL2IM_SCALAR(NAME, T)                                                       \
-    static void NAME FC_COL2IM_ARGS(T)                                                      \
-    {                                                                                       \
-        for (Py_ssize_t c = 0; c < c_n; c++)                                                \
-            for (Py_ssize_t y = 0; y < h; y++) {                                            \
-                FC_COL2IM_ROWS                                                              \
-                T* dst = x + (c * h + y) * w;                                               \
-                for (Py_ssize_t i = i_lo; i < i_hi; i++)                                    \
-                    for (Py_ssize_t j = 0; j < kw; j++) {                                   \
-                        const T* tap = col + ((c * kh + i) * kw + j) * ldc                  \
-                                       + (top - i * dh) * wo;                               \
-                        Py_ssize_t off = pw - j * dw;  /* dst[x] += tap[x + off] */         \
-                        Py_ssize_t lo = off < 0 ? -off : 0;                                 \
-                        Py_ssize_t hi = wo - off < w ? wo - off : w;                        \
-                        for (Py_ssize_t xx = lo; xx < hi; xx++) dst[xx] += tap[xx + off];   \
-                    }                                                                       \
-            }                                                                               \
-    }
-    FC_COL2IM_SCALAR(fc_col2im_scalar_f, float)
-    FC_COL2IM_SCALAR(fc_col2im_scalar_d, double)
-    #if defined(__AVX512F__)
-    #include <immintrin.h>
-    #define FC_COL2IM_MAX_KW 16  /* wider kernels: the scalar code */
-    #define FC_COL2IM_VEC(NAME, SCALAR, T, VEC, MASK, LANES, MLOAD, MSTORE, ADD)            \
-    static void NAME FC_COL2IM_ARGS(T)                                                      \
-    {                                                                                       \
-        if (kw > FC_COL2IM_MAX_KW) {                                                        \
-            SCALAR(col, x, c_n, h, w, kh, kw, ph, pw, dh, dw, wo, oh0, oh1, ldc);           \
-            return;                                                                         \
-        }                                                                                   \
-        for (Py_ssize_t x0 = 0; x0 < w; x0 += LANES) {                                      \
-            Py_ssize_t n = w - x0 < LANES ? w - x0 : LANES;                                 \
-            MASK all = (MASK)((1ull << n) - 1u);                                            \
-            /* each tap's mask and offset, the same for every row */                        \
-            MASK masks[FC_COL2IM_MAX_KW];                                                   \
-            Py_ssize_t offs[FC_COL2IM_MAX_KW];                                              \
-            int taps = 0;                                                                   \
-            for (Py_ssize_t j = 0; j < kw; j++) {                                           \
-                Py_ssize_t off = x0 + pw - j * dw;  /* output column of lane 0 */           \
-                Py_ssize_t lo = off < 0 ? -off : 0, hi = wo - off < n ? wo - off : n;        \
-                if (lo >= hi) continue;                                                     \
-                masks[taps] = (MASK)(((1ull << hi) - 1u) & ~((1ull << lo) - 1u));           \
-                offs[taps++] = j * ldc + off;                                               \
-            }                                                                               \
-            for (Py_ssize_t c = 0; c < c_n; c++)                                            \
-                for (Py_ssize_t y = 0; y < h; y++) {                                        \
-                    FC_COL2IM_ROWS                                                          \
-                    T* dst = x + (c * h + y) * w + x0;                                      \
-                    VEC acc = MLOAD(all, dst);                                              \
-                    for (Py_ssize_t i = i_lo; i < i_hi; i++) {                              \
-                        const T* row = col + (c * kh + i) * kw * ldc + (top - i * dh) * wo; \
-                        for (int t = 0; t < taps; t++)                                      \
-                            acc = ADD(acc, MLOAD(masks[t], row + offs[t]));                 \
-                    }                                                                       \
-                    MSTORE(dst, all, acc);                                                  \
-                }                                                                           \
-        }                                                                                   \
-    }
-    FC_COL2IM_VEC(fc_col2im_s1_f, fc_col2im_scalar_f, float, __m512, __mmask16, 16,
-                  _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps, _mm512_add_ps)
-    FC_COL2IM_VEC(fc_col2im_s1_d, fc_col2im_scalar_d, double, __m512d, __mmask8, 8,
-                  _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd, _mm512_add_pd)
-    #else
-    #define fc_col2im_s1_f fc_col2im_scalar_f
-    #define fc_col2im_s1_d fc_col2im_scalar_d
-    #endif
-    """
+
+cdef extern from "col2im.h" nogil:
     void fc_col2im_s1_f(const float* col, float* x, Py_ssize_t c_n, Py_ssize_t h, Py_ssize_t w,
                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
                         Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t wo, Py_ssize_t oh0,
-                        Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil
+                        Py_ssize_t oh1, Py_ssize_t ldc)
     void fc_col2im_s1_d(const double* col, double* x, Py_ssize_t c_n, Py_ssize_t h,
                         Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
                         Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t wo,
-                        Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil
+                        Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc)
 
 
 ctypedef struct Geometry:
@@ -269,17 +180,14 @@ cdef inline void col2im_image_by_phase_rows(const floating* col, floating* x,
     strided store that does not vectorize ((16,64,56,56)->128 3x3 s2: a fifth of
     grad_input's time). Per kernel row and output row, the kw column rows are added
     contiguously into a padded row split by column phase (row[q, m] is padded column
-    m*sw + q, as in _conv's pad_image), which is then added into the image row."""
+    m*sw + q, as in src/pad.h), which is then added into the image row (merge_row)."""
     cdef floating row[COL2IM_ROW_ITEMS]
     cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
     cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
     cdef Py_ssize_t wq = phase_row_items(g)
-    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, b, xx, half = W // 2
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi
     cdef const floating* src
-    cdef floating* dst
     cdef floating* tap
-    cdef floating* even
-    cdef floating* odd
     for c in range(C):
         for i in range(kh):
             span(i * dh - ph, sh, H, Ho, &oh_lo, &oh_hi)
@@ -295,25 +203,13 @@ cdef inline void col2im_image_by_phase_rows(const floating* col, floating* x,
                         tap[ow] += src[ow]
                     src += ldc
                 # image column xx is padded column xx + pw
-                dst = x + (c * H + oh * sh + i * dh - ph) * W
-                if sw == 2:
-                    # columns 2b and 2b+1 together: GCC vectorizes the pair as interleaves
-                    even = row + pw % 2 * wq + pw // 2
-                    odd = row + (pw + 1) % 2 * wq + (pw + 1) // 2
-                    for b in range(half):
-                        dst[2 * b] += even[b]
-                        dst[2 * b + 1] += odd[b]
-                    if W % 2:
-                        dst[W - 1] += even[half]
-                else:
-                    for xx in range(W):
-                        dst[xx] += row[(xx + pw) % sw * wq + (xx + pw) // sw]
+                merge_row(row, x + (c * H + oh * sh + i * dh - ph) * W, W, pw, sw, wq, wq, True)
 
 
 cdef inline void col2im_image_by_rows(const floating* col, floating* x, const Geometry* g,
                                       Py_ssize_t oh0, Py_ssize_t oh1,
                                       Py_ssize_t ldc) noexcept nogil:
-    """col2im_image at stride 1: fc_col2im_s1 (above)."""
+    """col2im_image at stride 1: fc_col2im_s1 (src/col2im.h)."""
     if floating is float:
         fc_col2im_s1_f(col, x, g.C, g.H, g.W, g.kh, g.kw, g.ph, g.pw, g.dh, g.dw, g.Wo,
                        oh0, oh1, ldc)

@@ -32,6 +32,9 @@ from libc.stdint cimport int32_t, int64_t, INT32_MAX
 from libc.math cimport INFINITY
 from libc.string cimport memcpy, memset
 
+from fastconv._kernels._pad cimport merge_row, split_row
+
+
 cdef enum:
     # Scratch rows are padded to a multiple of this many columns (whole vectors).
     COLUMN_BLOCK = 8
@@ -60,8 +63,6 @@ cdef struct Pool:
     # kernels' inner loops then do no integer division.
     const Py_ssize_t* col_first      # (Wo,) first in-bounds input column of each window
     const Py_ssize_t* tap_at         # (kw,) where tap j's columns start in a phase-split row
-    const Py_ssize_t* phase_lo       # (sw,) phase r's input columns: [lo, hi) of the phase
-    const Py_ssize_t* phase_hi
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t step) noexcept nogil:
@@ -109,7 +110,7 @@ cdef class _Plan:
     def __init__(self, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
                  stride, padding, dilation=(1, 1)):
         cdef Pool* g = &self.p
-        cdef Py_ssize_t ow, w0, j, r, L, ja, jb
+        cdef Py_ssize_t ow, w0, j, L, ja, jb
         cdef Py_ssize_t* t
         g.H, g.W, g.Ho, g.Wo = H, W, Ho, Wo
         g.kh, self.kw = kernel_size
@@ -135,18 +136,14 @@ cdef class _Plan:
         # every tap of Wp windows.
         L = max((g.Wp - 1) * g.sw + (g.kw - 1) * g.dw + 1, W + g.pw)
         g.Lk = (L + g.sw - 1) // g.sw
-        self.tables = np.empty(Wo + g.kw + 2 * g.sw, np.intp)
+        self.tables = np.empty(Wo + g.kw, np.intp)
         t = &self.tables[0]
         g.col_first, g.tap_at = t, t + Wo
-        g.phase_lo, g.phase_hi = t + Wo + g.kw, t + Wo + g.kw + g.sw
         for ow in range(Wo):
             w0 = ow * g.sw - g.pw
             t[ow] = w0 + _first_tap(w0, g.dw) * g.dw
         for j in range(g.kw):
             t[Wo + j] = j * g.dw % g.sw * g.Lk + j * g.dw // g.sw
-        for r in range(g.sw):
-            t[Wo + g.kw + r] = _first_tap(r - g.pw, g.sw)
-            t[Wo + g.kw + g.sw + r] = _tap_end(r - g.pw, g.sw, g.Lk, W)
 
     def divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
         """(Ho*Wo,) torch's avg-pool divisor of every window, as dtype (read-only).
@@ -215,51 +212,12 @@ cdef inline void _phases(const floating* src, floating* dst, const Pool* g,
     columns contiguously from dst + (o % sw)*Lk + o // sw (g.tap_at): no strided loads in
     the tap loops.
     """
-    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, r, k, ka, kb, off
-    cdef floating* d
-    for r in range(sw):
-        d = dst + r * Lk
-        off = r - g.pw
-        ka = g.phase_lo[r]
-        kb = g.phase_hi[r]
-        for k in range(ka if ka < Lk else Lk):
-            d[k] = fill
-        # Constant strides for the common cases: the copy vectorizes.
-        if sw == 1:
-            if kb > ka:
-                memcpy(d + ka, src + ka + off, (kb - ka) * sizeof(floating))
-        elif sw == 2:
-            for k in range(ka, kb):
-                d[k] = src[2 * k + off]
-        else:
-            for k in range(ka, kb):
-                d[k] = src[k * sw + off]
-        for k in range(kb if kb > ka else ka, Lk):
-            d[k] = fill
+    split_row(src, dst, g.W, g.pw, g.sw, g.Lk, g.Lk, fill)
 
 
 cdef inline void _unphase(const floating* src, floating* dst, const Pool* g) noexcept nogil:
     """The inverse of _phases for the input columns: dst (W,) from a phase-split padded row."""
-    cdef Py_ssize_t sw = g.sw, Lk = g.Lk, W = g.W, pw = g.pw, r, k, m, off
-    cdef const floating* s
-    cdef const floating* even
-    cdef const floating* odd
-    if sw == 2:
-        # Input columns 2m and 2m + 1 come from the two phases side by side: one
-        # interleaving pass, which vectorizes (strided scalar stores were 40% of the time).
-        even = src + pw % 2 * Lk + pw // 2
-        odd = src + (1 - pw % 2) * Lk + (pw + 1) // 2
-        for m in range(W // 2):
-            dst[2 * m] = even[m]
-            dst[2 * m + 1] = odd[m]
-        if W % 2:
-            dst[W - 1] = even[W // 2]
-        return
-    for r in range(sw):
-        s = src + r * Lk
-        off = r - pw
-        for k in range(g.phase_lo[r], g.phase_hi[r]):
-            dst[k * sw + off] = s[k]
+    merge_row(src, dst, g.W, g.pw, g.sw, g.Lk, g.Lk, False)
 
 
 cdef enum:

@@ -1,9 +1,13 @@
 """Keras-style training on a :class:`~fastconv.nn.Sequential`: fit, evaluate, predict, summary."""
+import copy
 import math
+import os
 import time
 
 import numpy as np
 
+from .. import _random
+from .._checkpoint import load_checkpoint, save_checkpoint
 from .._progress import progress_bar
 from . import _fit_strategy
 from .loss import CrossEntropyLoss, MSELoss
@@ -38,6 +42,15 @@ class History:
 
     def __getitem__(self, key):
         return self.history[key]
+
+    @classmethod
+    def _from_dict(cls, history):
+        """A History continuing the epochs of ``history`` (a checkpoint's copy of ``.history``)."""
+        self = cls()
+        for key in cls.KEYS:
+            self.history[key] = list(history[key])
+        self.epoch = list(range(len(self.history["loss"])))
+        return self
 
     def __len__(self):
         return len(self.epoch)
@@ -88,7 +101,7 @@ def _format(metrics):
 
 
 def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
-        shuffle=True, verbose=1, scheduler=None, transform=None):
+        shuffle=True, verbose=1, scheduler=None, transform=None, checkpoint=None, resume=None):
     """Train the model with mini-batches of ``(x, y)`` for ``epochs`` passes.
 
     Each batch runs the torch-style step: forward, loss, ``optimizer.zero_grad()``,
@@ -119,6 +132,13 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     transform : callable, optional
         Applied to each training batch of inputs before the forward (augmentation, e.g. a
         :mod:`fastconv.transforms` Compose); not to the validation data.
+    checkpoint : str or PathLike, optional
+        After every epoch, write model, optimizer, scheduler, epoch, RNG state, the next
+        epoch's data order and the History there (:func:`fastconv.save_checkpoint`, atomic).
+    resume : str or PathLike, optional
+        Continue from such a checkpoint: its epochs count towards ``epochs``, and the run
+        ends bitwise where one without the interruption would have ended (same data, model,
+        optimizer and scheduler built the same way). The History returned holds every epoch.
 
     Returns
     -------
@@ -138,14 +158,29 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         if x_val.ndim == 0 or y_val.ndim == 0 or len(x_val) == 0 or len(x_val) != len(y_val):
             raise ValueError("fit: validation_data must hold x_val and y_val of one non-zero "
                              f"length, got shapes {x_val.shape} and {y_val.shape}")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"fit: transform must be callable, got {type(transform).__name__}")
+    if checkpoint is not None and not os.path.isdir(os.path.dirname(os.path.abspath(checkpoint))):
+        raise FileNotFoundError(f"fit: the directory of checkpoint={os.fspath(checkpoint)!r} does not exist")
     history = History()
     n = len(x)
+    order = None
+    if resume is not None:
+        saved = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler)
+        if not isinstance(saved["extra"], dict) or "history" not in saved["extra"]:
+            raise ValueError(f"fit: resume={os.fspath(resume)!r} was not written by fit(checkpoint=...)")
+        history = History._from_dict(saved["extra"]["history"])
+        order = saved["data_order"]
+        if shuffle and order is not None and len(order) != n:
+            raise ValueError(f"fit: resume={os.fspath(resume)!r} was written for {len(order)} samples, "
+                             f"x has {n}")
     strategy = _fit_strategy.for_fit(model, optimizer, loss)
     strategy.check(samples=n, batch_size=batch_size, epochs=epochs, shuffle=bool(shuffle))
     verbose = verbose if strategy.is_root else 0
-    for epoch in range(epochs):
+    for epoch in range(len(history), epochs):
         model.train()
-        order = strategy.order(n) if shuffle else None
+        if shuffle and order is None:
+            order = strategy.order(n)
         bar = progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
@@ -174,6 +209,15 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
             print(f"epoch {epoch + 1}/{epochs}  {line}", flush=True)
         if scheduler is not None:
             scheduler.step()
+        order = None
+        if checkpoint is not None and strategy.is_root:  # rank 0 alone writes
+            # The next order is drawn from a copy, and the copy's state saved: the generator
+            # itself draws it again next epoch, so runs with and without checkpoints agree.
+            peek = copy.deepcopy(_random.generator())
+            next_order = peek.permutation(n) if shuffle else None
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
+                            epoch=epoch + 1, data_order=next_order, rng_state=peek.bit_generator.state,
+                            extra={"history": history.history})
     model.train()
     return history
 

@@ -134,14 +134,19 @@ class Conv2d(Module):
         return np.pad(x, ((0, 0),) * (x.ndim - 2) + pads, mode=self._PADDING_MODES[self.padding_mode])
 
     def _unpad_grad(self, grad_padded, shape):
-        """Gradient of :meth:`_pad`: every padded cell's gradient added to the cell it copied."""
-        pads = self._explicit_padding()
+        """Gradient of :meth:`_pad`: every padded row's gradient added to the row it copied,
+        in order, then likewise the columns. Slice additions, not a product with one-hot
+        maps: no BLAS (whose bits may follow its thread count), and no inf * 0 = NaN."""
+        grad = grad_padded
         mode = self._PADDING_MODES[self.padding_mode]
-        h, w = shape[-2:]
-        # One-hot (padded, original) maps: padded row i copies row src[i].
-        rows = np.eye(h, dtype=grad_padded.dtype)[np.pad(np.arange(h), pads[0], mode=mode)]
-        cols = np.eye(w, dtype=grad_padded.dtype)[np.pad(np.arange(w), pads[1], mode=mode)]
-        return rows.T @ grad_padded @ cols
+        for axis, (before, after), size in zip((-2, -1), self._explicit_padding(), shape[-2:]):
+            source = np.pad(np.arange(size), (before, after), mode=mode)  # padded i copies source[i]
+            g = np.moveaxis(grad, axis, 0)
+            folded = g[before:before + size].copy()
+            for i in (*range(before), *range(before + size, len(source))):
+                folded[source[i]] += g[i]
+            grad = np.moveaxis(folded, 0, axis)
+        return np.ascontiguousarray(grad)
 
     def forward(self, x):
         ops = _backend.ops()
@@ -197,7 +202,27 @@ class Conv2d(Module):
         return s
 
 
-class MaxPool2d(Module):
+class _IndexedPool(Module):
+    """Max pooling that keeps its argmax indices in train mode for backward (and not in eval
+    mode, where backward then raises); subclasses give ``_pool`` and ``_pool_backward``."""
+
+    def forward(self, x):
+        ops = _backend.ops()
+        if not self.training:
+            self._indices = None
+            return self._pool(ops, x)
+        out, self._indices = self._pool(ops, x, return_indices=True)
+        self._input_shape = x.shape
+        return out
+
+    def backward(self, grad_output):
+        indices = _cached(self, "_indices")
+        if not self.requires_input_grad:
+            return None
+        return self._pool_backward(_backend.ops(), grad_output, indices, self._input_shape)
+
+
+class MaxPool2d(_IndexedPool):
     """2-D max pooling, like ``torch.nn.MaxPool2d``.
 
     Parameters
@@ -216,21 +241,13 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
 
-    def forward(self, x):
-        ops = _backend.ops()
-        args = (x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        if not self.training:
-            self._indices = None
-            return ops.max_pool2d(*args)
-        out, self._indices = ops.max_pool2d(*args, return_indices=True)
-        self._input_shape = x.shape
-        return out
+    def _pool(self, ops, x, return_indices=False):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                              self.ceil_mode, return_indices=return_indices)
 
-    def backward(self, grad_output):
-        indices = _cached(self, "_indices")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().max_pool2d_backward(grad_output, indices, self._input_shape)
+    @staticmethod
+    def _pool_backward(ops, grad_output, indices, input_shape):
+        return ops.max_pool2d_backward(grad_output, indices, input_shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -326,11 +343,14 @@ class Linear(Module):
 
     @staticmethod
     def _product(a, b, trans_a=False, trans_b=False):
-        """op(a) @ op(b): on fastconv's threads with the compiled backend and one dtype,
+        """op(a) @ op(b): on fastconv's threads with the compiled backend (both cast to
+        NumPy's result dtype, so mixed dtypes get the same thread-independent product),
         else NumPy's matmul on its own BLAS threads (the reference backend is the NumPy
         baseline, and runs no OpenMP region for BLAS to fight)."""
-        if _backend.ops() is F and a.dtype == b.dtype:
-            return F._matmul(a, b, trans_a, trans_b)
+        dtype = np.result_type(a, b)
+        if _backend.ops() is F and dtype in (np.float32, np.float64):
+            return F._matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False),
+                             trans_a, trans_b)
         return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def backward(self, grad_output):
@@ -391,80 +411,94 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
+class _Activation(Module):
+    """An elementwise activation: ``forward`` is the backend's ``<op>`` and ``backward`` its
+    ``<op>_backward`` of grad_output and what forward saved (the output, from which these
+    derivatives follow; a subclass may save the input instead).
+
+    Subclasses name ``op`` and, where the op takes arguments, give them in
+    ``_arguments()`` (the keyword arguments of ``op``; the derivative's come after the saved
+    array, positionally, in the same order, without ``inplace``).
+    """
+
+    op = None
+
+    def _arguments(self):
+        return {}
+
+    def _save(self, x, out):
+        """What backward needs: the output."""
+        return out
+
+    def forward(self, x):
+        out = getattr(_backend.ops(), self.op)(x, **self._arguments())
+        self._saved = self._save(x, out)
+        return out
+
+    def backward(self, grad_output):
+        saved = _cached(self, "_saved")
+        if not self.requires_input_grad:
+            return None
+        extra = [v for k, v in self._arguments().items() if k != "inplace"]
+        return getattr(_backend.ops(), self.op + "_backward")(grad_output, saved, *extra)
+
+
+class ReLU(_Activation):
     """``max(x, 0)`` elementwise, like ``torch.nn.ReLU``; ``inplace=True`` overwrites the input."""
+
+    op = "relu"
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x):
-        self._output = _backend.ops().relu(x, inplace=self.inplace)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().relu_backward(grad_output, y)
+    def _arguments(self):
+        return {"inplace": self.inplace}
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
     """``x if x > 0 else negative_slope * x``, like ``torch.nn.LeakyReLU``."""
+
+    op = "leaky_relu"
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope, self.inplace = negative_slope, inplace
 
+    def _arguments(self):
+        return {"negative_slope": self.negative_slope, "inplace": self.inplace}
+
     def forward(self, x):
         # backward tests x > 0 (as torch does). An in-place forward overwrites x: with a
         # slope >= 0 its output is > 0 exactly where x was; with a negative slope (which
         # torch refuses in place) a copy of x is kept.
-        keep_copy = self.inplace and self.negative_slope < 0
-        saved = x.copy() if keep_copy else x
-        out = _backend.ops().leaky_relu(x, self.negative_slope, inplace=self.inplace)
-        self._input = out if self.inplace and not keep_copy else saved
-        return out
+        self._input_copy = x.copy() if self.inplace and self.negative_slope < 0 else None
+        return super().forward(x)
 
-    def backward(self, grad_output):
-        x = _cached(self, "_input")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().leaky_relu_backward(grad_output, x, self.negative_slope)
+    def _save(self, x, out):
+        """What backward needs: the input, or the output where it is > 0 exactly where the
+        input was (in place, with a slope >= 0)."""
+        if self._input_copy is not None:
+            return self._input_copy
+        return out if self.inplace else x
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Sigmoid(Module):
+class Sigmoid(_Activation):
     """``1 / (1 + exp(-x))`` elementwise, like ``torch.nn.Sigmoid``."""
 
-    def forward(self, x):
-        self._output = _backend.ops().sigmoid(x)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().sigmoid_backward(grad_output, y)
+    op = "sigmoid"
 
 
-class Tanh(Module):
+class Tanh(_Activation):
     """``tanh(x)`` elementwise, like ``torch.nn.Tanh``."""
 
-    def forward(self, x):
-        self._output = _backend.ops().tanh(x)
-        return self._output
-
-    def backward(self, grad_output):
-        y = _cached(self, "_output")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().tanh_backward(grad_output, y)
+    op = "tanh"
 
 
 class Dropout(Module):

@@ -1,6 +1,6 @@
 """Adaptive pooling layers: a fixed output size whatever the input's, like torch's."""
 from .. import _backend
-from .layers import _cached
+from .layers import _cached, _IndexedPool
 from .module import Module
 
 __all__ = ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d"]
@@ -37,7 +37,7 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveMaxPool2d(Module):
+class AdaptiveMaxPool2d(_IndexedPool):
     """Max pooling to a fixed (Ho, Wo), like ``torch.nn.AdaptiveMaxPool2d``; windows as
     :class:`AdaptiveAvgPool2d`. In train mode forward keeps the argmax indices for
     backward; in eval mode it does not (backward then raises).
@@ -51,20 +51,12 @@ class AdaptiveMaxPool2d(Module):
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, x):
-        ops = _backend.ops()
-        if not self.training:
-            self._indices = None
-            return ops.adaptive_max_pool2d(x, self.output_size)
-        out, self._indices = ops.adaptive_max_pool2d(x, self.output_size, return_indices=True)
-        self._input_shape = x.shape
-        return out
+    def _pool(self, ops, x, return_indices=False):
+        return ops.adaptive_max_pool2d(x, self.output_size, return_indices=return_indices)
 
-    def backward(self, grad_output):
-        indices = _cached(self, "_indices")
-        if not self.requires_input_grad:
-            return None
-        return _backend.ops().adaptive_max_pool2d_backward(grad_output, indices, self._input_shape)
+    @staticmethod
+    def _pool_backward(ops, grad_output, indices, input_shape):
+        return ops.adaptive_max_pool2d_backward(grad_output, indices, input_shape)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"

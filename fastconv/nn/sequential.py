@@ -75,10 +75,11 @@ class Sequential(Module):
     # -- Keras-style API (fastconv.nn._training) ------------------------------------------------
 
     def fit(self, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_data=None,
-            shuffle=True, verbose=1, scheduler=None, transform=None):
+            shuffle=True, verbose=1, scheduler=None, transform=None, checkpoint=None, resume=None):
         return _training.fit(self, x, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
-                             verbose=verbose, scheduler=scheduler, transform=transform)
+                             verbose=verbose, scheduler=scheduler, transform=transform,
+                             checkpoint=checkpoint, resume=resume)
 
     def evaluate(self, x, y, *, loss=None, batch_size=256):
         return _training.evaluate(self, x, y, loss=loss, batch_size=batch_size)

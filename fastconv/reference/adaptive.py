@@ -1,13 +1,10 @@
-"""Adaptive pooling, softmax and the log-likelihood losses in plain NumPy, window by window.
-
-The ground truth for :mod:`fastconv._adaptive_pool` and :mod:`fastconv._softmax`: each
-output cell is pooled from its own window of torch's start/end rule, each softmax from its
-own slice, with the same checks.
-"""
+"""Adaptive pooling in plain NumPy, window by window: the ground truth for
+:func:`fastconv.functional.adaptive_avg_pool2d` and ``adaptive_max_pool2d`` (same checks,
+from :mod:`fastconv._adaptive_pool`)."""
 import numpy as np
 
 from .. import _validation as V
-from .._adaptive_pool import adaptive_args, adaptive_backward_args, windows
+from .._adaptive_pool import adaptive_args, adaptive_backward_args, max_by_window, windows
 
 __all__ = ["adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
            "adaptive_max_pool2d_backward"]
@@ -45,20 +42,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     """Maximum of each window and its flat H*W index: the first maximum in row-major order,
     or the last NaN when the window has one (torch's rule)."""
     x4, unbatched, out_hw = adaptive_args(x, output_size)
-    n, c, h, w = x4.shape
-    out = np.empty((n, c) + out_hw, x.dtype)
-    indices = np.empty((n, c) + out_hw, np.int64)
-    for i, j, rows, cols in _cells(h, w, out_hw):
-        window = x4[:, :, rows, cols]
-        width = cols.stop - cols.start
-        flat = window.reshape(n, c, -1)
-        nan = np.isnan(flat)
-        last_nan = flat.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
-        # argmax on the values with NaN masked out: the first maximum among the numbers
-        first_max = np.argmax(np.where(nan, -np.inf, flat), axis=2)
-        local = np.where(nan.any(axis=2), last_nan, first_max)
-        out[:, :, i, j] = np.take_along_axis(flat, local[:, :, None], axis=2)[:, :, 0]
-        indices[:, :, i, j] = (rows.start + local // width) * w + cols.start + local % width
+    out, indices = max_by_window(x4, out_hw)
     out, indices = V.unbatch(out, unbatched), V.unbatch(indices, unbatched)
     return (out, indices) if return_indices else out
 
