@@ -27,7 +27,7 @@ def small_cnn(batchnorm):
                          nn.Flatten(), nn.Linear(4 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 10))
 
 
-def train(batchnorm, deterministic=True, epochs=2):
+def train(batchnorm, deterministic=True, epochs=2, checkpoint=None, resume=None):
     """The weights (flat) and History after fit from seed 0; on every rank."""
     fastconv.manual_seed(0)
     model = small_cnn(batchnorm)
@@ -37,7 +37,7 @@ def train(batchnorm, deterministic=True, epochs=2):
         optimizer = distributed.DistributedOptimizer(optimizer, deterministic=False)
     x, y = data()
     history = model.fit(x, y, loss=nn.CrossEntropyLoss(), optimizer=optimizer, epochs=epochs,
-                        batch_size=GLOBAL_BATCH, verbose=2)
+                        batch_size=GLOBAL_BATCH, verbose=2, checkpoint=checkpoint, resume=resume)
     weights = np.concatenate([p.data.ravel() for p in model.parameters()])
     buffers = np.concatenate([np.zeros(0)] + [b.ravel().astype(np.float64) for _, b in model.named_buffers()])
     return weights, buffers, np.array(history["loss"])
@@ -79,6 +79,7 @@ def main(mode, out_dir):
     results = {f"{name}_{part}": value for name, parts in train_cases().items()
                for part, value in zip(("weights", "buffers", "losses"), parts)}
     results["fast_weights"] = train(_Identity, deterministic=False)[0]
+    train(_Identity, epochs=1, checkpoint=f"{out_dir}/epoch1.npz")  # rank 0 writes it
     # plain BatchNorm: per-rank statistics, but every rank ends with rank 0's running ones
     weights, buffers, _ = train(nn.BatchNorm2d, epochs=1)
     results["bn_ranks_equal"] = all(np.array_equal(w, weights) and np.array_equal(b, buffers)

@@ -54,7 +54,7 @@ def world(request, tmp_path_factory):
     proc, _ = _launch(request.param, "train", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with np.load(out / "result.npz") as f:
-        return request.param, dict(f), proc.stdout
+        return request.param, dict(f), proc.stdout, out
 
 
 def test_single_process_thread_counts_agree(single_process):
@@ -65,7 +65,7 @@ def test_single_process_thread_counts_agree(single_process):
 
 @pytest.mark.parametrize("name", ["plain", "sync"])
 def test_deterministic_fit_is_bitwise_the_single_process_one(world, single_process, name):
-    _, result, _ = world
+    _, result, _, _ = world
     weights, buffers, losses = single_process[1][name]
     assert np.array_equal(result[f"{name}_weights"], weights)
     assert np.array_equal(result[f"{name}_buffers"], buffers)  # SyncBatchNorm's running stats
@@ -73,12 +73,12 @@ def test_deterministic_fit_is_bitwise_the_single_process_one(world, single_proce
 
 
 def test_fast_mode_matches_to_rounding(world, single_process):
-    _, result, _ = world
+    _, result, _, _ = world
     np.testing.assert_allclose(result["fast_weights"], single_process[1]["plain"][0], rtol=0, atol=1e-6)
 
 
 def test_broadcast_gives_every_rank_rank0s_weights(world):
-    _, result, _ = world
+    _, result, _, _ = world
     assert result["broadcast_equal"]
     fastconv.manual_seed(0)  # rank 0 seeded 0 and set running_mean to 0
     import _mpi_worker
@@ -88,28 +88,35 @@ def test_broadcast_gives_every_rank_rank0s_weights(world):
 
 
 def test_batchnorm_ranks_end_with_the_same_weights_and_buffers(world):
-    _, result, _ = world
+    _, result, _, _ = world
     assert result["bn_ranks_equal"]
+
+
+def test_rank0s_checkpoint_resumes_in_one_process(world, single_process):
+    import _mpi_worker
+    *_, out = world
+    resumed = _mpi_worker.train(_mpi_worker._Identity, resume=str(out / "epoch1.npz"))
+    assert np.array_equal(resumed[0], single_process[1]["plain"][0])
 
 
 def test_shards_cover_every_sample_once(world):
     import _mpi_worker
-    _, result, _ = world
+    _, result, _, _ = world
     assert np.array_equal(np.sort(result["shards"]), np.arange(_mpi_worker.SAMPLES))
 
 
 def test_mismatches_refused_on_every_rank(world):
-    _, result, _ = world
+    _, result, _, _ = world
     assert result["errors_everywhere"]
     assert "broadcast_parameters: model is" in str(result["model_error"])
     assert "fit: batch_size is 49 on rank 1 but 48 on rank 0" in str(result["batch_error"])
 
 
 def test_rank0_alone_prints_progress(world):
-    _, _, stdout = world
-    # three trainings of 2 epochs and one of 1, verbose=2: one line per epoch, from rank 0 only
+    _, _, stdout, _ = world
+    # three trainings of 2 epochs and two of 1, verbose=2: one line per epoch, from rank 0 only
     assert stdout.count("epoch 1/2") == 3 and stdout.count("epoch 2/2") == 3, stdout
-    assert stdout.count("epoch 1/1") == 1, stdout
+    assert stdout.count("epoch 1/1") == 2, stdout
 
 
 def test_a_failing_rank_ends_every_rank(tmp_path):
