@@ -24,12 +24,11 @@ from . import _adaptive_pool
 from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
                        softmax, softmax_backward)
 
-# The fully connected products' outputs are cut into at most _MATMUL_PIECES pieces along
-# their longer side, each a whole number of _MATMUL_MIN_PIECE rows or columns: one BLAS call
-# per piece. BLAS rounds differently for different sub-matrix shapes, so the cut depends
-# on the shape only, never on the thread count.
-_MATMUL_PIECES = 4
-_MATMUL_MIN_PIECE = 16
+# The fully connected products' outputs are cut into blocks of _MATMUL_BLOCK_ROWS rows, the
+# last one zero-padded: every BLAS call then has one shape. BLAS rounds differently for
+# different sub-matrix shapes (OpenBLAS's small-matrix kernels), so a cut that moved with the
+# thread count or with the number of rows (a rank's shard of a batch) would move the bits.
+_MATMUL_BLOCK_ROWS = 32
 
 def _contiguous(a):
     """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
@@ -423,31 +422,32 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
-def _matmul_pieces(m, n):
-    """(by_rows, piece) of _gemm.matmul for an (m, n) output: cut the longer side into
-    pieces of ``piece`` rows or columns, a function of the shape only (see _MATMUL_PIECES)."""
-    by_rows = m >= n
-    length = m if by_rows else n
-    piece = -(-length // _MATMUL_PIECES)
-    piece = max(_MATMUL_MIN_PIECE, -(-piece // _MATMUL_MIN_PIECE) * _MATMUL_MIN_PIECE)
-    return by_rows, piece
-
-
 def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
-    output's rows or columns cut into pieces (_matmul_pieces) shared out over fastconv's
-    threads, one BLAS call each: the fully connected layers' products. NumPy's matmul
-    would run BLAS's own thread pool beside OpenMP's (the two fight over the cores), or
-    run on one thread under blas_single_threaded (figures in docs/tuning.md).
+    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, in blocks
+    of _MATMUL_BLOCK_ROWS output rows shared out over fastconv's threads, one BLAS call
+    each: the fully connected layers' products, each row the same bits whatever the thread
+    count and the number of rows. NumPy's matmul would run BLAS's own thread pool beside
+    OpenMP's (the two fight over the cores), or run on one thread under
+    blas_single_threaded (figures in docs/tuning.md).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
-    by_rows, piece = _matmul_pieces(m, n)
+    block = _MATMUL_BLOCK_ROWS
+    full = m - m % block
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, by_rows, piece, get_num_threads())
+        _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block, get_num_threads())
+        if full < m:  # the last rows through a zero-padded block: the same call shape again
+            tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
+            if trans_a:
+                tail[:, :m - full] = a[:, full:]
+            else:
+                tail[:m - full] = a[full:]
+            tail_out = np.empty((block, n), dtype=a.dtype)
+            _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
+            out[full:] = tail_out[:m - full]
     return out
 
 
