@@ -36,11 +36,20 @@ MODELS = {"lenet": ((1, 28, 28), 256), "resnet20": ((3, 32, 32), 128)}
 
 
 def _builder(name):
-    """The model-building function of fastconv.nn.models (called with nn= for torch), or None."""
+    """The model-building function of fastconv.nn.models, or None where it does not exist."""
     from fastconv.nn import models
     if name == "lenet":
-        return lambda nn=None: models.lenet("modern", nn=nn)
+        return lambda: models.lenet("modern")
     return getattr(models, name, None)
+
+
+def _torch_twin(torch, name):
+    """The same architecture built from torch.nn, with the same state_dict keys."""
+    if name == "lenet":
+        from fastconv.nn import models
+        return models.lenet("modern", nn=torch.nn)
+    from bench_resnet import torch_resnet  # this directory's ResNet-20 twin
+    return torch_resnet(torch, int(name[len("resnet"):]))
 
 
 def available_models():
@@ -79,7 +88,7 @@ def _runner(framework, name, onnx_path, threads, max_batch):
         except ImportError:
             return None
         torch.set_num_threads(threads)
-        twin = _builder(name)(nn=torch.nn).eval()
+        twin = _torch_twin(torch, name).eval()
         state = _fastconv_model(name).state_dict()
         twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
 

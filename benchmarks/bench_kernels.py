@@ -8,6 +8,7 @@ reference's BLAS threads. Prints a table and writes JSON.
     python benchmarks/bench_kernels.py                      # every op, all cores
     python benchmarks/bench_kernels.py --threads 2 --ops pool
     python benchmarks/bench_kernels.py --quick              # small batches: a smoke run
+    python benchmarks/bench_kernels.py --resnet20 --ref-repeat 1   # ResNet-20's conv shapes
 
 Rates: GFLOP/s for convolutions, counting 2*N*K*(C/groups)*R*S*Ho*Wo per conv pass (a
 backward pass counts one pass per gradient it computes, grad_bias aside); GB/s for
@@ -161,6 +162,21 @@ def all_ops():
         for kind, direction in [("max", "fwd"), ("max", "fwd+idx"), ("max", "bwd"),
                                 ("avg", "fwd"), ("avg", "bwd")]:
             ops.append(_pool_op(kind, direction, c, hw, k, s, p, n))
+    return ops
+
+
+def resnet20_ops():
+    """ResNet-20's convolution shapes at batch 128 (issue 12), forward and backward: the stem
+    (no grad_input: a first layer needs none), the 3x3 layers of each stage, the stride-2 3x3
+    layers and the 1x1 stride-2 projections."""
+    ops = []
+    for c, hw, k, r, stride, pad in [(3, 32, 16, 3, 1, 1), (16, 32, 16, 3, 1, 1),
+                                     (32, 16, 32, 3, 1, 1), (64, 8, 64, 3, 1, 1),
+                                     (16, 32, 32, 3, 2, 1), (32, 16, 64, 3, 2, 1),
+                                     (16, 32, 32, 1, 2, 0), (32, 16, 64, 1, 2, 0)]:
+        ops.append(_conv_op("resnet20", c, hw, k, r, stride, pad, 128, backward=False))
+        ops.append(_conv_op("resnet20", c, hw, k, r, stride, pad, 128, backward=True,
+                            grad_input=c > 3))
     return ops
 
 
@@ -336,10 +352,12 @@ def main(argv=None):
                         help="seconds of timed calls fastconv and torch should each reach on "
                              "an op, by up to 10x --repeat calls (default 1; 0 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="do not time torch")
+    parser.add_argument("--resnet20", action="store_true",
+                        help="ResNet-20's convolution shapes at batch 128 instead of the speed table")
     args = parser.parse_args(argv)
     threads = args.threads or fastconv.get_num_threads()
     repeat = args.repeat or (2 if args.quick else 7)
-    ops = select(all_ops(), args.ops)
+    ops = select(resnet20_ops() if args.resnet20 else all_ops(), args.ops)
     if not ops:
         parser.error(f"no op matches --ops {args.ops!r}")
     results = run(ops, threads, repeat, args.ref_repeat, quick=args.quick,

@@ -497,7 +497,7 @@ def plan_conv2d(p, algorithm="auto", support=None):
     compute ``p`` or the build has no Winograd kernel). ``support``: the build's
     (:func:`build_support` of ``p``'s dtype by default).
     """
-    support = support or build_support(p.itemsize)
+    support = build_support(p.itemsize) if support is None else support
     if algorithm not in ALGORITHMS:
         raise ValueError("algorithm must be 'auto', 'gemm', 'direct' or 'winograd', got "
                          f"{algorithm!r}")
@@ -528,7 +528,7 @@ def plan_conv2d_backward(p, needs_input_grad=True, needs_weight_grad=True,
 
     ``weight_is_finite``: see :func:`use_transposed_input_grad`.
     """
-    support = support or build_support(p.itemsize)
+    support = build_support(p.itemsize) if support is None else support
     n = p.x_shape[0]
     input_route = input_plan = weight_route = weight_plan = None
     if n > 0 and needs_input_grad:

@@ -781,14 +781,21 @@ def _real(value, name, minimum=None):
     return value
 
 
+# Per-channel arrays that may have another float dtype than the input (a model whose
+# buffers were cast apart from its parameters): read as float64, updated in their own dtype.
+_ANY_FLOAT_VECTORS = ("running_mean", "running_var")
+
+
 def _channel_vectors(x, writeable=(), **vectors):
-    """Check per-channel arrays (None skipped): 1-D, x's channel count and dtype."""
+    """Check per-channel arrays (None skipped): 1-D, x's channel count and (but for the
+    running statistics) x's dtype."""
     channels = x.shape[1]
     for name, v in vectors.items():
         if v is None:
             continue
         check_array(v, name)
-        same_dtype(input=x, **{name: v})
+        if name not in _ANY_FLOAT_VECTORS:
+            same_dtype(input=x, **{name: v})
         if v.shape != (channels,):
             raise ValueError(f"expected {name} of shape ({channels},) for input of shape "
                              f"{_shape_str(x.shape)} ({channels} channels), got {name} of "
@@ -803,6 +810,15 @@ def _batch_view(x, name):
         raise ValueError(f"batch_norm expects {name} of at least 2 dims (N, C, ...), got "
                          f"shape {_shape_str(x.shape)}")
     return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
+
+
+def _batch_norm_count(x, x3, training):
+    """BatchNormArgs with the values per channel; training needs more than one."""
+    count = x3.shape[0] * x3.shape[2]
+    if training and count <= 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got input "
+                         f"of shape {_shape_str(x.shape)}")
+    return BatchNormArgs(x3, count)
 
 
 def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
@@ -829,11 +845,7 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
                          "(training=False)")
     _real(momentum, "momentum")
     _real(eps, "eps", minimum=0)
-    count = x3.shape[0] * x3.shape[2]
-    if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got input "
-                         f"of shape {_shape_str(x.shape)}")
-    return BatchNormArgs(x3, count)
+    return _batch_norm_count(x, x3, training)
 
 
 def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, save_mean,
@@ -856,8 +868,4 @@ def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, 
         raise ValueError("evaluation mode (training=False) needs running_mean and running_var, "
                          "or save_mean and save_invstd")
     _real(eps, "eps", minimum=0)
-    count = x3.shape[0] * x3.shape[2]
-    if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got input "
-                         f"of shape {_shape_str(x.shape)}")
-    return BatchNormArgs(x3, count)
+    return _batch_norm_count(x, x3, training)

@@ -24,12 +24,11 @@ from . import _adaptive_pool
 from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_loss,  # noqa: F401
                        softmax, softmax_backward)
 
-# The fully connected products' outputs are cut into at most _MATMUL_PIECES pieces along
-# their longer side, each a whole number of _MATMUL_MIN_PIECE rows or columns: one BLAS call
-# per piece. BLAS rounds differently for different sub-matrix shapes, so the cut depends
-# on the shape only, never on the thread count.
-_MATMUL_PIECES = 4
-_MATMUL_MIN_PIECE = 16
+# The fully connected products' outputs are cut into blocks of _MATMUL_BLOCK_ROWS rows, the
+# last one zero-padded: every BLAS call then has one shape. BLAS rounds differently for
+# different sub-matrix shapes (OpenBLAS's small-matrix kernels), so a cut that moved with the
+# thread count or with the number of rows (a rank's shard of a batch) would move the bits.
+_MATMUL_BLOCK_ROWS = 32
 
 def _contiguous(a):
     """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
@@ -168,6 +167,13 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     skip = by_rows and bool(np.isfinite(w).all())
     tap_index, row_taps = _row_tap_runs(w.shape, p.stride, p.padding, p.dilation, p.x_shape[2],
                                         ho, skip)
+    if tap_index is not None and tap_index.size == 0:
+        # every window lies in the zero padding: each output is 0 + its bias, as the
+        # kernel would sum it (and no empty tap list goes to the kernel)
+        out4[...] = 0
+        if b.size:
+            out4 += b[:, None, None]
+        return
     taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
     if tap_index is not None:
         taps = taps[tap_index]
@@ -416,31 +422,32 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
-def _matmul_pieces(m, n):
-    """(by_rows, piece) of _gemm.matmul for an (m, n) output: cut the longer side into
-    pieces of ``piece`` rows or columns, a function of the shape only (see _MATMUL_PIECES)."""
-    by_rows = m >= n
-    length = m if by_rows else n
-    piece = -(-length // _MATMUL_PIECES)
-    piece = max(_MATMUL_MIN_PIECE, -(-piece // _MATMUL_MIN_PIECE) * _MATMUL_MIN_PIECE)
-    return by_rows, piece
-
-
 def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, the
-    output's rows or columns cut into pieces (_matmul_pieces) shared out over fastconv's
-    threads, one BLAS call each: the fully connected layers' products. NumPy's matmul
-    would run BLAS's own thread pool beside OpenMP's (the two fight over the cores), or
-    run on one thread under blas_single_threaded (figures in docs/tuning.md).
+    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, in blocks
+    of _MATMUL_BLOCK_ROWS output rows shared out over fastconv's threads, one BLAS call
+    each: the fully connected layers' products, each row the same bits whatever the thread
+    count and the number of rows. NumPy's matmul would run BLAS's own thread pool beside
+    OpenMP's (the two fight over the cores), or run on one thread under
+    blas_single_threaded (figures in docs/tuning.md).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
     out = np.empty((m, n), dtype=a.dtype)
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
-    by_rows, piece = _matmul_pieces(m, n)
+    block = _MATMUL_BLOCK_ROWS
+    full = m - m % block
     with blas_single_threaded():
-        _gemm.matmul(a, b, out, trans_a, trans_b, by_rows, piece, get_num_threads())
+        _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block, get_num_threads())
+        if full < m:  # the last rows through a zero-padded block: the same call shape again
+            tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
+            if trans_a:
+                tail[:, :m - full] = a[:, full:]
+            else:
+                tail[:m - full] = a[full:]
+            tail_out = np.empty((block, n), dtype=a.dtype)
+            _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
+            out[full:] = tail_out[:m - full]
     return out
 
 
@@ -839,8 +846,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ----------
     input : ndarray (N, C, ...), float32 or float64 ((N, C), (N, C, L), (N, C, H, W))
     running_mean, running_var : ndarray (C,) or None
-        input's dtype. In training, when given, updated in place: ``running = (1 - momentum)
-        * running + momentum * batch statistic``, the variance unbiased (torch's rule).
+        float32 or float64 (read as float64: their dtype may differ from input's, as in a
+        model whose buffers were cast apart). In training, when given, updated in place:
+        ``running = (1 - momentum) * running + momentum * batch statistic``, the variance
+        unbiased (torch's rule).
         Required when not training.
     weight, bias : ndarray (C,) or None
         None: 1 and 0.
@@ -871,8 +880,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     invstd = np.empty(channels)
     if out.size:
-        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1), _channel_f64(bias, channels, 0),
-                           mean, var, invstd, bool(training), float(eps), get_num_threads())
+        _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1),
+                           _channel_f64(bias, channels, 0), mean, var, invstd, bool(training),
+                           float(eps), get_num_threads())
     else:  # no values (eval with an empty batch)
         invstd[...] = 1 / np.sqrt(var + float(eps))
     if training and running_mean is not None:

@@ -37,11 +37,6 @@ def _require_onnx():
     return onnx
 
 
-def _layer_class(name):
-    """``fastconv.nn.<name>``, or None where this version has no such layer."""
-    return getattr(nn, name, None)
-
-
 def _clean_float(value):
     """A float32 attribute as the decimal it was written from (1e-5, not 9.99999974738e-06)."""
     return float(str(np.float32(value)))
@@ -56,9 +51,10 @@ def export(model, path, input_shape, *, dynamic_batch=True):
     Parameters
     ----------
     model : fastconv.nn.Module
-        A layer or a nesting of Sequential, Residual and Concat of the layers ONNX can
-        express (Conv2d with zero padding, the poolings, Linear, Flatten, the activations,
-        Dropout, BatchNorm with running statistics, Softmax, AdaptiveAvgPool2d((1, 1))).
+        A layer or a nesting of Sequential, Residual, Concat and the ResNets' BasicBlock of
+        the layers ONNX can express (Conv2d with zero padding, the poolings, Linear, Flatten,
+        the activations, Dropout, BatchNorm with running statistics, Softmax, Identity,
+        AdaptiveAvgPool2d((1, 1))).
     path : str or os.PathLike
     input_shape : sequence of int
         The input's shape, batch included, e.g. ``(1, 1, 28, 28)``. One forward pass of zeros
@@ -147,23 +143,37 @@ class _Writer:
             for name, child in module._modules.items():
                 x_name, x = self.module(child, x_name, x, f"{path}{name}.")
             return x_name, x
-        if module_is(module, "Residual"):
+        if isinstance(module, nn.models.BasicBlock):
+            return self._basic_block(module, x_name, x, path, label)
+        if isinstance(module, nn.Residual):
             main_name, main = self.module(module.main, x_name, x, f"{path}main.")
             if module.shortcut is None:
                 short_name, short = x_name, x
             else:
                 short_name, short = self.module(module.shortcut, x_name, x, f"{path}shortcut.")
             return self.node("Add", [main_name, short_name], f"{label}/add"), main + short
-        if module_is(module, "Concat"):
+        if isinstance(module, nn.Concat):
             outs = [self.module(branch, x_name, x, f"{path}{name}.")
                     for name, branch in module._modules.items()]
-            y = np.concatenate([o for _, o in outs], axis=1)
-            return self.node("Concat", [n for n, _ in outs], f"{label}/concat", axis=1), y
+            y = module(x)
+            return self.node("Concat", [n for n, _ in outs], f"{label}/concat",
+                             axis=int(module.dim)), y
         write = getattr(self, f"_{kind}", None)
         if write is None or not isinstance(module, getattr(nn, kind, ())):
             raise ValueError(f"export: layer {label!r} ({kind}) has no ONNX form in fastconv.onnx")
         y = module(x)
         return write(module, x_name, x, y, path, label), y
+
+    def _basic_block(self, block, x_name, x, path, label):
+        """ResNet's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + downsample(x))."""
+        h_name, h = x_name, x
+        for child in ("conv1", "bn1", "relu", "conv2", "bn2"):
+            h_name, h = self.module(getattr(block, child), h_name, h, f"{path}{child}.")
+        skip_name, skip = x_name, x
+        if block.downsample is not None:
+            skip_name, skip = self.module(block.downsample, x_name, x, f"{path}downsample.")
+        add = self.node("Add", [h_name, skip_name], f"{label}/add")
+        return self.module(block.relu_out, add, h + skip, f"{path}relu_out.")
 
     def _params(self, path, *names_arrays):
         return [self.constant(f"{path}{name}", array) for name, array in names_arrays]
@@ -272,12 +282,6 @@ class _Writer:
         return self._BatchNorm(m, x_name, label, path)
 
     _BatchNorm2d = _BatchNorm1d
-
-
-def module_is(module, name):
-    """Whether ``module`` is a ``fastconv.nn.<name>`` (False where this version has none)."""
-    cls = _layer_class(name)
-    return cls is not None and isinstance(module, cls)
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -524,27 +528,21 @@ class _Builder:
         self.rank[join.outputs[0]] = rank
         modules = [self._as_module(b) for b in branches]
         if join.op == "Add":
-            cls = _layer_class("Residual")
-            if cls is None:
-                raise join.error("a skip connection needs fastconv.nn.Residual, which this "
-                                 "version of fastconv lacks")
             join.attributes()
             if len(branches) != 2:
                 raise join.error(f"it adds {len(branches)} inputs; a skip connection adds two")
             # The longer branch is the main path, an empty one the identity shortcut.
             main, shortcut = sorted(range(2), key=lambda i: -len(branches[i]))
-            return cls(modules[main], modules[shortcut] if branches[shortcut] else None)
-        cls = _layer_class("Concat")
-        if cls is None:
-            raise join.error("a concatenation of branches needs fastconv.nn.Concat, which this "
-                             "version of fastconv lacks")
+            return nn.Residual(modules[main], modules[shortcut] if branches[shortcut] else None)
         axis = join.attributes(axis=None)["axis"]
-        if axis is None or axis % rank != 1:
-            raise join.error(f"axis={axis} on rank-{rank} inputs; only the channel axis 1 is supported")
-        return cls(*modules)
+        if axis is None or not -rank <= axis < rank:
+            raise join.error(f"axis={axis} is out of range for rank-{rank} inputs")
+        return nn.Concat(*modules, dim=axis)
 
     @staticmethod
     def _as_module(layers):
+        if not layers:
+            return nn.Identity()
         if len(layers) == 1:
             return layers[0]
         return nn.Sequential(*layers)
@@ -663,10 +661,7 @@ class _Builder:
     def _GlobalAveragePool(self, node, rank):
         node.attributes()
         self._spatial_2d(node, rank)
-        cls = _layer_class("AdaptiveAvgPool2d")
-        if cls is None:
-            raise node.error("needs fastconv.nn.AdaptiveAvgPool2d, which this version of fastconv lacks")
-        return cls((1, 1)), 4
+        return nn.AdaptiveAvgPool2d((1, 1)), 4
 
     def _Relu(self, node, rank):
         node.attributes()
@@ -689,12 +684,9 @@ class _Builder:
 
     def _Softmax(self, node, rank):
         axis = node.attributes(axis=-1)["axis"]
-        cls = _layer_class("Softmax")
-        if cls is None:
-            raise node.error("needs fastconv.nn.Softmax, which this version of fastconv lacks")
         if not -rank <= axis < rank:
             raise node.error(f"axis={axis} is out of range for rank {rank}")
-        return cls(dim=axis), rank
+        return nn.Softmax(dim=axis), rank
 
     def _Flatten(self, node, rank):
         axis = node.attributes(axis=1)["axis"]

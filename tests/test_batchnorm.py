@@ -155,7 +155,7 @@ def test_non_contiguous_input_and_empty_eval_batch():
 @pytest.mark.parametrize("module", [F, R], ids=["compiled", "reference"])
 @pytest.mark.parametrize("call, error, match", [
     (lambda m, x, c: m.batch_norm(x, c(3), c(4), training=True), ValueError, r"running_mean of shape \(4,\)"),
-    (lambda m, x, c: m.batch_norm(x, c(4).astype(np.float64), c(4)), TypeError, "same dtype"),
+    (lambda m, x, c: m.batch_norm(x, c(4), c(4), c(4).astype(np.float64)), TypeError, "same dtype"),
     (lambda m, x, c: m.batch_norm(x, None, None), ValueError, "evaluation mode"),
     (lambda m, x, c: m.batch_norm(x, c(4), None, training=True), ValueError, "together"),
     (lambda m, x, c: m.batch_norm(x[:1, :, :1, :1], None, None, training=True), ValueError,
@@ -202,6 +202,21 @@ def test_layer_matches_reference_backend_in_train_and_eval(momentum, dtype):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), **_tol(dtype), err_msg=name)
     np.testing.assert_allclose(a.weight.grad, b.weight.grad, **_tol(dtype))
     np.testing.assert_allclose(a.bias.grad, b.bias.grad, **_tol(dtype))
+
+
+@pytest.mark.parametrize("module", [F, R], ids=["compiled", "reference"])
+@pytest.mark.parametrize("training", [True, False])
+def test_running_statistics_of_another_dtype(module, training):
+    x, (rm, rv), (w, b) = _args((6, 3, 4, 4), np.float32)
+    rm64, rv64 = rm.astype(np.float64), rv.astype(np.float64)
+    out = module.batch_norm(x, rm64, rv64, w, b, training)
+    want = module.batch_norm(x, rm, rv, w, b, training)
+    assert out.dtype == np.float32 and rm64.dtype == np.float64
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rm64, rm, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rv64, rv, rtol=1e-6, atol=1e-7)
+    grads = module.batch_norm_backward(x, x, w, rm64, rv64, training=training)
+    assert all(g.dtype == np.float32 for g in grads)
 
 
 def test_layer_refusal_leaves_the_running_statistics_alone():

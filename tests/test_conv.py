@@ -413,3 +413,14 @@ def test_every_tiling_gives_the_same_result(monkeypatch, tile_columns, x_shape, 
     for actual, expected in zip(grads, R.conv2d_backward(g, x, w, stride, padding, dilation,
                                                          groups)):
         _close(actual, expected, np.float64)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_direct_conv_whose_windows_all_lie_in_the_padding(bias):
+    """Each output is its bias alone; the channel-vector kernel is then handed no taps at
+    all (the bounds-checked build found it indexing the empty tap list)."""
+    x, w, b = _problem((2, 4, 1, 3), (16, 4, 2, 2), np.float32)
+    b = b if bias else None
+    kwargs = dict(stride=(2, 1), padding=3, dilation=(2, 1))
+    out = F.conv2d(x, w, b, **kwargs, algorithm="direct")
+    np.testing.assert_array_equal(out, R.conv2d(x, w, b, **kwargs))

@@ -1,11 +1,10 @@
-"""Batch normalization over (N, C, L) arrays, forward and backward, OpenMP over channels.
+"""Batch normalization over (N, C, L) arrays, forward and backward, OpenMP.
 
-The C loops are in src/batchnorm.h. Each channel is one task: its statistics and its
-backward sums are formed by one thread, in an order fixed by the shape alone, so results
-are bitwise the same on any thread count. Per channel the forward reads x twice (moments,
-then the normalization) and the backward reads grad_output and x twice (sums, then the
-input gradient); the second read of a channel follows the first at once, while its values
-are still in cache for the ResNet layers' channel sizes (up to ~0.5 MB).
+The C loops are in src/batchnorm.h. Each pass that sums (the forward's moments, the
+backward's two sums) takes one channel per task: a channel's sums are formed by one thread,
+in an order fixed by the shape alone, so results are bitwise the same on any thread count.
+The elementwise passes (the normalization, the input gradient) then run over the array in
+memory order, in fixed chunks of (n, c) rows, with per-channel coefficients.
 
 Per-channel parameters and statistics are float64 arrays of length C; the elementwise maps
 run in the data's dtype. Callers (fastconv.functional) validate and allocate.
@@ -19,36 +18,36 @@ cdef extern from "src/batchnorm.h" nogil:
                            double* mean, double* var)
     void fc_bn_moments_f64(const double* x, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t l,
                            double* mean, double* var)
-    void fc_bn_affine_f32(const float* x, float* y, Py_ssize_t n, Py_ssize_t stride,
-                          Py_ssize_t l, float mean, float scale, float shift)
-    void fc_bn_affine_f64(const double* x, double* y, Py_ssize_t n, Py_ssize_t stride,
-                          Py_ssize_t l, double mean, double scale, double shift)
+    void fc_bn_affine_rows_f32(const float* x, float* y, Py_ssize_t rows, Py_ssize_t l,
+                               Py_ssize_t c0, Py_ssize_t channels, const double* mean,
+                               const double* scale, const double* shift)
+    void fc_bn_affine_rows_f64(const double* x, double* y, Py_ssize_t rows, Py_ssize_t l,
+                               Py_ssize_t c0, Py_ssize_t channels, const double* mean,
+                               const double* scale, const double* shift)
     void fc_bn_grad_sums_f32(const float* g, const float* x, Py_ssize_t n, Py_ssize_t stride,
                              Py_ssize_t l, double mean, double* sum_g, double* sum_gx)
     void fc_bn_grad_sums_f64(const double* g, const double* x, Py_ssize_t n,
                              Py_ssize_t stride, Py_ssize_t l, double mean, double* sum_g,
                              double* sum_gx)
-    void fc_bn_grad_input_f32(const float* g, const float* x, float* dx, Py_ssize_t n,
-                              Py_ssize_t stride, Py_ssize_t l, float mean, float a, float b,
-                              float c)
-    void fc_bn_grad_input_f64(const double* g, const double* x, double* dx, Py_ssize_t n,
-                              Py_ssize_t stride, Py_ssize_t l, double mean, double a,
-                              double b, double c)
-    void fc_bn_grad_input_fixed_f32(const float* g, float* dx, Py_ssize_t n, Py_ssize_t stride,
-                                    Py_ssize_t l, float a)
-    void fc_bn_grad_input_fixed_f64(const double* g, double* dx, Py_ssize_t n,
-                                    Py_ssize_t stride, Py_ssize_t l, double a)
+    void fc_bn_grad_input_rows_f32(const float* g, const float* x, float* dx, Py_ssize_t rows,
+                                   Py_ssize_t l, Py_ssize_t c0, Py_ssize_t channels,
+                                   const double* mean, const double* a, const double* b,
+                                   const double* c)
+    void fc_bn_grad_input_rows_f64(const double* g, const double* x, double* dx,
+                                   Py_ssize_t rows, Py_ssize_t l, Py_ssize_t c0,
+                                   Py_ssize_t channels, const double* mean, const double* a,
+                                   const double* b, const double* c)
 
 cdef enum:
-    # Fewest elements for which the channels are spread over threads: below, waking the
-    # team costs more than the work.
+    # Fewest elements for which the work is spread over threads (waking the team costs more
+    # than the work below), and about the elements of one chunk of the elementwise passes.
     PARALLEL_MIN_ELEMENTS = 32768
 
 
-cdef inline int _threads(Py_ssize_t channels, Py_ssize_t elements, int num_threads) noexcept nogil:
+cdef inline int _threads(Py_ssize_t tasks, Py_ssize_t elements, int num_threads) noexcept nogil:
     if elements < PARALLEL_MIN_ELEMENTS or num_threads < 1:
         return 1
-    return <int>channels if channels < num_threads else num_threads
+    return <int>tasks if tasks < num_threads else num_threads
 
 
 cdef inline void _moments_channel(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
@@ -61,22 +60,57 @@ cdef inline void _moments_channel(const floating[:, :, ::1] x, double[::1] mean,
     invstd[c] = 1.0 / sqrt(var[c] + eps)
 
 
-cdef inline void _forward_channel(const floating[:, :, ::1] x, floating[:, :, ::1] out,
-                                  const double[::1] weight, const double[::1] bias,
-                                  double[::1] mean, double[::1] var, double[::1] invstd,
-                                  bint batch_stats, double eps, Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[0], stride = x.shape[1] * x.shape[2], l = x.shape[2]
-    if batch_stats:
-        _moments_channel(x, mean, var, invstd, eps, c)
+def moments(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, double[::1] invstd,
+            double eps, int num_threads):
+    """mean, biased var and invstd = 1 / sqrt(var + eps) per channel of x (N, C, L),
+    N * L >= 1."""
+    cdef Py_ssize_t channels = x.shape[1], c
+    cdef int nt = _threads(channels, x.shape[0] * channels * x.shape[2], num_threads)
+    with nogil:
+        if nt == 1:
+            for c in range(channels):
+                _moments_channel(x, mean, var, invstd, eps, c)
+        else:
+            for c in prange(channels, schedule="static", num_threads=nt):
+                _moments_channel(x, mean, var, invstd, eps, c)
+
+
+cdef inline void _rows_chunk(const floating* g, const floating* x, floating* out,
+                             Py_ssize_t k, Py_ssize_t chunk, Py_ssize_t rows, Py_ssize_t l,
+                             Py_ssize_t channels, const double* mean, const double* a,
+                             const double* b, const double* c, bint affine) noexcept nogil:
+    """Chunk k (``chunk`` rows) of the elementwise pass: the normalization (affine: mean,
+    scale a, shift b) or the input gradient (mean, a, b, c)."""
+    cdef Py_ssize_t r0 = k * chunk
+    cdef Py_ssize_t count = chunk if chunk < rows - r0 else rows - r0
+    if affine:
+        if floating is float:
+            fc_bn_affine_rows_f32(x + r0 * l, out + r0 * l, count, l, r0 % channels, channels,
+                                  mean, a, b)
+        else:
+            fc_bn_affine_rows_f64(x + r0 * l, out + r0 * l, count, l, r0 % channels, channels,
+                                  mean, a, b)
+    elif floating is float:
+        fc_bn_grad_input_rows_f32(g + r0 * l, x + r0 * l, out + r0 * l, count, l, r0 % channels,
+                                  channels, mean, a, b, c)
     else:
-        invstd[c] = 1.0 / sqrt(var[c] + eps)
-    cdef double inv = invstd[c]
-    if floating is float:
-        fc_bn_affine_f32(&x[0, c, 0], &out[0, c, 0], n, stride, l, <float>mean[c],
-                         <float>(weight[c] * inv), <float>bias[c])
+        fc_bn_grad_input_rows_f64(g + r0 * l, x + r0 * l, out + r0 * l, count, l, r0 % channels,
+                                  channels, mean, a, b, c)
+
+
+cdef void _rows(const floating* g, const floating* x, floating* out, Py_ssize_t rows,
+                Py_ssize_t l, Py_ssize_t channels, const double* mean, const double* a,
+                const double* b, const double* c, bint affine, int num_threads) noexcept nogil:
+    """The elementwise pass over all (n, c) rows, in chunks of about PARALLEL_MIN_ELEMENTS."""
+    cdef Py_ssize_t chunk = PARALLEL_MIN_ELEMENTS // l if l < PARALLEL_MIN_ELEMENTS else 1
+    cdef Py_ssize_t chunks = (rows + chunk - 1) // chunk, k
+    cdef int nt = _threads(chunks, rows * l, num_threads)
+    if nt == 1:
+        for k in range(chunks):
+            _rows_chunk(g, x, out, k, chunk, rows, l, channels, mean, a, b, c, affine)
     else:
-        fc_bn_affine_f64(&x[0, c, 0], &out[0, c, 0], n, stride, l, mean[c],
-                         weight[c] * inv, bias[c])
+        for k in prange(chunks, schedule="static", num_threads=nt):
+            _rows_chunk(g, x, out, k, chunk, rows, l, channels, mean, a, b, c, affine)
 
 
 def forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, const double[::1] weight,
@@ -89,60 +123,28 @@ def forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, const double[:
     is written either way.
     """
     cdef Py_ssize_t channels = x.shape[1], c
-    cdef int nt = _threads(channels, x.shape[0] * channels * x.shape[2], num_threads)
+    if batch_stats:
+        moments(x, mean, var, invstd, eps, num_threads)
+    cdef double[::1] scale = weight.copy()
+    for c in range(channels):
+        if not batch_stats:
+            invstd[c] = 1.0 / sqrt(var[c] + eps)
+        scale[c] = weight[c] * invstd[c]
     with nogil:
-        if nt == 1:
-            for c in range(channels):
-                _forward_channel(x, out, weight, bias, mean, var, invstd, batch_stats, eps, c)
-        else:
-            for c in prange(channels, schedule="static", num_threads=nt):
-                _forward_channel(x, out, weight, bias, mean, var, invstd, batch_stats, eps, c)
+        _rows(<const floating*>NULL, &x[0, 0, 0], &out[0, 0, 0], x.shape[0] * channels,
+              x.shape[2], channels, &mean[0], &scale[0], &bias[0], NULL, True, num_threads)
 
 
-def moments(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, double[::1] invstd,
-            double eps, int num_threads):
-    """The batch statistics of :func:`forward` alone (the same bits), x (N, C, L), N * L >= 1."""
-    cdef Py_ssize_t channels = x.shape[1], c
-    cdef int nt = _threads(channels, x.shape[0] * channels * x.shape[2], num_threads)
-    with nogil:
-        if nt == 1:
-            for c in range(channels):
-                _moments_channel(x, mean, var, invstd, eps, c)
-        else:
-            for c in prange(channels, schedule="static", num_threads=nt):
-                _moments_channel(x, mean, var, invstd, eps, c)
-
-
-cdef inline void _backward_channel(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
-                                   floating[:, :, ::1] grad_input, const double[::1] weight,
-                                   const double[::1] mean, const double[::1] invstd,
-                                   double[::1] sum_g, double[::1] sum_gx, bint batch_stats,
-                                   bint input_grad, Py_ssize_t c) noexcept nogil:
+cdef inline void _grad_sums_channel(const floating[:, :, ::1] g, const floating[:, :, ::1] x,
+                                    const double[::1] mean, double[::1] sum_g,
+                                    double[::1] sum_gx, Py_ssize_t c) noexcept nogil:
     cdef Py_ssize_t n = x.shape[0], stride = x.shape[1] * x.shape[2], l = x.shape[2]
-    cdef double count = <double>n * <double>l
-    cdef double a, b, shift
     if floating is float:
         fc_bn_grad_sums_f32(&g[0, c, 0], &x[0, c, 0], n, stride, l, mean[c], &sum_g[c],
                             &sum_gx[c])
     else:
         fc_bn_grad_sums_f64(&g[0, c, 0], &x[0, c, 0], n, stride, l, mean[c], &sum_g[c],
                             &sum_gx[c])
-    if not input_grad:
-        return
-    a = weight[c] * invstd[c]
-    if batch_stats:
-        b = -a * invstd[c] * invstd[c] * (sum_gx[c] / count)
-        shift = -a * (sum_g[c] / count)
-        if floating is float:
-            fc_bn_grad_input_f32(&g[0, c, 0], &x[0, c, 0], &grad_input[0, c, 0], n, stride, l,
-                                 <float>mean[c], <float>a, <float>b, <float>shift)
-        else:
-            fc_bn_grad_input_f64(&g[0, c, 0], &x[0, c, 0], &grad_input[0, c, 0], n, stride, l,
-                                 mean[c], a, b, shift)
-    elif floating is float:
-        fc_bn_grad_input_fixed_f32(&g[0, c, 0], &grad_input[0, c, 0], n, stride, l, <float>a)
-    else:
-        fc_bn_grad_input_fixed_f64(&g[0, c, 0], &grad_input[0, c, 0], n, stride, l, a)
 
 
 def backward(const floating[:, :, ::1] grad_output, const floating[:, :, ::1] x,
@@ -156,13 +158,23 @@ def backward(const floating[:, :, ::1] grad_output, const floating[:, :, ::1] x,
     through fixed ones (grad_output * weight * invstd). grad_input may be None otherwise.
     """
     cdef Py_ssize_t channels = x.shape[1], c
+    cdef double count = <double>x.shape[0] * <double>x.shape[2]
     cdef int nt = _threads(channels, x.shape[0] * channels * x.shape[2], num_threads)
     with nogil:
         if nt == 1:
             for c in range(channels):
-                _backward_channel(grad_output, x, grad_input, weight, mean, invstd, sum_g,
-                                  sum_gx, batch_stats, input_grad, c)
+                _grad_sums_channel(grad_output, x, mean, sum_g, sum_gx, c)
         else:
             for c in prange(channels, schedule="static", num_threads=nt):
-                _backward_channel(grad_output, x, grad_input, weight, mean, invstd, sum_g,
-                                  sum_gx, batch_stats, input_grad, c)
+                _grad_sums_channel(grad_output, x, mean, sum_g, sum_gx, c)
+    if not input_grad:
+        return
+    cdef double[::1] a = weight.copy(), b = weight.copy(), shift = weight.copy()
+    for c in range(channels):
+        a[c] = weight[c] * invstd[c]
+        b[c] = -a[c] * invstd[c] * invstd[c] * (sum_gx[c] / count)
+        shift[c] = -a[c] * (sum_g[c] / count)
+    with nogil:
+        _rows(&grad_output[0, 0, 0], &x[0, 0, 0], &grad_input[0, 0, 0], x.shape[0] * channels,
+              x.shape[2], channels, &mean[0], &a[0], &b[0] if batch_stats else NULL, &shift[0],
+              False, num_threads)

@@ -19,11 +19,12 @@ from .models import lenet
 from .module import Module
 from .parameter import Parameter
 from .sequential import Sequential
+from .sync_batchnorm import SyncBatchNorm
 
 __all__ = [
     "Module", "Parameter", "Sequential", "History", "init",
     "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
     "Dropout", "BatchNorm1d", "BatchNorm2d", "CrossEntropyLoss", "MSELoss", "lenet",
     "Identity", "Residual", "Concat", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Softmax",
-    "LogSoftmax", "NLLLoss", "Dropout2d", "models", "fuse",
+    "LogSoftmax", "NLLLoss", "Dropout2d", "models", "fuse", "SyncBatchNorm",
 ]

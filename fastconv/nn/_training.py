@@ -9,6 +9,7 @@ import numpy as np
 from .. import _random
 from .._checkpoint import load_checkpoint, save_checkpoint
 from .._progress import progress_bar
+from . import _fit_strategy
 from .loss import CrossEntropyLoss, MSELoss
 
 __all__ = ["History", "fit", "evaluate", "predict", "summary"]
@@ -117,7 +118,9 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
     optimizer : fastconv.optim.Optimizer
     epochs : int, default 1
     batch_size : int, default 32
-        The last batch of an epoch may be smaller.
+        The last batch of an epoch may be smaller. Under MPI (:mod:`fastconv.distributed`) the
+        global batch: each rank takes its shard, and the run is bitwise the same on any
+        number of ranks; rank 0 alone shows progress, and the metrics are the global ones.
     validation_data : (x_val, y_val), optional
         Evaluated (eval mode) after every epoch.
     shuffle : bool, default True
@@ -171,29 +174,26 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         if shuffle and order is not None and len(order) != n:
             raise ValueError(f"fit: resume={os.fspath(resume)!r} was written for {len(order)} samples, "
                              f"x has {n}")
+    strategy = _fit_strategy.for_fit(model, optimizer, loss)
+    strategy.check(samples=n, batch_size=batch_size, epochs=epochs, shuffle=bool(shuffle))
+    verbose = verbose if strategy.is_root else 0
     for epoch in range(len(history), epochs):
         model.train()
         if shuffle and order is None:
-            order = _random.generator().permutation(n)
+            order = strategy.order(n)
         bar = progress_bar(n, f"epoch {epoch + 1}/{epochs}") if verbose == 1 else None
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         for begin in range(0, n, batch_size):
             index = order[begin:begin + batch_size] if shuffle else slice(begin, begin + batch_size)
-            xb, yb = x[index], y[index]
-            if transform is not None:
-                xb = transform(xb)
-            out = model(xb)
-            batch_loss = loss(out, yb)
-            optimizer.zero_grad()
-            model.backward(loss.backward())
-            optimizer.step()
+            xb, yb, out, batch_loss = strategy.step(x, y, index, transform)
             total_loss += float(batch_loss) * len(xb)
             count = _accuracy_count(out, yb)
             correct = None if count is None else correct + count
             seen += len(xb)
             if bar is not None:
-                bar.update(len(xb))
+                bar.update(min(batch_size, n - begin))  # the global batch, on rank 0
+        total_loss, correct, seen = strategy.end_epoch(total_loss, correct, seen)
         seconds = time.perf_counter() - start
         metrics = {"loss": total_loss / max(seen, 1),
                    "accuracy": None if correct is None else correct / max(seen, 1)}
@@ -210,7 +210,7 @@ def fit(model, x, y, *, loss, optimizer, epochs=1, batch_size=32, validation_dat
         if scheduler is not None:
             scheduler.step()
         order = None
-        if checkpoint is not None:
+        if checkpoint is not None and strategy.is_root:  # rank 0 alone writes
             # The next order is drawn from a copy, and the copy's state saved: the generator
             # itself draws it again next epoch, so runs with and without checkpoints agree.
             peek = copy.deepcopy(_random.generator())

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _backend, _random
 from .. import functional as F
-from . import init
+from . import _leaves, init
 from .module import Module
 from .parameter import Parameter
 
@@ -163,11 +163,21 @@ class Conv2d(Module):
         x = _cached(self, "_input")
         zeros = self.padding_mode == "zeros"
         weight, bias = self.weight, self.bias
-        gi, gw, gb = _backend.ops().conv2d_backward(
-            grad_output, x, weight.data, self.stride, self.padding if zeros else 0, self.dilation,
-            self.groups, needs_input_grad=self.requires_input_grad,
-            needs_weight_grad=weight.requires_grad,
-            needs_bias_grad=bias is not None and bias.requires_grad)
+        plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
+
+        def grads(grad_output, x, input_grad, param_grads):
+            return _backend.ops().conv2d_backward(
+                grad_output, x, weight.data, self.stride, self.padding if zeros else 0,
+                self.dilation, self.groups, needs_input_grad=input_grad,
+                needs_weight_grad=param_grads and weight.requires_grad,
+                needs_bias_grad=param_grads and bias is not None and bias.requires_grad)
+
+        gi, gw, gb = grads(grad_output, x, self.requires_input_grad, plan is None)
+        if plan is not None:
+            parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False, True))
+            for param, k in ((weight, 1), (bias, 2)):
+                if parts[0][k] is not None:
+                    plan.add(param, [p[k] for p in parts])
         if gw is not None:
             weight.accumulate_grad(gw)
         if gb is not None:
@@ -350,11 +360,15 @@ class Linear(Module):
             raise ValueError(f"Linear: expected grad_output of shape {expected}, got grad_output "
                              f"of shape {grad_output.shape}")
         g2 = grad_output.reshape(-1, self.out_features)
+        rows = lambda a, leaf, features: a[leaf].reshape(-1, features)  # a leaf of samples
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate_grad(g2.sum(axis=0))
+            _leaves.accumulate(self.bias, lambda: g2.sum(axis=0),
+                               lambda leaf: rows(grad_output, leaf, self.out_features).sum(axis=0))
         if self.weight.requires_grad:
-            self.weight.accumulate_grad(
-                self._product(g2, x.reshape(-1, self.in_features), trans_a=True))
+            _leaves.accumulate(
+                self.weight, lambda: self._product(g2, x.reshape(-1, self.in_features), trans_a=True),
+                lambda leaf: self._product(rows(grad_output, leaf, self.out_features),
+                                           rows(x, leaf, self.in_features), trans_a=True))
         if not self.requires_input_grad:
             return None
         return self._product(g2, self.weight.data).reshape(x.shape)
@@ -570,15 +584,24 @@ class _BatchNorm(Module):
         need_params = self.affine and (self.weight.requires_grad or self.bias.requires_grad)
         if not (self.requires_input_grad or need_params):
             return None
-        grad_input, grad_weight, grad_bias = _backend.ops().batch_norm_backward(
-            grad_output, x, self.weight.data if self.affine else None, save_mean=mean,
-            save_invstd=invstd, training=self._batch_stats, eps=self.eps,
-            input_grad=self.requires_input_grad)
+        weight = self.weight.data if self.affine else None
+
+        def grads(grad_output, x, input_grad):
+            return _backend.ops().batch_norm_backward(
+                grad_output, x, weight, save_mean=mean, save_invstd=invstd,
+                training=self._batch_stats, eps=self.eps, input_grad=input_grad)
+
+        grad_input, grad_weight, grad_bias = grads(grad_output, x, self.requires_input_grad)
+        plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
+        if need_params and plan is not None:
+            parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False))
         if self.affine:
-            if self.weight.requires_grad:
-                self.weight.accumulate_grad(grad_weight)
-            if self.bias.requires_grad:
-                self.bias.accumulate_grad(grad_bias)
+            for param, k, whole in ((self.weight, 1, grad_weight), (self.bias, 2, grad_bias)):
+                if param.requires_grad:
+                    if plan is None:
+                        param.accumulate_grad(whole)
+                    else:
+                        plan.add(param, [part[k] for part in parts])
         return grad_input
 
     def extra_repr(self):

@@ -477,9 +477,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             running_mean *= 1 - m
             running_mean += m * mean
             running_var *= 1 - m
-            running_var += m * var * dtype(a.count / (a.count - 1))
+            running_var += m * var * dtype(a.count / (a.count - 1))  # in the buffers' dtype
     else:
-        mean, var = running_mean.copy(), running_var.copy()
+        mean, var = running_mean.astype(input.dtype), running_var.astype(input.dtype)
     invstd = 1 / np.sqrt(var + dtype(eps))
     out = ((x3 - mean[:, None]) * invstd[:, None] * _per_channel(weight, x3, 1)
            + _per_channel(bias, x3, 0)).reshape(input.shape)
@@ -501,7 +501,8 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     elif training:
         mean, invstd = x3.mean(axis=(0, 2)), 1 / np.sqrt(x3.var(axis=(0, 2)) + dtype(eps))
     else:
-        mean, invstd = running_mean, 1 / np.sqrt(running_var + dtype(eps))
+        mean = running_mean.astype(input.dtype)
+        invstd = 1 / np.sqrt(running_var.astype(input.dtype) + dtype(eps))
     xhat = (x3 - mean[:, None]) * invstd[:, None]
     sum_g, sum_gx = g3.sum(axis=(0, 2)), (g3 * xhat).sum(axis=(0, 2))
     grad_input = None

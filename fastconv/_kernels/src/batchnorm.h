@@ -1,8 +1,8 @@
 /* Batch normalization kernels: per-channel statistics, the normalizing affine map and the
  * backward pass, for float32 and float64 (batchnorm_body.h instantiated once per type).
  *
- * Every function works on one channel c of an (N, C, L) array: `x` points at x[0, c, 0],
- * image i's L values start at x + i * stride (stride = C * L). The caller runs channels in
+ * The sums work on one channel c of an (N, C, L) array: `x` points at x[0, c, 0], image
+ * i's L values start at x + i * stride (stride = C * L). The caller runs channels in
  * parallel; a channel's sums are formed by one thread in a fixed order (FC_BN_LANES running
  * sums, lane k taking the elements j = k mod FC_BN_LANES of each image's run, the runs'
  * leftover elements into a tail sum, the lanes added in a fixed tree at the end and the
@@ -28,6 +28,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FC_BN_VECTORS 1
+#if !defined(__clang__)
+/* The vector helpers are static inline: no call passes a vector across an ABI boundary. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 /* The lanes as FC_BN_NV vectors of the build's width: one zmm each under AVX-512, else a
  * ymm (or two xmm): vectors wider than the build's registers live on the stack. */
 #if defined(__AVX512F__)
