@@ -81,6 +81,8 @@ def _runner(framework, name, onnx_path, threads, max_batch):
             return model
         if not hasattr(fastconv, "compile"):
             return None
+        # large enough for the timed batch and for the check sample
+        max_batch = max(max_batch, len(_check_sample(name)))
         return fastconv.compile(model, (max_batch,) + shape, dtype=np.float32, max_batch=max_batch)
     if framework == "torch":
         try:
