@@ -38,10 +38,12 @@ class _Planner:
     def __init__(self):
         self.ops = []
         self.sizes = [0, 0]  # ids 0 and 1: the caller's input and output
+        self.items = {}      # items per image of each buffer id
         self.col_items = 0
 
     def buffer(self, shape):
         self.sizes.append(math.prod(shape))
+        self.items[len(self.sizes) - 1] = self.sizes[-1]
         return len(self.sizes) - 1
 
     def emit(self, op, shape):
@@ -92,7 +94,7 @@ class _Planner:
         c, h, w = v.shape
         k, _, kh, kw = m.weight.data.shape
         _, ho, wo = self.out_shape(m, v)
-        self.col_items = max(self.col_items, c * kh * kw * ho * wo)
+        self.col_items = max(self.col_items, (c * kh * kw + k) * ho * wo)
         return self.emit(dict(kind=CONV, src=v.buf, C=c, H=h, W=w, K=k, kh=kh, kw=kw,
                               sh=m.stride[0], sw=m.stride[1], ph=ph, pw=pw, dh=m.dilation[0],
                               dw=m.dilation[1], Ho=ho, Wo=wo,
@@ -195,8 +197,14 @@ class _Planner:
 
     def finish(self, v):
         """Route the final value into buffer 1, the caller's output."""
+        for op in self.ops:
+            for key, items in (("src", "in_items"), ("src2", "in2_items"), ("dst", "out_items")):
+                if key in op:
+                    op[items] = self.items[op[key]]
         if v.buf == 0:
-            self.ops.append(dict(kind=COPY, src=0, dst=1, size=math.prod(v.shape)))
+            size = math.prod(v.shape)
+            self.ops.append(dict(kind=COPY, src=0, dst=1, size=size, in_items=size,
+                                 out_items=size))
             return
         for op in self.ops:
             for key in ("src", "src2", "dst"):
@@ -225,6 +233,10 @@ _LEAVES = [(layers.Conv2d, _Planner.conv), (layers.Linear, _Planner.linear),
            (pooling.AdaptiveMaxPool2d, _Planner.adaptive_pool),
            (layers.BatchNorm2d, _Planner.batch_norm), (layers.Flatten, _Planner.flatten)]
 _LEAVES += [(cls, _Planner.activation) for cls in _ACTIVATIONS]
+
+
+# Images per group: wide enough GEMMs for LeNet-sized layers, few enough to stay in cache
+_GROUP = 8
 
 
 class CompiledModel:
@@ -269,7 +281,7 @@ class CompiledModel:
                              f"array of shape {list(shape)}, got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
         x = np.ascontiguousarray(x)
-        n_threads = max(1, min(get_num_threads(), n))
+        n_threads = max(1, min(get_num_threads(), -(-n // _GROUP)))
         arena = self._arena(n_threads)
         if n_threads == 1:
             # one image or one thread: no OpenMP region, so BLAS may keep its own threads
@@ -334,8 +346,9 @@ def compile(model, input_shape, dtype=np.float32, max_batch=None):
     nn.fuse(planned, inplace=True)
     planner = _Planner()
     image_shape = tuple(int(s) for s in input_shape[1:])
+    planner.items[0] = math.prod(image_shape)
     out = planner.module(planned, _Value(0, image_shape), "")
     planner.finish(out)
     program = _compiled.Program(planner.ops, planner.sizes, planner.col_items,
-                                math.prod(image_shape), math.prod(out.shape))
+                                math.prod(image_shape), math.prod(out.shape), _GROUP)
     return CompiledModel(program, image_shape, out.shape, int(max_batch), dtype)

@@ -46,6 +46,7 @@ ctypedef struct Op:
     int src, src2, dst
     Py_ssize_t C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo
     Py_ssize_t size, size2      # items per image of src (and src2)
+    Py_ssize_t in_items, in2_items, out_items  # items per image of src, src2, dst
     const float* weight         # conv (K, C*kh*kw) / linear (K, C); affine: scale
     const float* bias           # may be NULL; affine: shift
     bint count_include_pad
@@ -91,19 +92,49 @@ cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept 
     activate(y, op.K * L, op.act, op.slope)
 
 
-cdef void run_linear(const Op* op, const float* x, float* y) noexcept nogil:
-    """One image: y (K,) = bias + W x, a matrix-vector product (W row-major (K, C))."""
-    cdef Py_ssize_t k
+cdef void run_conv_group(const Op* op, const float* x, float* y, float* col,
+                         Py_ssize_t nb) noexcept nogil:
+    """nb images: their im2col side by side, one GEMM (K, nb*Ho*Wo), as conv2d_gemm's
+    multi-image tiles; bias and activation on the way out."""
+    cdef Py_ssize_t L = op.Ho * op.Wo, CKK = op.C * op.kh * op.kw, k, l, b
+    cdef Geometry g = make_geometry(op.C, op.H, op.W, op.kh, op.kw, op.sh, op.sw, op.ph, op.pw,
+                                    op.dh, op.dw, op.Ho, op.Wo)
+    cdef float* res = col + CKK * nb * L
+    cdef const float* rk
+    cdef float* yk
+    cdef float bk
+    for b in range(nb):
+        im2col_image(x + b * op.in_items, col + b * L, &g, 0, op.Ho, nb * L)
+    gemm(False, False, <int>op.K, <int>(nb * L), <int>CKK, <float>1, op.weight, <int>CKK, col,
+         <int>(nb * L), <float>0, res, <int>(nb * L))
+    for b in range(nb):
+        for k in range(op.K):
+            rk = res + k * nb * L + b * L
+            yk = y + b * op.out_items + k * L
+            bk = op.bias[k] if op.bias != NULL else 0
+            for l in range(L):
+                yk[l] = rk[l] + bk
+    activate(y, nb * op.out_items, op.act, op.slope)
+
+
+cdef void run_linear(const Op* op, const float* x, float* y, Py_ssize_t nb) noexcept nogil:
+    """nb images: y (nb, K) = bias + x (nb, C) W^T; one image as a matrix-vector product."""
+    cdef Py_ssize_t k, b
     cdef float alpha = 1, beta = 0
     cdef int m = <int>op.C, n = <int>op.K, one = 1
     cdef char trans = b'T'
     if op.bias != NULL:
         beta = 1
-        for k in range(op.K):
-            y[k] = op.bias[k]
-    # row-major W is column-major W^T (C, K): y = (W^T)^T x
-    sgemv(&trans, &m, &n, &alpha, <float*>op.weight, &m, <float*>x, &one, &beta, y, &one)
-    activate(y, op.K, op.act, op.slope)
+        for b in range(nb):
+            for k in range(op.K):
+                y[b * op.K + k] = op.bias[k]
+    if nb == 1:
+        # row-major W is column-major W^T (C, K): y = (W^T)^T x
+        sgemv(&trans, &m, &n, &alpha, <float*>op.weight, &m, <float*>x, &one, &beta, y, &one)
+    else:
+        gemm(False, True, <int>nb, <int>op.K, <int>op.C, <float>1, x, <int>op.C, op.weight,
+             <int>op.C, beta, y, <int>op.K)
+    activate(y, nb * op.K, op.act, op.slope)
 
 
 cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil:
@@ -182,43 +213,50 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
     activate(y, op.C * op.Ho * op.Wo, op.act, op.slope)
 
 
-cdef void run_image(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col) noexcept nogil:
-    cdef Py_ssize_t i, c, l, hw
+cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
+                    Py_ssize_t nb) noexcept nogil:
+    """Every op on nb images; each buffer holds the nb images one after the other."""
+    cdef Py_ssize_t i, b
     cdef const Op* op
-    cdef const float* x
-    cdef const float* x2
-    cdef float* y
     for i in range(n_ops):
         op = &ops[i]
-        x = bufs[op.src]
-        y = bufs[op.dst]
-        if op.kind == OP_CONV:
-            run_conv(op, x, y, col)
+        if op.kind == OP_CONV and nb > 1:
+            run_conv_group(op, bufs[op.src], bufs[op.dst], col, nb)
         elif op.kind == OP_LINEAR:
-            run_linear(op, x, y)
-        elif op.kind == OP_MAXPOOL or op.kind == OP_AVGPOOL:
-            run_pool(op, x, y)
-        elif op.kind == OP_ACT:
-            if y != x:
-                memcpy(y, x, op.size * sizeof(float))
-            activate(y, op.size, op.act, op.slope)
-        elif op.kind == OP_AFFINE:
-            hw = op.H * op.W
-            for c in range(op.C):
-                for l in range(hw):
-                    y[c * hw + l] = x[c * hw + l] * op.weight[c] + op.bias[c]
-            activate(y, op.size, op.act, op.slope)
-        elif op.kind == OP_ADD:
-            x2 = bufs[op.src2]
-            for l in range(op.size):
-                y[l] = x[l] + x2[l]
-            activate(y, op.size, op.act, op.slope)
-        elif op.kind == OP_CONCAT:
-            x2 = bufs[op.src2]
+            run_linear(op, bufs[op.src], bufs[op.dst], nb)
+        else:
+            for b in range(nb):
+                run_op(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
+                       bufs[op.dst] + b * op.out_items, col)
+
+
+cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
+                 float* col) noexcept nogil:
+    """One op on one image."""
+    cdef Py_ssize_t c, l, hw
+    if op.kind == OP_CONV:
+        run_conv(op, x, y, col)
+    elif op.kind == OP_MAXPOOL or op.kind == OP_AVGPOOL:
+        run_pool(op, x, y)
+    elif op.kind == OP_ACT:
+        if y != x:
             memcpy(y, x, op.size * sizeof(float))
-            memcpy(y + op.size, x2, op.size2 * sizeof(float))
-        elif op.kind == OP_COPY:
-            memcpy(y, x, op.size * sizeof(float))
+        activate(y, op.size, op.act, op.slope)
+    elif op.kind == OP_AFFINE:
+        hw = op.H * op.W
+        for c in range(op.C):
+            for l in range(hw):
+                y[c * hw + l] = x[c * hw + l] * op.weight[c] + op.bias[c]
+        activate(y, op.size, op.act, op.slope)
+    elif op.kind == OP_ADD:
+        for l in range(op.size):
+            y[l] = x[l] + x2[l]
+        activate(y, op.size, op.act, op.slope)
+    elif op.kind == OP_CONCAT:
+        memcpy(y, x, op.size * sizeof(float))
+        memcpy(y + op.size, x2, op.size2 * sizeof(float))
+    elif op.kind == OP_COPY:
+        memcpy(y, x, op.size * sizeof(float))
 
 
 cdef class Program:
@@ -226,17 +264,19 @@ cdef class Program:
 
     ops: a list of dicts with Op's fields (weight/bias as C-contiguous float32 arrays or
     None); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
-    output, take none of the arena); col_items: the largest im2col matrix.
+    output, take none of the arena); col_items: per image, the largest im2col matrix and
+    GEMM result of a convolution. Images run in groups of ``group`` consecutive ones (the
+    last may be smaller), fixed by the batch alone, so the bits do not depend on threads.
     """
     cdef Op* ops
     cdef readonly Py_ssize_t n_ops
-    cdef Py_ssize_t n_bufs, col_offset, in_items, out_items
+    cdef Py_ssize_t n_bufs, col_offset, in_items, out_items, group
     cdef Py_ssize_t[::1] offsets
     cdef readonly Py_ssize_t thread_items
     cdef list keep
 
     def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t in_items,
-                  Py_ssize_t out_items):
+                  Py_ssize_t out_items, Py_ssize_t group):
         cdef Py_ssize_t i, total = 0
         cdef float[::1] arr
         self.n_ops = len(ops)
@@ -255,6 +295,8 @@ cdef class Program:
             o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
             o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
             o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
+            o.in_items, o.in2_items = d["in_items"], d.get("in2_items", 0)
+            o.out_items = d["out_items"]
             o.count_include_pad = d.get("count_include_pad", True)
             o.divisor = d.get("divisor", 0.0)
             if d.get("weight") is not None:
@@ -267,16 +309,17 @@ cdef class Program:
                 o.bias = &arr[0]
         self.n_bufs = len(buffer_sizes)
         self.offsets = np.zeros(self.n_bufs, dtype=np.intp)
+        self.group = group
         for i in range(2, self.n_bufs):
             self.offsets[i] = total
-            total += buffer_sizes[i]
+            total += group * buffer_sizes[i]
         if self.n_bufs > MAX_BUFFERS:
             raise ValueError(f"compile: the network needs {self.n_bufs} activation buffers; "
                              f"at most {MAX_BUFFERS} are supported")
         self.col_offset = total
         self.in_items, self.out_items = in_items, out_items
         # each thread: its buffers, then the im2col matrix; 16 items apart (cache lines)
-        self.thread_items = (total + col_items + 16) // 16 * 16
+        self.thread_items = (total + group * col_items + 16) // 16 * 16
 
     def __dealloc__(self):
         free(self.ops)
@@ -285,23 +328,26 @@ cdef class Program:
             int num_threads):
         """Run the network on n_images images: x (n_images*in_items,) -> out; arena holds
         thread_items items per thread of num_threads."""
-        cdef Py_ssize_t n
+        cdef Py_ssize_t t, n_groups = (n_images + self.group - 1) // self.group
         if n_images <= 0:
             return
-        if num_threads <= 1 or n_images == 1:
+        if num_threads <= 1 or n_groups == 1:
             with nogil:
-                for n in range(n_images):
-                    self.run_one(&x[0], &out[0], &arena[0], n)
+                for t in range(n_groups):
+                    self.run_images(&x[0], &out[0], &arena[0], t * self.group,
+                                    min(self.group, n_images - t * self.group))
         else:
             with nogil:
-                for n in prange(n_images, schedule="static", num_threads=num_threads):
-                    self.run_one(&x[0], &out[0], &arena[0] + threadid() * self.thread_items, n)
+                for t in prange(n_groups, schedule="static", num_threads=num_threads):
+                    self.run_images(&x[0], &out[0], &arena[0] + threadid() * self.thread_items,
+                                    t * self.group, min(self.group, n_images - t * self.group))
 
-    cdef void run_one(self, const float* x, float* out, float* arena, Py_ssize_t n) noexcept nogil:
+    cdef void run_images(self, const float* x, float* out, float* arena, Py_ssize_t n,
+                         Py_ssize_t nb) noexcept nogil:
         cdef float* bufs[MAX_BUFFERS]
         cdef Py_ssize_t i
         bufs[0] = <float*>(x + n * self.in_items)
         bufs[1] = out + n * self.out_items
         for i in range(2, self.n_bufs):
             bufs[i] = arena + self.offsets[i]
-        run_image(self.ops, self.n_ops, bufs, arena + self.col_offset)
+        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, nb)
