@@ -47,7 +47,7 @@ def _check(model, shape, batches=(1, 3), threads=(1, 2), rtol=1e-4, atol=1e-5):
 @pytest.mark.parametrize("variant", ["modern", "d2l"])
 def test_lenet_matches_eager(variant):
     fastconv.manual_seed(0)
-    _check(models.lenet(variant), (1, 28, 28), batches=(1, 2, 5, 19))  # 19: three groups
+    _check(models.lenet(variant), (1, 28, 28), batches=(1, 2, 5, 19))  # 19: several groups
 
 
 @pytest.mark.parametrize("build, shape", [
