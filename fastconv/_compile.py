@@ -57,15 +57,15 @@ class _Planner:
         label = f"{name} ({type(m).__name__})" if name else type(m).__name__
         if isinstance(m, nn.Sequential):
             for child_name, child in m._modules.items():
-                v = self.module(child, v, f"{name}.{child_name}" if name else child_name)
+                v = self.module(child, v, _join(name, child_name))
             return v
         if isinstance(m, _ALIASES):
             return v
         if isinstance(m, containers.Residual):
             shared = _Value(v.buf, v.shape)
-            main = self.module(m.main, shared, f"{name}.main" if name else "main")
+            main = self.module(m.main, shared, _join(name, "main"))
             skip = shared if m.shortcut is None else self.module(
-                m.shortcut, shared, f"{name}.shortcut" if name else "shortcut")
+                m.shortcut, shared, _join(name, "shortcut"))
             return self.add(main, skip, label)
         if isinstance(m, containers.Concat):
             return self.concat(m, v, name, label)
@@ -73,10 +73,10 @@ class _Planner:
             shared = _Value(v.buf, v.shape)
             out = shared
             for child in ("conv1", "bn1", "relu", "conv2", "bn2"):
-                out = self.module(getattr(m, child), out, f"{name}.{child}")
+                out = self.module(getattr(m, child), out, _join(name, child))
             skip = shared if m.downsample is None else self.module(
-                m.downsample, shared, f"{name}.downsample")
-            return self.module(m.relu_out, self.add(out, skip, label), f"{name}.relu_out")
+                m.downsample, shared, _join(name, "downsample"))
+            return self.module(m.relu_out, self.add(out, skip, label), _join(name, "relu_out"))
         for cls, method in _LEAVES:
             if type(m) is cls:
                 return method(self, m, v, label)
@@ -180,7 +180,7 @@ class _Planner:
             raise TypeError(f"compile: layer {label} concatenates along dim={m.dim}; compile "
                             f"supports the channel axis of (N, C, H, W)")
         shared = _Value(v.buf, v.shape)
-        outs = [self.module(branch, shared, f"{name}.{i}" if name else str(i))
+        outs = [self.module(branch, shared, _join(name, i))
                 for i, branch in m._modules.items()]
         out = outs[0]
         for nxt in outs[1:]:
@@ -211,6 +211,11 @@ class _Planner:
                 if op.get(key) == v.buf:
                     op[key] = 1
         self.sizes[v.buf] = 0
+
+
+def _join(prefix, child):
+    """The dotted module path of ``child`` under ``prefix`` (state_dict style)."""
+    return f"{prefix}.{child}" if prefix else str(child)
 
 
 def _f32(a):

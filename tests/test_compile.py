@@ -186,3 +186,10 @@ def test_calls_from_several_python_threads():
         w.join()
     for r, e in zip(results, expected):
         np.testing.assert_array_equal(r, e)
+
+
+def test_refusal_names_the_nested_layer():
+    model = nn.Sequential(nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1),
+                                                    nn.Softmax(dim=1))))
+    with pytest.raises(TypeError, match=r"layer 0\.main\.1 \(Softmax\)"):
+        fastconv.compile(model, (1, 2, 5, 5))
