@@ -95,6 +95,18 @@ LAYERS = {
     "batchnorm1d-2d-input": (lambda: nn.BatchNorm1d(20), (20,)),
     "batchnorm2d": (lambda: nn.BatchNorm2d(4), (4, 5, 5)),
     "batchnorm2d-eval": (lambda: nn.BatchNorm2d(4).eval(), (4, 5, 5)),
+    # the ResNet round's layers and containers: each forms sums of its own
+    "adaptive-avgpool-global": (lambda: nn.AdaptiveAvgPool2d((1, 1)), (4, 7, 7)),
+    "adaptive-avgpool-uneven": (lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 7, 5)),
+    "adaptive-maxpool-uneven": (lambda: nn.AdaptiveMaxPool2d((3, 2)), (2, 7, 5)),
+    "softmax": (lambda: nn.Softmax(1), (10,)),
+    "log-softmax": (lambda: nn.LogSoftmax(1), (10,)),
+    "dropout2d": (lambda: nn.Dropout2d(0.3), (3, 5, 5)),
+    "residual-projection": (lambda: nn.Residual(
+        nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(3, 8, 1, stride=2), nn.BatchNorm2d(8))), (3, 8, 8)),
+    "concat": (lambda: nn.Concat(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 2, 1)), (3, 6, 6)),
+    "sync-batchnorm-one-process": (lambda: nn.SyncBatchNorm(4), (4, 5, 5)),
 }
 
 
@@ -123,6 +135,8 @@ def test_layer_forward_and_backward_match_across_thread_counts(name, dtype):
 LOSSES = {
     "cross-entropy": lambda: nn.CrossEntropyLoss(),
     "cross-entropy-sum": lambda: nn.CrossEntropyLoss(reduction="sum"),
+    "cross-entropy-smoothed": lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
+    "nll": lambda: nn.NLLLoss(),
     "mse": lambda: nn.MSELoss(),
 }
 
@@ -133,7 +147,7 @@ def test_loss_and_its_gradient_match_across_thread_counts(name, dtype):
     for batch in BATCHES:
         rng = np.random.default_rng(batch)
         logits = rng.standard_normal((batch, 10)).astype(dtype)
-        target = (rng.integers(0, 10, batch) if name.startswith("cross")
+        target = (rng.integers(0, 10, batch) if name != "mse"
                   else rng.standard_normal((batch, 10)).astype(dtype))
 
         def compute():
