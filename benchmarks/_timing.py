@@ -74,3 +74,23 @@ def best_of(fns, repeat=7, repeats=None, warmup=1, burst=2, min_time=0.0):
                 done[name] += 1
         rounds += 1
     return best
+
+
+def torch_step_fns(torch, model, infer_model, x, y, **sgd):
+    """torch's training step (cross-entropy, SGD with ``sgd``) and no-grad inference on the
+    batch (x, y): the two calls the benchmarks time against fastconv's."""
+    opt = torch.optim.SGD(model.parameters(), **sgd)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    infer_model.eval()
+
+    def train():
+        loss = loss_fn(model(tx), ty)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            infer_model(tx)
+    return train, infer

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import best_of  # noqa: E402
+from _timing import best_of, torch_step_fns  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import nn, optim  # noqa: E402
@@ -73,23 +73,10 @@ def _fastconv_fns(variant, x, y, backend):
 def _torch_fns(torch, variant, x, y):
     fastconv.manual_seed(0)
     state = {k: torch.from_numpy(v.copy()) for k, v in nn.lenet(variant).state_dict().items()}
-    model, infer_model = nn.lenet(variant, torch.nn), nn.lenet(variant, torch.nn).eval()
+    model, infer_model = nn.lenet(variant, torch.nn), nn.lenet(variant, torch.nn)
     model.load_state_dict(state)
     infer_model.load_state_dict(state)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-    def train():
-        loss = loss_fn(model(tx), ty)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def infer():
-        with torch.no_grad():
-            infer_model(tx)
-    return train, infer
+    return torch_step_fns(torch, model, infer_model, x, y, lr=0.01, momentum=0.9)
 
 
 def run(variants=("modern", "d2l"), batch=256, threads=2, repeat=15, ref_repeat=3, use_torch=True,

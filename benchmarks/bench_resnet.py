@@ -31,7 +31,7 @@ from collections import OrderedDict, defaultdict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import best_of  # noqa: E402
+from _timing import best_of, torch_step_fns  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import nn, optim  # noqa: E402
@@ -104,20 +104,7 @@ def _torch_fns(torch, x, y, state):
     tstate = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     model.load_state_dict(tstate)
     infer_model.load_state_dict(tstate)
-    infer_model.eval()
-    opt = torch.optim.SGD(model.parameters(), **SGD)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-    def train():
-        loss = loss_fn(model(tx), ty)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def infer():
-        with torch.no_grad():
-            infer_model(tx)
+    train, infer = torch_step_fns(torch, model, infer_model, x, y, **SGD)
     return {"train": train, "inference": infer}
 
 
