@@ -28,16 +28,10 @@ def _taps(out_index, kernel, stride, pad, dilation, size):
 # im2col / col2im
 # ----------------------------------------------------------------------------------------
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
-    """Extract sliding blocks, ``torch.nn.functional.unfold``: (N, C*kH*kW, L).
-
-    See :func:`fastconv.reference.im2col`.
-    """
-    a = V.unfold_args(x, kernel_size, stride, padding, dilation)
-    n_, c_, h, w = a.x.shape
+def _block_taps(a, n_, c_, h, w):
+    """Every (n, c, ih, iw, cols row, cols column) that unfold/fold pair up, in one order."""
     kh, kw = a.kernel_size
     lh, lw = a.blocks
-    cols = np.zeros(a.out_shape, dtype=a.x.dtype)
     for n in range(n_):
         for c in range(c_):
             for bh in range(lh):
@@ -45,7 +39,19 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
                     for i, ih in _taps(bh, kh, a.stride[0], a.padding[0], a.dilation[0], h):
                         for j, iw in _taps(bw, kw, a.stride[1], a.padding[1],
                                            a.dilation[1], w):
-                            cols[n, (c * kh + i) * kw + j, bh * lw + bw] = a.x[n, c, ih, iw]
+                            yield n, c, ih, iw, (c * kh + i) * kw + j, bh * lw + bw
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """Extract sliding blocks, ``torch.nn.functional.unfold``: (N, C*kH*kW, L).
+
+    See :func:`fastconv.reference.im2col`.
+    """
+    a = V.unfold_args(x, kernel_size, stride, padding, dilation)
+    n_, c_, h, w = a.x.shape
+    cols = np.zeros(a.out_shape, dtype=a.x.dtype)
+    for n, c, ih, iw, row, col in _block_taps(a, n_, c_, h, w):
+        cols[n, row, col] = a.x[n, c, ih, iw]
     return V.unbatch(cols, a.unbatched)
 
 
@@ -56,17 +62,9 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     """
     a = V.fold_args(cols, output_size, kernel_size, stride, padding, dilation)
     n_, c_, h, w = a.out_shape
-    kh, kw = a.kernel_size
-    lh, lw = a.blocks
     x = np.zeros(a.out_shape, dtype=a.cols.dtype)
-    for n in range(n_):
-        for c in range(c_):
-            for bh in range(lh):
-                for bw in range(lw):
-                    for i, ih in _taps(bh, kh, a.stride[0], a.padding[0], a.dilation[0], h):
-                        for j, iw in _taps(bw, kw, a.stride[1], a.padding[1],
-                                           a.dilation[1], w):
-                            x[n, c, ih, iw] += a.cols[n, (c * kh + i) * kw + j, bh * lw + bw]
+    for n, c, ih, iw, row, col in _block_taps(a, n_, c_, h, w):
+        x[n, c, ih, iw] += a.cols[n, row, col]
     return V.unbatch(x, a.unbatched)
 
 
