@@ -428,7 +428,8 @@ def transposed_problem(p):
 
 def use_transposed_input_grad(p, support, weight_is_finite):
     """The forward plan of grad_input as the transposed convolution where that is Winograd or
-    the channel-vector direct kernel (what beats col2im), else None.
+    the direct kernel (channel- or column-vector block; both beat GEMM + col2im once the
+    input has a vector of channels), else None.
 
     ``weight_is_finite``: a callable, asked only once the shapes qualify (it reads the
     weight): grad_output's zero padding here is no term of torch's gradient, so an inf or NaN
@@ -440,7 +441,7 @@ def use_transposed_input_grad(p, support, weight_is_finite):
         return None
     if use_winograd(tp, support):
         return winograd_plan(tp, support)
-    if use_direct(tp, support) and kvec_block(tp, support) is not None:
+    if use_direct(tp, support):
         return direct_plan(tp, support)
     return None
 

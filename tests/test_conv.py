@@ -36,6 +36,7 @@ CASES = [
     ((1, 2, 3, 3), (17, 2, 3, 3), 1, 1, 1, 1),                 # one short block
     # >= 16 input channels per group, stride 1: grad_input by direct convolution
     ((2, 16, 6, 7), (16, 16, 3, 3), 1, 1, 1, 1),
+    ((3, 16, 12, 12), (16, 16, 3, 3), 1, 1, 1, 1),             # ... on the column-vector block
     ((2, 40, 9, 8), (6, 20, 3, 2), 1, "same", (2, 1), 2),      # groups, asymmetric 'same'
     ((1, 17, 5, 5), (3, 17, 2, 3), 1, (0, 2), 1, 1),           # full padding (1, 0)
     # channel-vector grad_weight: two vectors (one partly used), two strips of rows

@@ -26,6 +26,8 @@ LAYERS = {  # x shape, weight shape, conv arguments
     "lenet_conv1": ((256, 1, 28, 28), (6, 1, 5, 5), dict(padding=2)),
     "lenet_conv2": ((256, 6, 14, 14), (16, 6, 5, 5), {}),
     "cifar_first": ((128, 3, 32, 32), (16, 3, 3, 3), dict(padding=1)),
+    "resnet20_3x3_16": ((128, 16, 32, 32), (16, 16, 3, 3), dict(padding=1)),
+    "resnet20_3x3_32": ((128, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
     "resnet_3x3_64": ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
     "resnet_3x3_256": ((16, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
     "resnet_3x3_512_7x7": ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1)),
@@ -45,6 +47,9 @@ EXPECTED = {
     "lenet_conv1": {"x86_64_v4": ((D, G, WPX), (D, G, WPX)), "x86_64_v3": ((D, G, G), (D, G, WKV))},
     "lenet_conv2": {"x86_64_v4": ((KV, G, WKV), (KV, G, WKV)), "x86_64_v3": ((KV, G, WKV), (KV, KV, WKV))},
     "cifar_first": {"x86_64_v4": ((D, G, WPX), (D, G, WPX)), "x86_64_v3": ((D, G, G), (D, G, G))},
+    # grad_input as the transposed convolution on the column-vector direct block, as the forward
+    "resnet20_3x3_16": {"x86_64_v4": ((D, D, WKV),) * 2, "x86_64_v3": ((D, D, WKV), (W, W, WKV))},
+    "resnet20_3x3_32": {"x86_64_v4": ((KV, KV, WKV), (W, W, WKV)), "x86_64_v3": ((W, W, WKV),) * 2},
     "resnet_3x3_64": {"x86_64_v4": ((W, W, WKV),) * 2, "x86_64_v3": ((W, W, WKV),) * 2},
     "resnet_3x3_256": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
     "resnet_3x3_512_7x7": {"x86_64_v4": ((G, G, WKV),) * 2, "x86_64_v3": ((G, G, WKV),) * 2},

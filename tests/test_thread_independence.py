@@ -164,6 +164,8 @@ CONV_ROUTES = {
     "stride2-grouped": ((6, 9, 8), (4, 3, 3, 3), dict(stride=2, padding=1, groups=2),
                         ("gemm", "direct")),
     "pointwise-32": ((32, 14, 14), (32, 32, 1, 1), {}, ("gemm", "direct")),
+    # grad_input as the transposed convolution on the column-vector direct block
+    "3x3-16-channels": ((16, 12, 12), (16, 16, 3, 3), dict(padding=1), ("gemm", "direct")),
 }
 
 
