@@ -302,7 +302,21 @@ def test_against_torch(name, kwargs, dtype):
         np.testing.assert_array_equal(gi, xt.grad.numpy())
         return
     eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=8 * eps, atol=1e-37)
+    # torch is not always within a few eps of the truth: its float32 tanh has been seen, on
+    # the first call in a fresh process, to be 9e-5 off on one worker thread's half of the
+    # array. So compare with torch only where torch itself is right, and hold ours to the
+    # truth everywhere.
+    yt_np = yt.detach().numpy()
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    with np.errstate(over="ignore"):
+        true = {"sigmoid": _sigmoid_true, "tanh": np.tanh}[name](x.astype(wide))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(true))
+    number = ~np.isnan(true)
+    tol = 8 * eps * np.abs(true[number]) + 1e-37
+    assert np.all(np.abs(y[number] - true[number]) <= tol)
+    torch_right = np.abs(yt_np[number] - true[number]) <= tol
+    np.testing.assert_allclose(y[number][torch_right], yt_np[number][torch_right],
+                               rtol=8 * eps, atol=1e-37)
     # From torch's own output, ours differs only by rounding (torch may fuse a multiply and
     # an add): within a few eps of |g|, whatever the cancellation in 1 - y*y.
     gi = getattr(F, name + "_backward")(g, yt.detach().numpy())
