@@ -835,7 +835,7 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, return_stats=False):
+               momentum=0.1, eps=1e-5, *, return_stats=False, add=None, relu=False):
     """Batch normalization per channel (axis 1), like ``torch.nn.functional.batch_norm``.
 
     ``out = (input - mean) / sqrt(var + eps) * weight + bias``, with the batch's mean and
@@ -858,6 +858,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     eps : float, default 1e-5
     return_stats : bool, keyword only, default False
         Also return the mean and 1 / sqrt(var + eps) used, for :func:`batch_norm_backward`.
+    add : ndarray or None, keyword only
+        input's shape and dtype: added to the normalized values (a residual block's
+        shortcut), in the same pass.
+    relu : bool, keyword only, default False
+        Return ``relu(batch_norm(...) + add)`` in the same pass: the bits of the separate
+        :func:`relu` (and ``+``). Its backward is :func:`batch_norm_backward` with
+        ``relu_output``.
 
     Returns
     -------
@@ -870,8 +877,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     a fixed order by one thread per channel: the same bits on any thread count.
     """
     a = _validation.batch_norm_args(input, running_mean, running_var, weight, bias, training,
-                                    momentum, eps)
+                                    momentum, eps, add)
     x3 = _contiguous(a.x3)
+    add3 = None if add is None else _contiguous(add.reshape(x3.shape))
     channels = x3.shape[1]
     out = np.empty(x3.shape, x3.dtype)
     if training:
@@ -882,7 +890,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if out.size:
         _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1),
                            _channel_f64(bias, channels, 0), mean, var, invstd, bool(training),
-                           float(eps), get_num_threads())
+                           float(eps), get_num_threads(), add3, bool(relu))
     else:  # no values (eval with an empty batch)
         invstd[...] = 1 / np.sqrt(var + float(eps))
     if training and running_mean is not None:
@@ -895,7 +903,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
                         save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
-                        input_grad=True):
+                        input_grad=True, relu_output=None):
     """Gradients of :func:`batch_norm` (torch's ``native_batch_norm_backward`` arguments).
 
     Parameters
@@ -914,6 +922,12 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     eps : float, default 1e-5
     input_grad : bool, keyword only, default True
         False skips grad_input (returned as None).
+    relu_output : ndarray or None, keyword only
+        The output of a :func:`batch_norm` with ``relu=True`` (input's shape and dtype):
+        grad_output is then the gradient of that output and is taken through the ReLU
+        (0 where relu_output <= 0, as :func:`relu_backward`) in the same passes; the
+        results are bitwise those of ``batch_norm_backward(relu_backward(grad_output,
+        relu_output), ...)``.
 
     Returns
     -------
@@ -923,9 +937,11 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
         (the gradients a weight and bias would get, also when ``weight`` is None).
     """
     a = _validation.batch_norm_backward_args(grad_output, input, weight, running_mean,
-                                             running_var, save_mean, save_invstd, training, eps)
+                                             running_var, save_mean, save_invstd, training, eps,
+                                             relu_output)
     x3 = _contiguous(a.x3)
     g3 = _contiguous(grad_output.reshape(x3.shape))
+    y3 = None if relu_output is None else _contiguous(relu_output.reshape(x3.shape))
     channels = x3.shape[1]
     if save_mean is not None:
         mean, invstd = save_mean.astype(np.float64), save_invstd.astype(np.float64)
@@ -939,7 +955,8 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     sum_g, sum_gx = np.zeros(channels), np.zeros(channels)
     if x3.size:
         _batchnorm.backward(g3, x3, grad_input, _channel_f64(weight, channels, 1), mean, invstd,
-                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads())
+                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads(),
+                            y3)
     if grad_input is not None:
         grad_input = grad_input.reshape(input.shape)
     return grad_input, (sum_gx * invstd).astype(input.dtype), sum_g.astype(input.dtype)
