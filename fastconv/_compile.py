@@ -121,6 +121,7 @@ class _Planner:
             planned = dict(weight=_f32(weight.reshape(k, -1)))
         else:
             self.work_items = max(self.work_items, planned.pop("work_items"))
+            planned["split"] = k * c * kh * kw * ho * wo >= _SPLIT_MIN_MACS
         return self.emit(dict(kind=CONV, src=v.buf, **geometry, **planned), (k, ho, wo))
 
     def linear(self, m, v, label):
@@ -195,7 +196,10 @@ class _Planner:
     def add(self, a, b, label):
         if a.shape != b.shape:
             raise ValueError(f"compile: {label} adds shapes {a.shape} and {b.shape}")
-        return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=math.prod(a.shape)), a.shape)
+        c, h, w = a.shape if len(a.shape) == 3 else (1, 1, math.prod(a.shape))
+        return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=c * h * w, C=c, H=h, W=w,
+                              split=len(a.shape) == 3 and c * h * w >= _SPLIT_MIN_ITEMS),
+                         a.shape)
 
     def concat(self, m, v, name, label):
         if m.dim not in (1, -3) or len(v.shape) != 3:
@@ -306,6 +310,15 @@ _LEAVES = [(layers.Conv2d, _Planner.conv), (layers.Linear, _Planner.linear),
 _LEAVES += [(cls, _Planner.activation) for cls in _ACTIVATIONS]
 
 
+# Fewest multiply-adds (K * C*kH*kW * Ho*Wo) for a convolution to split one image's blocks
+# over the threads when there are fewer image groups than threads (batch 1): below it the
+# fork and join of the threads cost more than the split saves (LeNet's layers, 0.1-0.2 M,
+# stay whole; ResNet-20's 3x3 layers, 2.4 M, split).
+_SPLIT_MIN_MACS = 1 << 20
+# Fewest items of a residual addition to split by rows with the convolutions around it, so
+# that each thread adds the rows it computed and keeps them in its cache for the next layer.
+_SPLIT_MIN_ITEMS = 4096
+
 # Images per group: wider GEMMs for small layers, columns that stay in cache (LeNet conv1:
 # 4 images of 25 x 784 im2col columns, 314 KB)
 _GROUP = 4
@@ -357,15 +370,18 @@ class CompiledModel:
                              f"array of shape {list(shape)}, got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
         x = np.ascontiguousarray(x)
-        n_threads = max(1, min(get_num_threads(), -(-n // _GROUP)))
-        arena = self._arena(n_threads)
+        threads = get_num_threads()
+        # an arena per thread: each runs groups of images, or (fewer groups than threads)
+        # its part of each image's large layers
+        arena = self._arena(max(1, threads))
         if n == 1:
-            # one image: no OpenMP region, and GEMMs too small for BLAS to thread, so the
-            # ~4 µs of switching BLAS to one thread and back is saved
-            self._program.run(x.reshape(-1), out.reshape(-1), arena, n, 1)
+            # one image: GEMMs too small for BLAS to thread (and none inside the OpenMP
+            # regions of split layers), so the ~4 µs of switching BLAS to one thread and
+            # back is saved
+            self._program.run(x.reshape(-1), out.reshape(-1), arena, n, threads)
         else:
             with blas_single_threaded():
-                self._program.run(x.reshape(-1), out.reshape(-1), arena, n, n_threads)
+                self._program.run(x.reshape(-1), out.reshape(-1), arena, n, threads)
         return out
 
     def __repr__(self):

@@ -238,8 +238,10 @@ def test_planned_kernels_are_eagers_bitwise():
         np.testing.assert_allclose(results[0], model(x), rtol=1e-4, atol=1e-5)
         return
     np.testing.assert_array_equal(results[0], model(x))
-    for i in range(0, 7, 3):
-        np.testing.assert_array_equal(cm(x[i:i + 1]), results[0][i:i + 1])  # batch split
+    for lo, hi in ((0, 1), (3, 4), (1, 4), (2, 7)):
+        for t in (1, 2, 3):  # fewer image groups than threads: each image split over them
+            with fastconv.threads(t):
+                np.testing.assert_array_equal(cm(x[lo:hi]), results[0][lo:hi])  # batch split
 
 
 def test_winograd_images_not_all_finite_are_redone_as_eager():

@@ -11,8 +11,8 @@ from scipy.linalg.cython_blas cimport sgemv
 
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._conv_image cimport (
-    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, direct_image, kvec_image,
-    winograd_image)
+    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, reads_in_place, pad_rows, direct_tasks,
+    direct_rows, direct_image, kvec_tasks, kvec_blocks, kvec_image, winograd_image)
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
 import numpy as np
@@ -65,6 +65,7 @@ ctypedef struct Op:
     # planned convolutions (route other than GEMM): weight is packed for the route; the
     # blocks and operands as fastconv.functional passes them to _conv (see _conv_image.pxd)
     bint wide, six, by_rows
+    bint split                  # large enough to split one image's blocks over threads
     int kv, pixels
     Py_ssize_t Hp, Wp, tile_block, ntaps
     const Py_ssize_t* tap_off
@@ -130,6 +131,72 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work) noex
         planned_conv(op.redo, x, y, work)
 
 
+cdef void conv_part(const Op* op, const float* x, float* y, float* work, Py_ssize_t part,
+                    Py_ssize_t parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of planned_conv on one image (direct and channel-vector
+    routes), activation included: the part's share of output rows (channel-vector raster
+    blocks: of pixel blocks), every channel. It pads the input rows it reads into its own
+    work: the rows the previous split layer left in this thread's cache, mostly. Each
+    output is computed as planned_conv computes it, so the bits are the same."""
+    cdef Py_ssize_t L = op.Ho * op.Wo, kvl = op.kv * KVEC_LANES_F
+    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k
+    cdef const float* src = x
+    if op.route == ROUTE_DIRECT:
+        per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
+        units = op.Ho
+    else:
+        per = (op.K + kvl - 1) // kvl  # tasks per pixel block
+        units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
+    u0, u1 = units * part // parts, units * (part + 1) // parts
+    if u0 >= u1:
+        return
+    if op.route == ROUTE_DIRECT:
+        p0, p1 = u0 * op.Wo, u1 * op.Wo
+    elif op.by_rows:
+        rb = (op.Wo + op.pixels - 1) // op.pixels
+        p0 = u0 // rb * op.Wo + u0 % rb * op.pixels
+        p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
+    else:
+        p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
+    if not reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw):
+        oh0, oh1 = p0 // op.Wo, (p1 - 1) // op.Wo + 1
+        pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw, oh0 * op.sh,
+                 (oh1 - 1) * op.sh + (op.kh - 1) * op.dh + 1)
+        src = work
+    if op.route == ROUTE_DIRECT:
+        direct_rows(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.kh, op.kw, op.sh,
+                    op.sw, op.dh, op.dw, op.Hp, op.Wp, 1, op.wide, op.six, u0 * per, u1 * per)
+    else:
+        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
+                    op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
+                    op.by_rows, u0 * per, u1 * per)
+    for k in range(op.K):
+        activate(y + k * L + p0, p1 - p0, op.act, op.slope)
+
+
+cdef void add_rows(const Op* op, const float* x, const float* x2, float* y, Py_ssize_t r0,
+                   Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1-1 of every channel of y (C, H, W) = x + x2, activated."""
+    cdef Py_ssize_t c, l, hw = op.H * op.W
+    for c in range(op.C):
+        for l in range(c * hw + r0 * op.W, c * hw + r1 * op.W):
+            y[l] = x[l] + x2[l]
+        activate(y + c * hw + r0 * op.W, (r1 - r0) * op.W, op.act, op.slope)
+
+
+cdef void run_split(const Op* op, const float* x, const float* x2, float* y, float* work,
+                    Py_ssize_t work_stride, int num_threads) noexcept nogil:
+    """A convolution (conv_part) or addition (add_rows) of one image split by output rows
+    over num_threads threads, thread t in the work at t * work_stride: layer after layer,
+    each thread keeps to about the same rows."""
+    cdef Py_ssize_t t
+    for t in prange(num_threads, schedule="static", chunksize=1, num_threads=num_threads):
+        if op.kind == OP_CONV:
+            conv_part(op, x, y, work + t * work_stride, t, num_threads)
+        else:
+            add_rows(op, x, x2, y, op.H * t // num_threads, op.H * (t + 1) // num_threads)
+
+
 cdef void run_conv_group(const Op* op, const float* x, float* y, float* col,
                          Py_ssize_t nb) noexcept nogil:
     """nb images: their im2col side by side, one GEMM (K, nb*Ho*Wo), as conv2d_gemm's
@@ -175,28 +242,54 @@ cdef void run_linear(const Op* op, const float* x, float* y, Py_ssize_t nb) noex
     activate(y, nb * op.K, op.act, op.slope)
 
 
+cdef inline float take_max(float v, float best) noexcept nogil:
+    # torch's rule (a larger value or a NaN replaces the running max), without a branch:
+    # on random data the branch mispredicted about every other window (10x slower)
+    return v if (v > best) | (v != v) else best
+
+
+cdef void max_pool_2x2(const Op* op, const float* x, float* y) noexcept nogil:
+    """run_pool_inside for 2x2 windows at stride 2 (LeNet's, ResNet's downsampling): a row
+    of outputs from two input rows, in a loop the compiler vectorizes."""
+    cdef Py_ssize_t c, oh, ow, H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
+    cdef const float* r0
+    cdef const float* r1
+    cdef float* yr
+    for c in range(op.C):
+        for oh in range(Ho):
+            r0 = x + (c * H + 2 * oh) * W
+            r1 = r0 + W
+            yr = y + (c * Ho + oh) * Wo
+            for ow in range(Wo):
+                yr[ow] = take_max(r1[2 * ow + 1], take_max(r1[2 * ow], take_max(
+                    r0[2 * ow + 1], r0[2 * ow])))
+
+
 cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil:
     """run_pool when every window lies inside the image (no padding, no dilation): no
     bounds checks in the loop."""
     cdef Py_ssize_t c, oh, ow, i, j, kh = op.kh, kw = op.kw, sh = op.sh, sw = op.sw
     cdef Py_ssize_t H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
-    cdef float best, total, v, area = op.divisor if op.divisor > 0 else <float>(kh * kw)
+    cdef float best, total, area = op.divisor if op.divisor > 0 else <float>(kh * kw)
+    cdef bint is_max = op.kind == OP_MAXPOOL
     cdef const float* xc
     cdef const float* win
     cdef float* yc
+    if is_max and kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        max_pool_2x2(op, x, y)
+        activate(y, op.C * Ho * Wo, op.act, op.slope)
+        return
     for c in range(op.C):
         xc = x + c * H * W
         yc = y + c * Ho * Wo
         for oh in range(Ho):
             for ow in range(Wo):
                 win = xc + oh * sh * W + ow * sw
-                if op.kind == OP_MAXPOOL:
+                if is_max:
                     best = win[0]
                     for i in range(kh):
                         for j in range(kw):
-                            v = win[i * W + j]
-                            if v > best or v != v:
-                                best = v
+                            best = take_max(win[i * W + j], best)
                     yc[oh * Wo + ow] = best
                 else:
                     total = 0
@@ -234,8 +327,7 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
                             continue
                         v = x[(c * op.H + hh) * op.W + ww]
                         if is_max:
-                            if v > best or v != v:
-                                best = v
+                            best = take_max(v, best)
                         else:
                             total = total + v
                             count = count + 1
@@ -252,13 +344,20 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
 
 
 cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
-                    Py_ssize_t nb) noexcept nogil:
-    """Every op on nb images; each buffer holds the nb images one after the other."""
+                    Py_ssize_t col_stride, Py_ssize_t nb, int split_threads) noexcept nogil:
+    """Every op on nb images; each buffer holds the nb images one after the other.
+    split_threads > 1: the images' large direct and channel-vector convolutions and
+    additions each split over that many threads (run_split; thread t's scratch at
+    col + t * col_stride), while the calling thread runs this group alone."""
     cdef Py_ssize_t i, b
     cdef const Op* op
     for i in range(n_ops):
         op = &ops[i]
-        if op.kind == OP_CONV and op.route != ROUTE_GEMM:
+        if split_threads > 1 and op.split:
+            for b in range(nb):
+                run_split(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
+                          bufs[op.dst] + b * op.out_items, col, col_stride, split_threads)
+        elif op.kind == OP_CONV and op.route != ROUTE_GEMM:
             for b in range(nb):
                 planned_conv(op, bufs[op.src] + b * op.in_items,
                              bufs[op.dst] + b * op.out_items, col)
@@ -292,9 +391,7 @@ cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
                 y[c * hw + l] = x[c * hw + l] * op.weight[c] + op.bias[c]
         activate(y, op.size, op.act, op.slope)
     elif op.kind == OP_ADD:
-        for l in range(op.size):
-            y[l] = x[l] + x2[l]
-        activate(y, op.size, op.act, op.slope)
+        add_rows(op, x, x2, y, 0, op.H)
     elif op.kind == OP_CONCAT:
         memcpy(y, x, op.size * sizeof(float))
         memcpy(y + op.size, x2, op.size2 * sizeof(float))
@@ -375,6 +472,9 @@ cdef class Program:
         o.divisor = d.get("divisor", 0.0)
         o.wide, o.six = d.get("wide", False), d.get("six", False)
         o.by_rows = d.get("by_rows", False)
+        # convolutions on the direct and channel-vector routes split, and additions
+        o.split = d.get("split", False) and (
+            o.kind == OP_ADD or o.kind == OP_CONV and o.route in (ROUTE_DIRECT, ROUTE_KVEC))
         o.kv, o.pixels = d.get("kv", 0), d.get("pixels", 0)
         o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
         o.weight = <const float*>self.pointer(d, "weight", np.float32)
@@ -405,27 +505,32 @@ cdef class Program:
     def run(self, const float[::1] x, float[::1] out, float[::1] arena, Py_ssize_t n_images,
             int num_threads):
         """Run the network on n_images images: x (n_images*in_items,) -> out; arena holds
-        thread_items items per thread of num_threads."""
+        thread_items items per thread of min(num_threads, groups of images). With fewer
+        groups than threads, the groups run one after the other on the calling thread, and
+        their large convolutions split each image over num_threads threads."""
         cdef Py_ssize_t t, n_groups = (n_images + self.group - 1) // self.group
+        cdef int split = num_threads if n_groups < num_threads else 1
         if n_images <= 0:
             return
-        if num_threads <= 1 or n_groups == 1:
+        if num_threads <= 1 or n_groups < num_threads:
             with nogil:
                 for t in range(n_groups):
                     self.run_images(&x[0], &out[0], &arena[0], t * self.group,
-                                    min(self.group, n_images - t * self.group))
+                                    min(self.group, n_images - t * self.group), split)
         else:
             with nogil:
                 for t in prange(n_groups, schedule="static", num_threads=num_threads):
                     self.run_images(&x[0], &out[0], &arena[0] + threadid() * self.thread_items,
-                                    t * self.group, min(self.group, n_images - t * self.group))
+                                    t * self.group, min(self.group, n_images - t * self.group),
+                                    1)
 
     cdef void run_images(self, const float* x, float* out, float* arena, Py_ssize_t n,
-                         Py_ssize_t nb) noexcept nogil:
+                         Py_ssize_t nb, int split_threads) noexcept nogil:
         cdef float* bufs[MAX_BUFFERS]
         cdef Py_ssize_t i
         bufs[0] = <float*>(x + n * self.in_items)
         bufs[1] = out + n * self.out_items
         for i in range(2, self.n_bufs):
             bufs[i] = arena + self.offsets[i]
-        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, nb)
+        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, self.thread_items, nb,
+                  split_threads)

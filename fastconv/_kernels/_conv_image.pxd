@@ -58,19 +58,16 @@ cdef extern from "winograd.h" nogil:
 
 # -- padding --------------------------------------------------------------------------------
 
-cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssize_t H,
-                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
-                           Py_ssize_t Wp, Py_ssize_t sw) noexcept nogil:
-    """Zero-pad x (C, H, W) into p (C, sw, Hp, Wq), Wq = ceil(Wp / sw), split by column phase.
-
-    p[c, q, r, m] = x[c, r - ph, m*sw + q - pw], or 0 outside x: the columns a strided
-    output row reads at one kernel tap are then contiguous, as with stride 1 (split_row).
-    """
+cdef inline void pad_rows(const floating* x, floating* p, Py_ssize_t C, Py_ssize_t H,
+                          Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
+                          Py_ssize_t Wp, Py_ssize_t sw, Py_ssize_t r0,
+                          Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1-1 (of Hp) of every channel of pad_image's buffer."""
     cdef Py_ssize_t c, q, r
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef floating* row
     for c in range(C):
-        for r in range(Hp):
+        for r in range(r0, r1):
             row = p + (c * sw * Hp + r) * Wq
             if r < ph or r - ph >= H:
                 for q in range(sw):
@@ -79,14 +76,31 @@ cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssiz
                 split_row(x + (c * H + r - ph) * W, row, W, pw, sw, Wq, Hp * Wq, 0)
 
 
+cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
+                           Py_ssize_t Wp, Py_ssize_t sw) noexcept nogil:
+    """Zero-pad x (C, H, W) into p (C, sw, Hp, Wq), Wq = ceil(Wp / sw), split by column phase.
+
+    p[c, q, r, m] = x[c, r - ph, m*sw + q - pw], or 0 outside x: the columns a strided
+    output row reads at one kernel tap are then contiguous, as with stride 1 (split_row).
+    """
+    pad_rows(x, p, C, H, W, ph, pw, Hp, Wp, sw, 0, Hp)
+
+
+cdef inline bint reads_in_place(Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t sw) noexcept nogil:
+    """Whether pad_image's buffer would be a plain copy of the image: no padding, stride 1
+    across, the image's own height and width."""
+    return ph == 0 and pw == 0 and sw == 1 and Hp == H and Wp == W
+
+
 cdef inline const floating* padded_image(const floating* x, floating* p, Py_ssize_t C,
                                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
                                         Py_ssize_t pw, Py_ssize_t Hp, Py_ssize_t Wp,
                                         Py_ssize_t sw) noexcept nogil:
     """pad_image's buffer for x, in p, or x itself where that buffer would be a plain copy
-    of it (no padding, stride 1 across, the image's own height and width): a 1x1 layer
-    then reads its input where it lies."""
-    if ph == 0 and pw == 0 and sw == 1 and Hp == H and Wp == W:
+    of it (reads_in_place): a 1x1 layer then reads its input where it lies."""
+    if reads_in_place(H, W, ph, pw, Hp, Wp, sw):
         return x
     pad_image(x, p, C, H, W, ph, pw, Hp, Wp, sw)
     return p
@@ -148,6 +162,44 @@ cdef inline bint winograd_output(const floating* mbuf, Py_ssize_t K, Py_ssize_t 
 
 # -- one image ------------------------------------------------------------------------------
 
+cdef inline Py_ssize_t direct_tasks(Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t groups,
+                                    bint six) noexcept nogil:
+    """direct_rows' tasks in one image: per output row, its blocks of output channels."""
+    cdef Py_ssize_t kbs = KB6 if six else KB
+    return groups * ((K // groups + kbs - 1) // kbs) * Ho
+
+
+cdef inline void direct_rows(const floating* src, const floating* wpack, const floating* bias,
+                             floating* out, Py_ssize_t C, Py_ssize_t K, Py_ssize_t Ho,
+                             Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                             Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Hp,
+                             Py_ssize_t Wp, Py_ssize_t groups, bint wide, bint six,
+                             Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
+    """Tasks t0 .. t1-1 of direct_image (task t: output row t // (tasks per row), then the
+    blocks of output channels of each group) on src, pad_image's buffer of the image (only
+    the rows the tasks read need be there). Each output is one task's, the same whichever
+    tasks a call takes."""
+    cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
+    cdef Py_ssize_t VW = (VW_F if floating is float else VW_D) * (WIDE if wide else 1)
+    cdef Py_ssize_t kbs = KB6 if six else KB
+    cdef Py_ssize_t nkb = (Kg + kbs - 1) // kbs, blk = Cg * kh * kw * kbs
+    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
+    cdef Py_ssize_t t, grp, kb, k0, oh, ob, ow
+    cdef const floating* pg
+    for t in range(t0, t1):
+        oh = t // (groups * nkb)
+        kb = t % nkb
+        grp = t // nkb % groups
+        k0 = grp * Kg + kb * kbs
+        pg = src + grp * Cg * sw * Hp * Wq
+        for ob in range((Wo + VW - 1) // VW):
+            ow = ob * VW
+            direct_block(wide, six, pg + oh * sh * Wq + ow, wpack + (grp * nkb + kb) * blk,
+                         out + k0 * L + oh * Wo + ow, bias + k0 if bias != NULL else NULL,
+                         min(kbs, (grp + 1) * Kg - k0), min(VW, Wo - ow),
+                         Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+
+
 cdef inline void direct_image(const floating* x, floating* work, const floating* wpack,
                               const floating* bias, floating* out, Py_ssize_t C, Py_ssize_t H,
                               Py_ssize_t W, Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -157,26 +209,73 @@ cdef inline void direct_image(const floating* x, floating* work, const floating*
                               bint six) noexcept nogil:
     """out (K, Ho, Wo) = conv(x (C, H, W), weight) + bias (NULL for none) of one image by
     register-blocked direct convolution; work: pad_image's buffer (see conv2d_direct)."""
+    direct_rows(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out, C, K, Ho,
+                Wo, kh, kw, sh, sw, dh, dw, Hp, Wp, groups, wide, six, 0,
+                direct_tasks(K, Ho, groups, six))
+
+
+cdef inline Py_ssize_t kvec_tasks(Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
+                                  Py_ssize_t groups, Py_ssize_t kvl, int pixels,
+                                  bint by_rows) noexcept nogil:
+    """kvec_blocks' tasks in one image: per pixel block, its blocks of kvl output
+    channels."""
+    cdef Py_ssize_t nblocks = (Ho * ((Wo + pixels - 1) // pixels) if by_rows
+                               else (Ho * Wo + pixels - 1) // pixels)
+    return groups * ((K // groups + kvl - 1) // kvl) * nblocks
+
+
+cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
+                                   const floating* bias, floating* out, Py_ssize_t C,
+                                   Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
+                                   const Py_ssize_t* tap_off, Py_ssize_t ntaps,
+                                   const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
+                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hp, Py_ssize_t Wp,
+                                   Py_ssize_t groups, int kv, int pixels, bint by_rows,
+                                   Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
+    """Tasks t0 .. t1-1 of kvec_image (task t: pixel block t // (tasks per block), then the
+    blocks of output channels of each group) on src, pad_image's buffer of the image (only
+    the rows the tasks read need be there); the number of blocks this build has no kernel
+    for (0). Each output is one task's."""
     cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
-    cdef Py_ssize_t VW = (VW_F if floating is float else VW_D) * (WIDE if wide else 1)
-    cdef Py_ssize_t kbs = KB6 if six else KB
-    cdef Py_ssize_t nkb = (Kg + kbs - 1) // kbs, blk = Cg * kh * kw * kbs
+    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
+    cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
-    cdef Py_ssize_t grp, kb, k0, oh, ob, ow
-    cdef const floating* src = padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw)
+    cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
+    cdef Py_ssize_t nblocks = Ho * row_blocks if by_rows else (L + pixels - 1) // pixels
+    cdef Py_ssize_t t, grp, kb, k0, kb_n, b, f0, npix, oh, ow, r0, nt
+    cdef Py_ssize_t failed = 0
     cdef const floating* pg
-    for grp in range(groups):
+    cdef const floating* block_start
+    cdef const Py_ssize_t* block_pix
+    for t in range(t0, t1):
+        b = t // (groups * nkb)
+        kb = t % nkb
+        grp = t // nkb % groups
         pg = src + grp * Cg * sw * Hp * Wq
-        for kb in range(nkb):
-            k0 = grp * Kg + kb * kbs
-            for oh in range(Ho):
-                for ob in range((Wo + VW - 1) // VW):
-                    ow = ob * VW
-                    direct_block(wide, six, pg + oh * sh * Wq + ow, wpack + (grp * nkb + kb) * blk,
-                                 out + k0 * L + oh * Wo + ow,
-                                 bias + k0 if bias != NULL else NULL,
-                                 min(kbs, (grp + 1) * Kg - k0), min(VW, Wo - ow),
-                                 Cg, kh, kw, sw, dh, dw, Hp, Wq, L)
+        k0 = grp * Kg + kb * kvl
+        kb_n = min(kvl, (grp + 1) * Kg - k0)
+        if by_rows:
+            oh = b // row_blocks
+            ow = b % row_blocks * pixels
+            f0 = oh * Wo + ow
+            npix = min(pixels, Wo - ow)
+            block_start = pg + oh * sh * Wq + ow
+            block_pix = NULL
+            r0 = row_taps[2 * oh]
+            nt = row_taps[2 * oh + 1]
+        else:
+            f0 = b * pixels
+            npix = min(pixels, L - f0)
+            block_start = pg
+            block_pix = pix_off + f0
+            r0 = row_taps[0]
+            nt = row_taps[1]
+        # pointer arithmetic, not indexing: an empty run may start at the end
+        failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt,
+                             wpack + (grp * nkb + kb) * blk + r0 * kvl,
+                             block_pix, out + k0 * L + f0, L, kb_n, npix,
+                             bias + k0 if bias != NULL else NULL) != 0
+    return failed
 
 
 cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const floating* wpack,
@@ -190,46 +289,12 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
     """out (K, Ho, Wo) = conv(x (C, H, W), weight) + bias (NULL for none) of one image in
     channel-vector blocks (the operands as conv2d_direct_kvec documents them; row_taps:
     (Ho, 2), row-major); the number of blocks this build has no kernel for (0)."""
-    cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
-    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
-    cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
-    cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
-    cdef Py_ssize_t nblocks = Ho * row_blocks if by_rows else (L + pixels - 1) // pixels
-    cdef Py_ssize_t grp, kb, k0, kb_n, b, f0, npix, oh, ow, t0, nt
-    cdef Py_ssize_t failed = 0
-    cdef const floating* src = padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw)
-    cdef const floating* pg
-    cdef const floating* block_start
-    cdef const Py_ssize_t* block_pix
-    for grp in range(groups):
-        pg = src + grp * Cg * sw * Hp * Wq
-        for kb in range(nkb):
-            k0 = grp * Kg + kb * kvl
-            kb_n = min(kvl, (grp + 1) * Kg - k0)
-            for b in range(nblocks):
-                if by_rows:
-                    oh = b // row_blocks
-                    ow = b % row_blocks * pixels
-                    f0 = oh * Wo + ow
-                    npix = min(pixels, Wo - ow)
-                    block_start = pg + oh * sh * Wq + ow
-                    block_pix = NULL
-                    t0 = row_taps[2 * oh]
-                    nt = row_taps[2 * oh + 1]
-                else:
-                    f0 = b * pixels
-                    npix = min(pixels, L - f0)
-                    block_start = pg
-                    block_pix = pix_off + f0
-                    t0 = row_taps[0]
-                    nt = row_taps[1]
-                # pointer arithmetic, not indexing: an empty run may start at the end
-                failed += kvec_block(kv, pixels, block_start, tap_off + t0, nt,
-                                     wpack + (grp * nkb + kb) * blk + t0 * kvl,
-                                     block_pix, out + k0 * L + f0, L, kb_n, npix,
-                                     bias + k0 if bias != NULL else NULL) != 0
-    return failed
+    return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out,
+                       C, K, Ho, Wo, tap_off, ntaps, row_taps, pix_off, sh, sw, Hp, Wp, groups,
+                       kv, pixels, by_rows, 0,
+                       kvec_tasks(K, Ho, Wo, groups,
+                                  kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
+                                  pixels, by_rows))
 
 
 cdef inline bint winograd_image(const floating* x, floating* work, const floating* upack,
