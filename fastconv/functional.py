@@ -13,6 +13,7 @@ pure NumPy.
 # ----------------------------------------------------------------------------------------
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -146,25 +147,43 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
                               dh, dw, p.groups, nt)
 
 
+def _direct_operands(block, p, w):
+    """(wpack, hp, wp, stride_items) of conv2d_direct for problem p: the weight packed in
+    blocks of the kernel's output channels, the padded, phase-split image's rows and
+    columns, and its scratch per thread in items."""
+    wo = p.out_shape[3]
+    hp, wp, _, image_items = _phase_split_buffer(p, -(-wo // block.columns) * block.columns)
+    return (_pack_weight(w, p.groups, block.channels).reshape(-1), hp, wp,
+            _workspace.round_up(image_items, w.dtype))
+
+
 def _run_direct(block, p, x4, w, b, out4, nt):
     """conv2d_direct: the weight packed in blocks of the kernel's output channels, and
     scratch for one padded, phase-split image per thread."""
     _, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
-    wo = p.out_shape[3]
-    hp, wp, _, image_items = _phase_split_buffer(p, -(-wo // block.columns) * block.columns)
-    stride_items = _workspace.round_up(image_items, w.dtype)
+    wpack, hp, wp, stride_items = _direct_operands(block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
-    _conv.conv2d_direct(x4, _pack_weight(w, p.groups, block.channels).reshape(-1), b, out4, work,
-                        stride_items, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, p.groups,
-                        block.wide, block.six, nt)
+    _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
+                        hp, wp, p.groups, block.wide, block.six, nt)
 
 
-def _run_direct_kvec(block, p, x4, w, b, out4, nt):
-    """conv2d_direct_kvec: the weight packed in blocks of kv vectors of output channels, the
-    taps' and pixels' offsets in the phase-split image, scratch for one image per thread."""
+class _KvecOperands(NamedTuple):
+    """conv2d_direct_kvec's operands for one problem and weight (see _kvec_operands)."""
+    wpack: np.ndarray
+    taps: np.ndarray
+    row_taps: np.ndarray
+    pix: np.ndarray
+    hp: int
+    wp: int
+    stride_items: int
+
+
+def _kvec_operands(block, p, w):
+    """conv2d_direct_kvec's operands: the weight packed in blocks of kv vectors of output
+    channels, the taps' and pixels' offsets in the phase-split image, its rows and columns
+    and its scratch per thread; None where every window lies in the zero padding."""
     ho, wo = p.out_shape[2:]
-    (sh, sw), (ph, pw) = p.stride, p.padding
     kv, pixels, by_rows = block
     # row blocks read whole blocks of columns
     hp, wp, wq, image_items = _phase_split_buffer(
@@ -175,41 +194,58 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     tap_index, row_taps = _row_tap_runs(w.shape, p.stride, p.padding, p.dilation, p.x_shape[2],
                                         ho, skip)
     if tap_index is not None and tap_index.size == 0:
+        return None
+    taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
+    if tap_index is not None:
+        taps = taps[tap_index]
+    wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
+    pix = _raster_offsets(ho, wo, p.stride[0] * wq, pixels)
+    return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, hp, wp,
+                         _workspace.round_up(image_items, w.dtype))
+
+
+def _run_direct_kvec(block, p, x4, w, b, out4, nt):
+    """conv2d_direct_kvec on its operands (_kvec_operands), scratch for one image per
+    thread."""
+    ops = _kvec_operands(block, p, w)
+    if ops is None:
         # every window lies in the zero padding: each output is 0 + its bias, as the
         # kernel would sum it (and no empty tap list goes to the kernel)
         out4[...] = 0
         if b.size:
             out4 += b[:, None, None]
         return
-    taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
-    if tap_index is not None:
-        taps = taps[tap_index]
-    wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
-    pix = _raster_offsets(ho, wo, sh * wq, pixels)
-    stride_items = _workspace.round_up(image_items, w.dtype)
-    work = _workspace.scratch(nt * stride_items, w.dtype)
-    _conv.conv2d_direct_kvec(x4, wpack.reshape(-1), b, out4, work, stride_items, taps,
-                             row_taps, pix, sh, sw, ph, pw, hp, wp, p.groups, kv,
-                             pixels, by_rows, nt)
+    (sh, sw), (ph, pw) = p.stride, p.padding
+    work = _workspace.scratch(nt * ops.stride_items, w.dtype)
+    _conv.conv2d_direct_kvec(x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps,
+                             ops.row_taps, ops.pix, sh, sw, ph, pw, ops.hp, ops.wp, p.groups,
+                             block.kv, block.pixels, block.by_rows, nt)
+
+
+def _winograd_operands(block, p, w, nt):
+    """(upack, tap_off, stride_items) of conv2d_winograd: the transformed weight in blocks
+    of output channels (zero past K, computed on nt threads), the channels' offsets in V,
+    and the scratch per thread in items."""
+    k, c = w.shape[:2]
+    ho, wo = p.out_shape[2:]
+    th, tw = -(-ho // 2), -(-wo // 2)
+    stride_items = _workspace.round_up(
+        c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * block.tile_block, w.dtype)
+    kvl = block.kv * _conv_plan.build_support(w.itemsize).kvec_lanes
+    upack = (np.zeros if k % kvl else np.empty)(16 * -(-k // kvl) * c * kvl, dtype=w.dtype)
+    _conv.winograd_weight(w, upack, kvl, nt)
+    return upack, np.arange(c, dtype=np.intp) * block.tile_block, stride_items
 
 
 def _run_winograd(block, p, x4, w, b, out4, nt):
     """conv2d_winograd, then the images whose outputs are not all finite redone by direct
     convolution (block.redo), so that inf and NaN reach the outputs they reach in torch."""
-    k, c = w.shape[:2]
-    n, _, ho, wo = p.out_shape
+    n = p.out_shape[0]
     kv, pixels, tile_block, redo_plan = block
-    th, tw = -(-ho // 2), -(-wo // 2)
-    stride_items = _workspace.round_up(
-        c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * tile_block, w.dtype)
+    upack, tap_off, stride_items = _winograd_operands(block, p, w, nt)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     bad = np.empty(n, dtype=np.uint8)
-    # the transformed weight, in blocks of output channels, zero past K
-    kvl = kv * _conv_plan.build_support(w.itemsize).kvec_lanes
-    upack = (np.zeros if k % kvl else np.empty)(16 * -(-k // kvl) * c * kvl, dtype=w.dtype)
-    _conv.winograd_weight(w, upack, kvl, nt)
-    _conv.conv2d_winograd(x4, upack, b, out4, bad,
-                          work, stride_items, np.arange(c, dtype=np.intp) * tile_block,
+    _conv.conv2d_winograd(x4, upack, b, out4, bad, work, stride_items, tap_off,
                           p.padding[0], p.padding[1], tile_block, kv, pixels, nt)
     bad = np.flatnonzero(bad)
     if bad.size:
