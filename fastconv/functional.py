@@ -147,6 +147,33 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
                               dh, dw, p.groups, nt)
 
 
+# Operands of the direct kernels by (maker, block, problem, weight identity), each with a
+# copy of the weight's bytes: packing took ~4 us of a batch-1 LeNet layer whose kernel takes
+# about as long, for the same weight every call in eval. A weight changed in place (an
+# optimizer step) no longer matches its bytes and is packed again; so is any other array
+# that takes a freed one's id. Weights up to _MOST_CACHED_WEIGHT bytes, _MOST_OPERANDS
+# entries, then it starts over. The entries are only read, so threads may share them.
+_operand_cache = {}
+_MOST_OPERANDS = 64
+_MOST_CACHED_WEIGHT = 1 << 18
+
+
+def _operands(make, block, p, w):
+    """``make(block, p, w)``, from _operand_cache when ``w`` holds the bytes it had then."""
+    if w.nbytes > _MOST_CACHED_WEIGHT:
+        return make(block, p, w)
+    key = (make, block, p, id(w))
+    data = w.tobytes()
+    hit = _operand_cache.get(key)
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    ops = make(block, p, w)
+    if len(_operand_cache) >= _MOST_OPERANDS:
+        _operand_cache.clear()
+    _operand_cache[key] = (data, ops)
+    return ops
+
+
 def _direct_operands(block, p, w):
     """(wpack, hp, wp, stride_items) of conv2d_direct for problem p: the weight packed in
     blocks of the kernel's output channels, the padded, phase-split image's rows and
@@ -162,7 +189,7 @@ def _run_direct(block, p, x4, w, b, out4, nt):
     scratch for one padded, phase-split image per thread."""
     _, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
-    wpack, hp, wp, stride_items = _direct_operands(block, p, w)
+    wpack, hp, wp, stride_items = _operands(_direct_operands, block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
                         hp, wp, p.groups, block.wide, block.six, nt)
@@ -207,7 +234,7 @@ def _kvec_operands(block, p, w):
 def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     """conv2d_direct_kvec on its operands (_kvec_operands), scratch for one image per
     thread."""
-    ops = _kvec_operands(block, p, w)
+    ops = _operands(_kvec_operands, block, p, w)
     if ops is None:
         # every window lies in the zero padding: each output is 0 + its bias, as the
         # kernel would sum it (and no empty tap list goes to the kernel)

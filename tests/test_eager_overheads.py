@@ -201,3 +201,78 @@ def test_a_plain_attribute_becomes_a_parameter_module_or_buffer_when_assigned_on
     assert list(m._buffers) == ["buf"] and m.buf.shape == (4,)
     with pytest.raises(TypeError):
         m.thing = np.zeros(2)        # a parameter slot takes a Parameter or None
+
+
+# -- conv2d: packed weights kept while their bytes stay --------------------------------------
+
+def _cold_conv(*args, **kwargs):
+    F._operand_cache.clear()
+    return F.conv2d(*args, **kwargs)
+
+
+# LeNet's direct layer, its channel-vector layer, a grouped one
+CONV_CASES = [((1, 1, 28, 28), (6, 1, 5, 5), 2, 1), ((2, 6, 14, 14), (16, 6, 5, 5), 0, 1),
+              ((1, 4, 9, 9), (4, 1, 3, 3), 1, 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups", CONV_CASES)
+def test_packed_weights_follow_in_place_changes(x_shape, w_shape, padding, groups, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    for threads in (1, 2):
+        with fastconv.threads(threads):
+            first = F.conv2d(x, w, b, padding=padding, groups=groups)
+            np.testing.assert_array_equal(F.conv2d(x, w, b, padding=padding, groups=groups),
+                                          first)
+            # changed in place, as an optimizer does: the same array, other bytes
+            for change in (lambda a: a.__imul__(0.5), lambda a: a.__setitem__((0, 0, 0, 0), 3.0),
+                           lambda a: a.__setitem__((-1, 0, -1, -1), -0.0),
+                           lambda a: a.__setitem__((0, 0, 1, 1), np.nan)):
+                change(w)
+                got = F.conv2d(x, w, b, padding=padding, groups=groups)
+                np.testing.assert_array_equal(got, _cold_conv(x, w, b, padding=padding,
+                                                              groups=groups))
+            np.testing.assert_allclose(
+                F.conv2d(x, np.nan_to_num(w), b, padding=padding, groups=groups),
+                R.conv2d(x, np.nan_to_num(w), b, padding=padding, groups=groups),
+                rtol=1e-4, atol=1e-4)
+            w[...] = rng.standard_normal(w_shape)
+
+
+def test_packed_weights_of_many_layers_and_dtypes_start_over_past_their_limit():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 8, 8))
+    weights = [rng.standard_normal((4, 3, 3, 3)) for _ in range(F._MOST_OPERANDS + 5)]
+    expected = [R.conv2d(x, w, padding=1) for w in weights]
+    for _ in range(2):
+        for w, want in zip(weights, expected):
+            for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+                got = F.conv2d(x.astype(dtype), w.astype(dtype), padding=1, algorithm="direct")
+                np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+            assert len(F._operand_cache) <= F._MOST_OPERANDS
+
+
+def test_training_with_cached_packs_gives_the_uncached_weights():
+    # SGD changes every weight in place each step: each step must see the new weights
+    def train(cold):
+        fastconv.manual_seed(0)
+        model = nn.lenet()
+        rng = np.random.default_rng(0)
+        x = rng.random((4, 1, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, size=4)
+        loss = nn.CrossEntropyLoss()
+        opt = fastconv.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            if cold:
+                F._operand_cache.clear()
+            loss(model(x), y)
+            opt.zero_grad()
+            model.backward(loss.backward())
+            opt.step()
+        model.eval()
+        return [model(x)] + [p.data.copy() for p in model.parameters()]
+    for got, want in zip(train(False), train(True)):
+        np.testing.assert_array_equal(got, want)
