@@ -525,6 +525,14 @@ def plan_conv2d(p, algorithm="auto", support=None):
     return ConvPlan(Route.GEMM, gemm_tiles(p))
 
 
+@functools.lru_cache(maxsize=512)
+def cached_plan_conv2d(p, algorithm="auto"):
+    """:func:`plan_conv2d` with the loaded build's support, by problem: a function of the
+    problem alone (the build is fixed at import, the plan never reads the threads or the
+    data), and a layer asks the same every call. Plans are immutable NamedTuples."""
+    return plan_conv2d(p, algorithm)
+
+
 def plan_conv2d_backward(p, needs_input_grad=True, needs_weight_grad=True,
                          needs_bias_grad=True, support=None, weight_is_finite=lambda: True):
     """The :class:`BackwardPlan` of conv2d_backward: grad_input by the transposed convolution

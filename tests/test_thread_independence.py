@@ -256,3 +256,21 @@ def test_training_runs_match_across_thread_counts(network, batch):
     for n in (2, 3):
         with fastconv.threads(n):
             _assert_bitwise(_train(network, batch), serial, f"{network}, batch {batch}, {n} threads")
+
+
+# compiled models: LeNet's and ResNet-20's convolutions on the planned direct and
+# channel-vector kernels (GEMM in the portable build), the images split over threads
+COMPILED = {"lenet": (lambda: nn.models.lenet("modern"), (1, 28, 28), BATCHES),
+            "resnet20": (nn.models.resnet20, (3, 32, 32), (1, 7, 64))}
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_models_match_across_thread_counts(name):
+    make, shape, batches = COMPILED[name]
+    fastconv.manual_seed(0)
+    model = make()
+    model.eval()
+    cm = fastconv.compile(model, (max(batches),) + shape)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch,) + shape).astype(np.float32)
+        _across_threads(lambda: (cm(x),), f"compiled {name}, batch {batch}")

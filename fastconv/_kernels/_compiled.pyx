@@ -10,6 +10,9 @@ from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemv
 
 from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._conv_image cimport (
+    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, direct_image, kvec_image,
+    winograd_image)
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
 import numpy as np
@@ -31,6 +34,14 @@ cdef enum OpKind:
     OP_COPY = 8
 
 
+cdef enum Route:
+    # a convolution's kernel: _conv_plan.Route, as compile planned it
+    ROUTE_GEMM = 0
+    ROUTE_DIRECT = 1
+    ROUTE_KVEC = 2
+    ROUTE_WINOGRAD = 3
+
+
 cdef enum Act:
     ACT_NONE = 0
     ACT_RELU = 1
@@ -40,7 +51,7 @@ cdef enum Act:
 
 
 ctypedef struct Op:
-    int kind, act
+    int kind, act, route
     float slope
     # buffer ids: 0 is the image's input, 1 its output, the others live in the arena
     int src, src2, dst
@@ -51,6 +62,15 @@ ctypedef struct Op:
     const float* bias           # may be NULL; affine: shift
     bint count_include_pad
     float divisor               # avg pool: 0 means the window's own count
+    # planned convolutions (route other than GEMM): weight is packed for the route; the
+    # blocks and operands as fastconv.functional passes them to _conv (see _conv_image.pxd)
+    bint wide, six, by_rows
+    int kv, pixels
+    Py_ssize_t Hp, Wp, tile_block, ntaps
+    const Py_ssize_t* tap_off
+    const Py_ssize_t* row_taps
+    const Py_ssize_t* pix_off
+    const Op* redo              # Winograd: the direct op that redoes an image not all finite
 
 
 cdef inline void activate(float* y, Py_ssize_t n, int act, float slope) noexcept nogil:
@@ -90,6 +110,24 @@ cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept 
     gemm(False, False, <int>op.K, <int>L, <int>CKK, <float>1, op.weight, <int>CKK, colp, <int>L,
          beta, y, <int>L)
     activate(y, op.K * L, op.act, op.slope)
+
+
+cdef void planned_conv(const Op* op, const float* x, float* y, float* work) noexcept nogil:
+    """One image on the kernel compile planned (the eager planner's), bias added."""
+    cdef Py_ssize_t failed = 0
+    if op.route == ROUTE_DIRECT:
+        direct_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                     op.kh, op.kw, op.sh, op.sw, op.ph, op.pw, op.dh, op.dw, op.Hp, op.Wp, 1,
+                     op.wide, op.six)
+    elif op.route == ROUTE_KVEC:
+        # compile checked that this build has the channel-vector kernel: nothing fails
+        kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                   op.tap_off, op.ntaps, op.row_taps, op.pix_off, op.sh, op.sw, op.ph, op.pw,
+                   op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows)
+    elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                        op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
+        # an inf, NaN or overflow: direct convolution, as eager redoes such images
+        planned_conv(op.redo, x, y, work)
 
 
 cdef void run_conv_group(const Op* op, const float* x, float* y, float* col,
@@ -220,7 +258,12 @@ cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
     cdef const Op* op
     for i in range(n_ops):
         op = &ops[i]
-        if op.kind == OP_CONV and nb > 1:
+        if op.kind == OP_CONV and op.route != ROUTE_GEMM:
+            for b in range(nb):
+                planned_conv(op, bufs[op.src] + b * op.in_items,
+                             bufs[op.dst] + b * op.out_items, col)
+            activate(bufs[op.dst], nb * op.out_items, op.act, op.slope)
+        elif op.kind == OP_CONV and nb > 1:
             run_conv_group(op, bufs[op.src], bufs[op.dst], col, nb)
         elif op.kind == OP_LINEAR:
             run_linear(op, bufs[op.src], bufs[op.dst], nb)
@@ -259,54 +302,47 @@ cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
         memcpy(y, x, op.size * sizeof(float))
 
 
+def kernel_shapes():
+    """(direct block channels, 6-channel block channels, float32 columns, wide factor,
+    channel-vector lanes, {kv: most pixels}) of the kernels this build of the module runs:
+    compile checks them against the _conv build its plans are made for."""
+    return KB, KB6, VW_F, WIDE, KVEC_LANES_F, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2}
+
+
 cdef class Program:
     """The ops of one compiled network, with references to the arrays they point into.
 
     ops: a list of dicts with Op's fields (weight/bias as C-contiguous float32 arrays or
-    None); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
+    None; tap_off, row_taps, pix_off as intp arrays; a Winograd op's "redo", the dict of its
+    direct op); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
     output, take none of the arena); col_items: per image, the largest im2col matrix and
-    GEMM result of a convolution. Images run in groups of ``group`` consecutive ones (the
-    last may be smaller), fixed by the batch alone, so the bits do not depend on threads.
+    GEMM result of a convolution; work_items: the largest scratch of one image on a
+    planned (direct, channel-vector, Winograd) kernel. Images run in groups of ``group``
+    consecutive ones (the last may be smaller), fixed by the batch alone, so the bits do
+    not depend on threads.
     """
     cdef Op* ops
+    cdef Op* redo_ops
     cdef readonly Py_ssize_t n_ops
     cdef Py_ssize_t n_bufs, col_offset, in_items, out_items, group
     cdef Py_ssize_t[::1] offsets
     cdef readonly Py_ssize_t thread_items
     cdef list keep
 
-    def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t in_items,
-                  Py_ssize_t out_items, Py_ssize_t group):
+    def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t work_items,
+                  Py_ssize_t in_items, Py_ssize_t out_items, Py_ssize_t group):
         cdef Py_ssize_t i, total = 0
-        cdef float[::1] arr
         self.n_ops = len(ops)
         self.ops = <Op*>calloc(max(self.n_ops, 1), sizeof(Op))
-        if self.ops == NULL:
+        self.redo_ops = <Op*>calloc(max(self.n_ops, 1), sizeof(Op))
+        if self.ops == NULL or self.redo_ops == NULL:
             raise MemoryError()
         self.keep = []
         for i, d in enumerate(ops):
-            o = &self.ops[i]
-            o.kind = d["kind"]
-            o.act = d.get("act", ACT_NONE)
-            o.slope = d.get("slope", 0.0)
-            o.src, o.src2, o.dst = d["src"], d.get("src2", 0), d["dst"]
-            o.C, o.H, o.W, o.K = d.get("C", 0), d.get("H", 0), d.get("W", 0), d.get("K", 0)
-            o.kh, o.kw, o.sh, o.sw = d.get("kh", 0), d.get("kw", 0), d.get("sh", 0), d.get("sw", 0)
-            o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
-            o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
-            o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
-            o.in_items, o.in2_items = d["in_items"], d.get("in2_items", 0)
-            o.out_items = d["out_items"]
-            o.count_include_pad = d.get("count_include_pad", True)
-            o.divisor = d.get("divisor", 0.0)
-            if d.get("weight") is not None:
-                arr = d["weight"]
-                self.keep.append(d["weight"])
-                o.weight = &arr[0]
-            if d.get("bias") is not None:
-                arr = d["bias"]
-                self.keep.append(d["bias"])
-                o.bias = &arr[0]
+            self.fill(&self.ops[i], d)
+            if d.get("redo") is not None:
+                self.fill(&self.redo_ops[i], d["redo"])
+                self.ops[i].redo = &self.redo_ops[i]
         self.n_bufs = len(buffer_sizes)
         self.offsets = np.zeros(self.n_bufs, dtype=np.intp)
         self.group = group
@@ -318,11 +354,53 @@ cdef class Program:
                              f"at most {MAX_BUFFERS} are supported")
         self.col_offset = total
         self.in_items, self.out_items = in_items, out_items
-        # each thread: its buffers, then the im2col matrix; 16 items apart (cache lines)
-        self.thread_items = (total + group * col_items + 16) // 16 * 16
+        # each thread: its buffers, then the im2col matrix or a planned kernel's scratch;
+        # 16 items apart (cache lines)
+        self.thread_items = (total + max(group * col_items, work_items) + 16) // 16 * 16
+
+    cdef void fill(self, Op* o, dict d) except *:
+        o.kind = d["kind"]
+        o.act = d.get("act", ACT_NONE)
+        o.slope = d.get("slope", 0.0)
+        o.route = d.get("route", ROUTE_GEMM)
+        o.src, o.src2, o.dst = d.get("src", 0), d.get("src2", 0), d.get("dst", 0)
+        o.C, o.H, o.W, o.K = d.get("C", 0), d.get("H", 0), d.get("W", 0), d.get("K", 0)
+        o.kh, o.kw, o.sh, o.sw = d.get("kh", 0), d.get("kw", 0), d.get("sh", 0), d.get("sw", 0)
+        o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
+        o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
+        o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
+        o.in_items, o.in2_items = d.get("in_items", 0), d.get("in2_items", 0)
+        o.out_items = d.get("out_items", 0)
+        o.count_include_pad = d.get("count_include_pad", True)
+        o.divisor = d.get("divisor", 0.0)
+        o.wide, o.six = d.get("wide", False), d.get("six", False)
+        o.by_rows = d.get("by_rows", False)
+        o.kv, o.pixels = d.get("kv", 0), d.get("pixels", 0)
+        o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
+        o.weight = <const float*>self.pointer(d, "weight", np.float32)
+        o.bias = <const float*>self.pointer(d, "bias", np.float32)
+        o.tap_off = <const Py_ssize_t*>self.pointer(d, "tap_off", np.intp)
+        o.row_taps = <const Py_ssize_t*>self.pointer(d, "row_taps", np.intp)
+        o.pix_off = <const Py_ssize_t*>self.pointer(d, "pix_off", np.intp)
+        if o.tap_off != NULL:
+            o.ntaps = len(d["tap_off"])
+
+    cdef const void* pointer(self, dict d, str key, dtype) except? NULL:
+        """The data of d[key], a C-contiguous 1-D array of dtype kept alive with the
+        program; NULL where d has none."""
+        a = d.get(key)
+        if a is None:
+            return NULL
+        if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.ndim == 1
+                and a.flags.c_contiguous and a.size > 0):
+            raise ValueError(f"Program: {key} must be a non-empty C-contiguous 1-D {dtype} "
+                             f"array")
+        self.keep.append(a)
+        return <const void*><size_t>a.ctypes.data
 
     def __dealloc__(self):
         free(self.ops)
+        free(self.redo_ops)
 
     def run(self, const float[::1] x, float[::1] out, float[::1] arena, Py_ssize_t n_images,
             int num_threads):
