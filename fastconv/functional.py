@@ -29,12 +29,17 @@ from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_los
 # last one zero-padded: every BLAS call then has one shape. BLAS rounds differently for
 # different sub-matrix shapes (OpenBLAS's small-matrix kernels), so a cut that moved with the
 # thread count or with the number of rows (a rank's shard of a batch) would move the bits.
-_MATMUL_BLOCK_ROWS = 32
+# 8 rows: OpenBLAS's small-matrix kernel takes LeNet's blocks (8x400x120: 5.6 us, where
+# 32x400x120 took 30), which made batch 256 faster per row too and batch 1 pads 7 rows,
+# not 31 (figures in benchmarks/README.md).
+_MATMUL_BLOCK_ROWS = 8
 
 def _contiguous(a):
     """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
     typed C pointers, and a misaligned one is undefined behaviour (UBSan reports it)."""
-    return np.require(a, requirements="CA")
+    # flags.carray (C-contiguous, aligned, writeable) first: np.require costs ~2 us a call,
+    # 18 calls of a batch-1 LeNet forward
+    return a if a.flags.carray else np.require(a, requirements="CA")
 
 
 def _pack_weight(w, groups, block, taps=None):
@@ -127,10 +132,12 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
     by ``plan`` (a :class:`fastconv._conv_plan.ConvPlan` of problem ``p``) on ``nt`` threads."""
     if plan.route is Route.WINOGRAD:
         _run_winograd(plan.block, p, x4, w, b, out4, nt)
+    # the direct kernels share out images: no more threads than images (a team of two for
+    # one image costs its wake-up, ~5 us, and computes nothing more)
     elif plan.route is Route.DIRECT_KVEC:
-        _run_direct_kvec(plan.block, p, x4, w, b, out4, nt)
+        _run_direct_kvec(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
     elif plan.route is Route.DIRECT:
-        _run_direct(plan.block, p, x4, w, b, out4, nt)
+        _run_direct(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
     else:
         images, rows, stride_items = plan.block
         (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
@@ -138,6 +145,33 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
         with blas_single_threaded():
             _conv.conv2d_gemm(x4, w, b, out4, work, stride_items, images, rows, sh, sw, ph, pw,
                               dh, dw, p.groups, nt)
+
+
+# Operands of the direct kernels by (maker, block, problem, weight identity), each with a
+# copy of the weight's bytes: packing took ~4 us of a batch-1 LeNet layer whose kernel takes
+# about as long, for the same weight every call in eval. A weight changed in place (an
+# optimizer step) no longer matches its bytes and is packed again; so is any other array
+# that takes a freed one's id. Weights up to _MOST_CACHED_WEIGHT bytes, _MOST_OPERANDS
+# entries, then it starts over. The entries are only read, so threads may share them.
+_operand_cache = {}
+_MOST_OPERANDS = 64
+_MOST_CACHED_WEIGHT = 1 << 18
+
+
+def _operands(make, block, p, w):
+    """``make(block, p, w)``, from _operand_cache when ``w`` holds the bytes it had then."""
+    if w.nbytes > _MOST_CACHED_WEIGHT:
+        return make(block, p, w)
+    key = (make, block, p, id(w))
+    data = w.tobytes()
+    hit = _operand_cache.get(key)
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    ops = make(block, p, w)
+    if len(_operand_cache) >= _MOST_OPERANDS:
+        _operand_cache.clear()
+    _operand_cache[key] = (data, ops)
+    return ops
 
 
 def _direct_operands(block, p, w):
@@ -155,7 +189,7 @@ def _run_direct(block, p, x4, w, b, out4, nt):
     scratch for one padded, phase-split image per thread."""
     _, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
-    wpack, hp, wp, stride_items = _direct_operands(block, p, w)
+    wpack, hp, wp, stride_items = _operands(_direct_operands, block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
                         hp, wp, p.groups, block.wide, block.six, nt)
@@ -200,7 +234,7 @@ def _kvec_operands(block, p, w):
 def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     """conv2d_direct_kvec on its operands (_kvec_operands), scratch for one image per
     thread."""
-    ops = _kvec_operands(block, p, w)
+    ops = _operands(_kvec_operands, block, p, w)
     if ops is None:
         # every window lies in the zero padding: each output is 0 + its bias, as the
         # kernel would sum it (and no empty tap list goes to the kernel)
@@ -391,12 +425,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             + (f"{out.dtype} array of shape {out.shape}"
                + ("" if out.flags.aligned else ", unaligned") if isinstance(out, np.ndarray)
                else type(out).__name__))
-    if any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
+    elif any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
         raise ValueError("out must not share memory with input, weight or bias: the kernel "
                          "would read them while it writes out")
     if args.out_shape[0] == 0:
         return out
-    plan = _conv_plan.plan_conv2d(problem, algorithm)
+    plan = _conv_plan.cached_plan_conv2d(problem, algorithm)
     b = _contiguous(args.bias) if args.bias is not None else np.empty(0, dtype=dtype)
     _run_forward(plan, problem, _contiguous(args.x), _contiguous(args.weight), b,
                  out.reshape(args.out_shape), get_num_threads())
@@ -469,12 +503,14 @@ def _matmul(a, b, trans_a=False, trans_b=False):
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
-    out = np.empty((m, n), dtype=a.dtype)
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
     block = _MATMUL_BLOCK_ROWS
     full = m - m % block
+    out = None if 0 < m < block else np.empty((m, n), dtype=a.dtype)
     with blas_single_threaded():
-        _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block, get_num_threads())
+        if full:
+            _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block,
+                         min(get_num_threads(), full // block))
         if full < m:  # the last rows through a zero-padded block: the same call shape again
             tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
             if trans_a:
@@ -483,6 +519,8 @@ def _matmul(a, b, trans_a=False, trans_b=False):
                 tail[:m - full] = a[full:]
             tail_out = np.empty((block, n), dtype=a.dtype)
             _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
+            if not full:  # fewer rows than a block: the block's first rows are the result
+                return tail_out[:m]
             out[full:] = tail_out[:m - full]
     return out
 
@@ -546,6 +584,20 @@ def _planes(a4):
     return _contiguous(a4).reshape(n * c, h, w)
 
 
+def _pool_forward(kernel, a, *args, indices=None):
+    """``kernel(planes, out, [indices,] *args, num_threads)``, a forward of _pool, on the
+    validated arguments ``a``: x as (N*C, H, W) planes, into a new output and, for max
+    pooling (``indices`` True or False), a new int64 argmax array or None. Returns them
+    unbatched as x was."""
+    n, c, ho, wo = a.out_shape
+    results = (np.empty(a.out_shape, a.x.dtype),)
+    if indices is not None:  # max pooling's argmax slot
+        results += (np.empty(a.out_shape, np.int64) if indices else None,)
+    kernel(_planes(a.x), *[r if r is None else r.reshape(n * c, ho, wo) for r in results],
+           *args, get_num_threads())
+    return tuple(r if r is None else _validation.unbatch(r, a.unbatched) for r in results)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling over (N, C, H, W), like ``torch.nn.functional.max_pool2d``.
@@ -573,16 +625,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         first maximum in row-major window order, or the last NaN if the window has one.
     """
     a = _validation.max_pool2d_args(x, kernel_size, stride, padding, dilation, ceil_mode)
-    n, c, ho, wo = a.out_shape
-    out = np.empty(a.out_shape, x.dtype)
-    indices = np.empty(a.out_shape, np.int64) if return_indices else None
-    _pool.max_pool2d_forward(
-        _planes(a.x), out.reshape(n * c, ho, wo),
-        None if indices is None else indices.reshape(n * c, ho, wo),
-        a.kernel_size, a.stride, a.padding, a.dilation, get_num_threads())
-    if return_indices:
-        return _validation.unbatch(out, a.unbatched), _validation.unbatch(indices, a.unbatched)
-    return _validation.unbatch(out, a.unbatched)
+    out, indices = _pool_forward(_pool.max_pool2d_forward, a, a.kernel_size, a.stride,
+                                 a.padding, a.dilation, indices=bool(return_indices))
+    return (out, indices) if return_indices else out
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
@@ -641,12 +686,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     """
     a = _validation.avg_pool2d_args(x, kernel_size, stride, padding, ceil_mode,
                                     count_include_pad, divisor_override)
-    n, c, ho, wo = a.out_shape
-    out = np.empty(a.out_shape, x.dtype)
-    _pool.avg_pool2d_forward(
-        _planes(a.x), out.reshape(n * c, ho, wo), a.kernel_size, a.stride, a.padding,
-        a.count_include_pad, a.divisor_override or 0, get_num_threads())
-    return _validation.unbatch(out, a.unbatched)
+    (out,) = _pool_forward(_pool.avg_pool2d_forward, a, a.kernel_size, a.stride, a.padding,
+                           a.count_include_pad, a.divisor_override or 0)
+    return out
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,

@@ -166,6 +166,9 @@ CONV_ROUTES = {
     "pointwise-32": ((32, 14, 14), (32, 32, 1, 1), {}, ("gemm", "direct")),
     # grad_input as the transposed convolution on the column-vector direct block
     "3x3-16-channels": ((16, 12, 12), (16, 16, 3, 3), dict(padding=1), ("gemm", "direct")),
+    # stride 2 on the channel-vector block where the column block would be narrow
+    "stride2-16-to-32": ((16, 10, 26), (32, 16, 3, 3), dict(stride=2, padding=1),
+                         ("gemm", "direct")),
 }
 
 
