@@ -303,37 +303,29 @@ _FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
+
+def _gz_md5(*md5s):
+    """The md5 of each of the four gzip files, given in the order of _FILES, by file name."""
+    return {stem + ".gz": md5 for stem, md5 in zip(_FILES.values(), md5s)}
+
+
 #: MNIST (LeCun, Cortes, Burges): the official gzip files, identical on every mirror.
 MNIST = DatasetInfo(
-    name="mnist",
-    title="MNIST",
-    mirrors=(
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        "https://yann.lecun.com/exdb/mnist/",
-    ),
-    md5={
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    },
+    name="mnist", title="MNIST",
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+             "https://storage.googleapis.com/cvdf-datasets/mnist/",
+             "https://yann.lecun.com/exdb/mnist/"),
+    md5=_gz_md5("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
 )
 
 #: Fashion-MNIST (Xiao, Rasul, Vollgraf, Zalando Research), same layout as MNIST.
 FASHION_MNIST = DatasetInfo(
-    name="fashion-mnist",
-    title="Fashion-MNIST",
-    mirrors=(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-    ),
-    md5={
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    },
+    name="fashion-mnist", title="Fashion-MNIST",
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+             "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),
+    md5=_gz_md5("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
 )
 
 _SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "mnist_sample"

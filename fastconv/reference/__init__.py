@@ -333,12 +333,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
     Parameters
     ----------
-    x : ndarray, (N, C, H, W) or (C, H, W), float32 or float64
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to kernel_size.
-    padding : int or (int, int)
-    ceil_mode, count_include_pad : bool
+    x, kernel_size, stride, padding, ceil_mode
+        As for :func:`max_pool2d` (which also takes dilation).
+    count_include_pad : bool
+        Count the padding in a window's size.
     divisor_override : int, optional
         Divide every window sum by this instead of the window's size.
 
