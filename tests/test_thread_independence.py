@@ -224,8 +224,10 @@ def _batchnorm_net():
         nn.Linear(32, 10))
 
 
-# network -> (factory, image side)
-NETWORKS = {"lenet-dropout": (_lenet_with_dropout, 28), "batchnorm": (_batchnorm_net, 14)}
+# network -> (factory, image side); ResNet-8's BasicBlocks run BatchNorm with the ReLU and
+# the residual add fused (nn.layers.bn_relu)
+NETWORKS = {"lenet-dropout": (_lenet_with_dropout, 28), "batchnorm": (_batchnorm_net, 14),
+            "resnet8": (lambda: nn.models.cifar_resnet(8, in_channels=1), 12)}
 
 
 def _train(network, batch, steps=30):
