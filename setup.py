@@ -39,6 +39,9 @@ CPU_LEVEL_FLAGS = {
 CPU_VARIANTS = {
     "_activation": ("x86_64_v3", "x86_64_v4"),  # float32 sigmoid 1.97 -> 0.43 ms on v4, (256,6,28,28)
     "_batchnorm": ("x86_64_v3", "x86_64_v4"),
+    # compile's executor runs _conv's direct, channel-vector and Winograd kernels per image:
+    # the same levels as _conv, so that its plans hold
+    "_compiled": ("x86_64_v3", "x86_64_v4"),
     "_conv": ("x86_64_v3", "x86_64_v4"),
     "_im2col": ("x86_64_v3", "x86_64_v4"),
     "_pool": ("x86_64_v3",),

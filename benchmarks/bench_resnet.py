@@ -15,6 +15,8 @@ backward, in the forward column) and the optimizer (zero_grad and step, in the b
 column). Each
 module's forward and backward are timed on their own (a container's time is what its children
 do not account for: for a BasicBlock, the add of the two paths), best of N per entry.
+Where a BatchNorm2d runs with its ReLU (and a block's residual add) in the same pass
+(nn.layers.bn_relu), that time is BatchNorm2d's.
 
     python benchmarks/bench_resnet.py                        # batches 128 and 32, 2 threads
     python benchmarks/bench_resnet.py --batch-sizes 128 --profile
@@ -172,15 +174,15 @@ def _instrument(model, record):
     info = {}
 
     def timed(module, direction, fn):
-        def wrapper(arg):
+        def wrapper(arg, *args, **kwargs):
             stack.append(0.0)
             start = time.perf_counter()
-            out = fn(arg)
+            out = fn(arg, *args, **kwargs)
             elapsed = time.perf_counter() - start
             children = stack.pop()
             if stack:
                 stack[-1] += elapsed
-            if direction == "forward":
+            if direction == "forward" or id(module) not in info:  # a module first seen backward
                 info[id(module)] = (_category(module, arg.shape), arg.shape, out.shape)
             category, x_shape, out_shape = info[id(module)]
             entry = record[(category, direction)]
@@ -193,10 +195,13 @@ def _instrument(model, record):
         return wrapper
 
     for module in model.modules():
-        for direction in ("forward", "backward"):
+        # BatchNorm's _forward/_backward: what bn_relu calls (the ReLU and add fused in)
+        for name in ("forward", "backward", "_forward", "_backward"):
+            if not hasattr(type(module), name):
+                continue
             # the class's method, so that instrumenting again replaces the wrapper
-            method = getattr(type(module), direction).__get__(module)
-            object.__setattr__(module, direction, timed(module, direction, method))
+            method = getattr(type(module), name).__get__(module)
+            object.__setattr__(module, name, timed(module, name.lstrip("_"), method))
 
 
 def profile(batch=128, threads=2, repeat=7):

@@ -5,6 +5,12 @@ The planner walks the eval-mode model (BatchNorm2d folded into the convolution b
 reads one or two per-image buffers and writes one, activations fused into the op that feeds
 them. Layers that only reshape or pass through (Flatten, Identity, Dropout in eval mode)
 emit nothing: their output is their input's buffer.
+
+Each convolution takes the kernel eager conv2d's planner (fastconv._conv_plan) picks for one
+image, its weight packed here once: the direct, channel-vector and Winograd kernels then
+run image by image inside the executor's threads, on the same per-image code as eager's
+(_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
+im2col + GEMM over a group of images.
 """
 import copy
 import math
@@ -12,7 +18,8 @@ import threading
 
 import numpy as np
 
-from . import nn
+from . import _conv_plan, functional, nn
+from ._conv_plan import Problem, Route
 from ._kernels import _compiled
 from ._threads import blas_single_threaded, get_num_threads
 from .nn import containers, layers, models, pooling
@@ -22,6 +29,8 @@ __all__ = ["compile", "CompiledModel"]
 # Op kinds and activations: the enums of _compiled.pyx
 CONV, LINEAR, MAXPOOL, AVGPOOL, ACT, AFFINE, ADD, CONCAT, COPY = range(9)
 NO_ACT, RELU, LEAKY, SIGMOID, TANH = range(5)
+# Convolution kernels: the Route enum of _compiled.pyx
+_ROUTES = {Route.GEMM: 0, Route.DIRECT: 1, Route.DIRECT_KVEC: 2, Route.WINOGRAD: 3}
 _FUSABLE = (CONV, LINEAR, MAXPOOL, AVGPOOL, ACT, AFFINE, ADD)
 _ALIASES = (containers.Identity, layers.Dropout)
 
@@ -39,7 +48,9 @@ class _Planner:
         self.ops = []
         self.sizes = [0, 0]  # ids 0 and 1: the caller's input and output
         self.items = {}      # items per image of each buffer id
-        self.col_items = 0
+        self.col_items = 0   # per image: the GEMM route's im2col matrix and product
+        self.work_items = 0  # per thread: the planned kernels' scratch
+        self.routes = []     # each convolution's kernel, in order
 
     def buffer(self, shape):
         self.sizes.append(math.prod(shape))
@@ -94,12 +105,24 @@ class _Planner:
         c, h, w = v.shape
         k, _, kh, kw = m.weight.data.shape
         _, ho, wo = self.out_shape(m, v)
-        self.col_items = max(self.col_items, (c * kh * kw + k) * ho * wo)
-        return self.emit(dict(kind=CONV, src=v.buf, C=c, H=h, W=w, K=k, kh=kh, kw=kw,
-                              sh=m.stride[0], sw=m.stride[1], ph=ph, pw=pw, dh=m.dilation[0],
-                              dw=m.dilation[1], Ho=ho, Wo=wo,
-                              weight=_f32(m.weight.data.reshape(k, -1)),
-                              bias=None if m.bias is None else _f32(m.bias.data)), (k, ho, wo))
+        weight = np.ascontiguousarray(m.weight.data, dtype=np.float32)
+        geometry = dict(C=c, H=h, W=w, K=k, kh=kh, kw=kw, sh=m.stride[0], sw=m.stride[1],
+                        ph=ph, pw=pw, dh=m.dilation[0], dw=m.dilation[1], Ho=ho, Wo=wo,
+                        bias=None if m.bias is None else _f32(m.bias.data))
+        # the eager planner's kernel for one image (its routes but GEMM do not depend on
+        # the batch); the GEMM route runs as the executor's im2col + GEMM of image groups
+        problem = Problem((1, c, h, w), weight.shape, (1, k, ho, wo), tuple(m.stride),
+                          (ph, pw), tuple(m.dilation), 1, 4)
+        plan = _conv_plan.plan_conv2d(problem, support=_support())
+        planned = _planned_kernel(plan, problem, weight, geometry)
+        self.routes.append(Route.GEMM.value if planned is None else plan.route.value)
+        if planned is None:
+            self.col_items = max(self.col_items, (c * kh * kw + k) * ho * wo)
+            planned = dict(weight=_f32(weight.reshape(k, -1)))
+        else:
+            self.work_items = max(self.work_items, planned.pop("work_items"))
+            planned["split"] = k * c * kh * kw * ho * wo >= _SPLIT_MIN_MACS
+        return self.emit(dict(kind=CONV, src=v.buf, **geometry, **planned), (k, ho, wo))
 
     def linear(self, m, v, label):
         if len(v.shape) != 1:
@@ -173,7 +196,10 @@ class _Planner:
     def add(self, a, b, label):
         if a.shape != b.shape:
             raise ValueError(f"compile: {label} adds shapes {a.shape} and {b.shape}")
-        return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=math.prod(a.shape)), a.shape)
+        c, h, w = a.shape if len(a.shape) == 3 else (1, 1, math.prod(a.shape))
+        return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=c * h * w, C=c, H=h, W=w,
+                              split=len(a.shape) == 3 and c * h * w >= _SPLIT_MIN_ITEMS),
+                         a.shape)
 
     def concat(self, m, v, name, label):
         if m.dim not in (1, -3) or len(v.shape) != 3:
@@ -218,6 +244,50 @@ def _join(prefix, child):
     return f"{prefix}.{child}" if prefix else str(child)
 
 
+def _support():
+    """The planner's BuildSupport for float32, checked against the kernels _compiled was
+    built with: both modules are loaded for the same CPU level, unless the build is stale."""
+    support = _conv_plan.build_support(4)
+    kb, kb6, vw, wide, lanes, most_pixels = _compiled.kernel_shapes()
+    if (support.direct_block, support.direct_six_channels, support.direct_wide_columns,
+            support.kvec_lanes, support.kvec_most_pixels) != ((kb, vw), kb6, vw * wide, lanes,
+                                                              most_pixels):
+        raise RuntimeError("compile: fastconv._kernels._compiled and _conv were built for "
+                           "different CPU levels (see fastconv.show_config()); rebuild "
+                           "fastconv")
+    return support
+
+
+def _planned_kernel(plan, problem, weight, geometry):
+    """The Op fields of a convolution on a planned kernel (direct, channel-vector or
+    Winograd), its weight packed once as fastconv.functional packs it per call, with
+    "work_items", its scratch; None for the GEMM route (and for the channel-vector one
+    where every window lies in the padding, which GEMM computes as well)."""
+    route = plan.route
+    if route is Route.DIRECT:
+        wpack, hp, wp, items = functional._direct_operands(plan.block, problem, weight)
+        return dict(route=_ROUTES[route], weight=wpack, Hp=hp, Wp=wp, wide=plan.block.wide,
+                    six=plan.block.six, work_items=items)
+    if route is Route.DIRECT_KVEC:
+        ops = functional._kvec_operands(plan.block, problem, weight)
+        if ops is None:
+            return None
+        return dict(route=_ROUTES[route], weight=ops.wpack, tap_off=ops.taps,
+                    row_taps=ops.row_taps.reshape(-1), pix_off=ops.pix, Hp=ops.hp, Wp=ops.wp,
+                    kv=plan.block.kv, pixels=plan.block.pixels, by_rows=plan.block.by_rows,
+                    work_items=ops.stride_items)
+    if route is Route.WINOGRAD:
+        redo = _planned_kernel(plan.block.redo, problem, weight, geometry)
+        if redo is None:
+            return None
+        upack, tap_off, items = functional._winograd_operands(plan.block, problem, weight, 1)
+        return dict(route=_ROUTES[route], weight=upack, tap_off=tap_off, kv=plan.block.kv,
+                    pixels=plan.block.pixels, tile_block=plan.block.tile_block,
+                    work_items=max(items, redo["work_items"]),
+                    redo=dict(kind=CONV, **geometry, **redo))
+    return None
+
+
 def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32).ravel()
 
@@ -240,6 +310,15 @@ _LEAVES = [(layers.Conv2d, _Planner.conv), (layers.Linear, _Planner.linear),
 _LEAVES += [(cls, _Planner.activation) for cls in _ACTIVATIONS]
 
 
+# Fewest multiply-adds (K * C*kH*kW * Ho*Wo) for a convolution to split one image's blocks
+# over the threads when there are fewer image groups than threads (batch 1): below it the
+# fork and join of the threads cost more than the split saves (LeNet's layers, 0.1-0.2 M,
+# stay whole; ResNet-20's 3x3 layers, 2.4 M, split).
+_SPLIT_MIN_MACS = 1 << 20
+# Fewest items of a residual addition to split by rows with the convolutions around it, so
+# that each thread adds the rows it computed and keeps them in its cache for the next layer.
+_SPLIT_MIN_ITEMS = 4096
+
 # Images per group: wider GEMMs for small layers, columns that stay in cache (LeNet conv1:
 # 4 images of 25 x 784 im2col columns, 314 KB)
 _GROUP = 4
@@ -251,10 +330,14 @@ class CompiledModel:
     Call it as ``cm(x)`` or ``cm(x, out=buffer)``. Each call runs every layer in one nogil
     call with no allocation but the output (none with ``out=``); each calling thread gets
     its own activation arena, so several Python threads may call it at once.
+
+    ``routes``: the kernel of each convolution, in order, as eager ``conv2d`` plans it for
+    one image ('gemm', 'direct', 'direct_kvec', 'winograd'; see fastconv._conv_plan).
     """
 
-    def __init__(self, program, input_shape, output_shape, max_batch, dtype):
+    def __init__(self, program, input_shape, output_shape, max_batch, dtype, routes):
         self._program = program
+        self.routes = tuple(routes)
         self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
         self.max_batch, self.dtype = max_batch, np.dtype(dtype)
         self._local = threading.local()
@@ -287,15 +370,18 @@ class CompiledModel:
                              f"array of shape {list(shape)}, got "
                              f"{getattr(out, 'shape', type(out).__name__)}")
         x = np.ascontiguousarray(x)
-        n_threads = max(1, min(get_num_threads(), -(-n // _GROUP)))
-        arena = self._arena(n_threads)
+        threads = get_num_threads()
+        # an arena per thread: each runs groups of images, or (fewer groups than threads)
+        # its part of each image's large layers
+        arena = self._arena(max(1, threads))
         if n == 1:
-            # one image: no OpenMP region, and GEMMs too small for BLAS to thread, so the
-            # ~4 µs of switching BLAS to one thread and back is saved
-            self._program.run(x.reshape(-1), out.reshape(-1), arena, n, 1)
+            # one image: GEMMs too small for BLAS to thread (and none inside the OpenMP
+            # regions of split layers), so the ~4 µs of switching BLAS to one thread and
+            # back is saved
+            self._program.run(x.reshape(-1), out.reshape(-1), arena, n, threads)
         else:
             with blas_single_threaded():
-                self._program.run(x.reshape(-1), out.reshape(-1), arena, n, n_threads)
+                self._program.run(x.reshape(-1), out.reshape(-1), arena, n, threads)
         return out
 
     def __repr__(self):
@@ -356,5 +442,6 @@ def compile(model, input_shape, dtype=np.float32, max_batch=None):
     out = planner.module(planned, _Value(0, image_shape), "")
     planner.finish(out)
     program = _compiled.Program(planner.ops, planner.sizes, planner.col_items,
-                                math.prod(image_shape), math.prod(out.shape), _GROUP)
-    return CompiledModel(program, image_shape, out.shape, int(max_batch), dtype)
+                                planner.work_items, math.prod(image_shape),
+                                math.prod(out.shape), _GROUP)
+    return CompiledModel(program, image_shape, out.shape, int(max_batch), dtype, planner.routes)

@@ -66,7 +66,9 @@ KVEC_DIRECT_MAX_TAPS = 2304
 # depthwise ones): with fewer, a block that is mostly padding channels is slower than GEMM.
 FEW_CHANNELS_DIRECT_MIN_TAPS = 25
 # Below this many taps, the column-vector direct block is as fast as the channel-vector one
-# where at most a quarter of its columns are padding (COLUMN_BLOCK_MIN_FILL).
+# where at most a quarter of its columns are padding (COLUMN_BLOCK_MIN_FILL), unless it is
+# narrow where the build has a wide block and the channel-vector block holds two vectors of
+# channels: then it has half the accumulator chains (ResNet-20's 16->32 stride-2 layer).
 COLUMN_BLOCK_MAX_TAPS = 288
 COLUMN_BLOCK_MIN_FILL = 0.75
 # Independent accumulator chains a channel-vector block of one output row needs to hide the
@@ -313,7 +315,8 @@ def kvec_vectors(channels, lanes):
 def kvec_block(p, support):
     """The channel-vector direct block for problem ``p``, or None where the build has none,
     the group's output channels fill less than one vector, or the column-vector block serves
-    as well (few taps, columns that fill its vectors; never for pointwise layers).
+    as well (few taps, columns that fill its vectors, not a narrow block against two vectors
+    of channels; never for pointwise layers).
 
     Pixels per block: the fewest blocks the registers allow, spread evenly, so the last is
     about as full as the others.
@@ -325,10 +328,11 @@ def kvec_block(p, support):
         return None
     ho, wo = p.out_shape[2:]
     vw = support.direct_block[1]
-    if (p.taps < COLUMN_BLOCK_MAX_TAPS and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL
-            and not p.pointwise):
-        return None
     kv = kvec_vectors(kg, lanes)
+    if (p.taps < COLUMN_BLOCK_MAX_TAPS and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL
+            and not p.pointwise
+            and (kv == 1 or direct_block(p, support).columns == support.direct_wide_columns)):
+        return None
     # a pointwise layer reads its input in place only in raster blocks: row blocks read whole
     # blocks of columns, past the end of a row
     by_rows = wo * kv >= ROW_BLOCK_MIN_CHAINS and not p.pointwise
@@ -519,6 +523,14 @@ def plan_conv2d(p, algorithm="auto", support=None):
     if algorithm == "direct":
         return direct_plan(p, support)
     return ConvPlan(Route.GEMM, gemm_tiles(p))
+
+
+@functools.lru_cache(maxsize=512)
+def cached_plan_conv2d(p, algorithm="auto"):
+    """:func:`plan_conv2d` with the loaded build's support, by problem: a function of the
+    problem alone (the build is fixed at import, the plan never reads the threads or the
+    data), and a layer asks the same every call. Plans are immutable NamedTuples."""
+    return plan_conv2d(p, algorithm)
 
 
 def plan_conv2d_backward(p, needs_input_grad=True, needs_weight_grad=True,

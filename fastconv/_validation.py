@@ -812,6 +812,18 @@ def _batch_view(x, name):
     return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
+def _like_input(x, **arrays):
+    """Check that the given arrays (None skipped) have the input's dtype and shape."""
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        check_array(a, name)
+        same_dtype(input=x, **{name: a})
+        if a.shape != x.shape:
+            raise ValueError(f"expected {name} of the input's shape {_shape_str(x.shape)}, got "
+                             f"{name} of shape {_shape_str(a.shape)}")
+
+
 def _batch_norm_count(x, x3, training):
     """BatchNormArgs with the values per channel; training needs more than one."""
     count = x3.shape[0] * x3.shape[2]
@@ -821,8 +833,9 @@ def _batch_norm_count(x, x3, training):
     return BatchNormArgs(x3, count)
 
 
-def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
-    """Validate ``batch_norm``'s arguments (torch's order).
+def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                    add=None):
+    """Validate ``batch_norm``'s arguments (torch's order, then ``add``).
 
     Raises
     ------
@@ -832,9 +845,10 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
         An input of fewer than 2 dims; per-channel arrays of the wrong shape; one of
         running_mean/running_var without the other; no running statistics in eval mode;
         at most one value per channel in training; ``eps < 0``; read-only running
-        statistics in training.
+        statistics in training; ``add`` not of the input's shape and dtype.
     """
     x3 = _batch_view(x, "input")
+    _like_input(x, add=add)
     _channel_vectors(x, writeable=("running_mean", "running_var") if training else (),
                      running_mean=running_mean, running_var=running_var, weight=weight,
                      bias=bias)
@@ -849,17 +863,18 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
 
 
 def batch_norm_backward_args(grad_output, x, weight, running_mean, running_var, save_mean,
-                             save_invstd, training, eps):
+                             save_invstd, training, eps, relu_output=None):
     """Validate ``batch_norm_backward``'s arguments; returns the input's BatchNormArgs.
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`batch_norm_args`; also grad_output not of the input's shape and dtype, and
-        one of save_mean/save_invstd without the other.
+        As :func:`batch_norm_args`; also grad_output or relu_output not of the input's
+        shape and dtype, and one of save_mean/save_invstd without the other.
     """
     x3 = _batch_view(x, "input")
     activation_backward_args(grad_output, x, "input")
+    _like_input(x, relu_output=relu_output)
     _channel_vectors(x, weight=weight, running_mean=running_mean, running_var=running_var,
                      save_mean=save_mean, save_invstd=save_invstd)
     if (save_mean is None) != (save_invstd is None):

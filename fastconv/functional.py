@@ -13,6 +13,7 @@ pure NumPy.
 # ----------------------------------------------------------------------------------------
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,12 +29,17 @@ from ._softmax import (cross_entropy, log_softmax, log_softmax_backward, nll_los
 # last one zero-padded: every BLAS call then has one shape. BLAS rounds differently for
 # different sub-matrix shapes (OpenBLAS's small-matrix kernels), so a cut that moved with the
 # thread count or with the number of rows (a rank's shard of a batch) would move the bits.
-_MATMUL_BLOCK_ROWS = 32
+# 8 rows: OpenBLAS's small-matrix kernel takes LeNet's blocks (8x400x120: 5.6 us, where
+# 32x400x120 took 30), which made batch 256 faster per row too and batch 1 pads 7 rows,
+# not 31 (figures in benchmarks/README.md).
+_MATMUL_BLOCK_ROWS = 8
 
 def _contiguous(a):
     """``a`` if C-contiguous and aligned, else such a copy: the kernels read elements through
     typed C pointers, and a misaligned one is undefined behaviour (UBSan reports it)."""
-    return np.require(a, requirements="CA")
+    # flags.carray (C-contiguous, aligned, writeable) first: np.require costs ~2 us a call,
+    # 18 calls of a batch-1 LeNet forward
+    return a if a.flags.carray else np.require(a, requirements="CA")
 
 
 def _pack_weight(w, groups, block, taps=None):
@@ -126,10 +132,12 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
     by ``plan`` (a :class:`fastconv._conv_plan.ConvPlan` of problem ``p``) on ``nt`` threads."""
     if plan.route is Route.WINOGRAD:
         _run_winograd(plan.block, p, x4, w, b, out4, nt)
+    # the direct kernels share out images: no more threads than images (a team of two for
+    # one image costs its wake-up, ~5 us, and computes nothing more)
     elif plan.route is Route.DIRECT_KVEC:
-        _run_direct_kvec(plan.block, p, x4, w, b, out4, nt)
+        _run_direct_kvec(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
     elif plan.route is Route.DIRECT:
-        _run_direct(plan.block, p, x4, w, b, out4, nt)
+        _run_direct(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
     else:
         images, rows, stride_items = plan.block
         (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
@@ -139,25 +147,70 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
                               dh, dw, p.groups, nt)
 
 
+# Operands of the direct kernels by (maker, block, problem, weight identity), each with a
+# copy of the weight's bytes: packing took ~4 us of a batch-1 LeNet layer whose kernel takes
+# about as long, for the same weight every call in eval. A weight changed in place (an
+# optimizer step) no longer matches its bytes and is packed again; so is any other array
+# that takes a freed one's id. Weights up to _MOST_CACHED_WEIGHT bytes, _MOST_OPERANDS
+# entries, then it starts over. The entries are only read, so threads may share them.
+_operand_cache = {}
+_MOST_OPERANDS = 64
+_MOST_CACHED_WEIGHT = 1 << 18
+
+
+def _operands(make, block, p, w):
+    """``make(block, p, w)``, from _operand_cache when ``w`` holds the bytes it had then."""
+    if w.nbytes > _MOST_CACHED_WEIGHT:
+        return make(block, p, w)
+    key = (make, block, p, id(w))
+    data = w.tobytes()
+    hit = _operand_cache.get(key)
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    ops = make(block, p, w)
+    if len(_operand_cache) >= _MOST_OPERANDS:
+        _operand_cache.clear()
+    _operand_cache[key] = (data, ops)
+    return ops
+
+
+def _direct_operands(block, p, w):
+    """(wpack, hp, wp, stride_items) of conv2d_direct for problem p: the weight packed in
+    blocks of the kernel's output channels, the padded, phase-split image's rows and
+    columns, and its scratch per thread in items."""
+    wo = p.out_shape[3]
+    hp, wp, _, image_items = _phase_split_buffer(p, -(-wo // block.columns) * block.columns)
+    return (_pack_weight(w, p.groups, block.channels).reshape(-1), hp, wp,
+            _workspace.round_up(image_items, w.dtype))
+
+
 def _run_direct(block, p, x4, w, b, out4, nt):
     """conv2d_direct: the weight packed in blocks of the kernel's output channels, and
     scratch for one padded, phase-split image per thread."""
     _, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
-    wo = p.out_shape[3]
-    hp, wp, _, image_items = _phase_split_buffer(p, -(-wo // block.columns) * block.columns)
-    stride_items = _workspace.round_up(image_items, w.dtype)
+    wpack, hp, wp, stride_items = _operands(_direct_operands, block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
-    _conv.conv2d_direct(x4, _pack_weight(w, p.groups, block.channels).reshape(-1), b, out4, work,
-                        stride_items, kh, kw, sh, sw, ph, pw, dh, dw, hp, wp, p.groups,
-                        block.wide, block.six, nt)
+    _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
+                        hp, wp, p.groups, block.wide, block.six, nt)
 
 
-def _run_direct_kvec(block, p, x4, w, b, out4, nt):
-    """conv2d_direct_kvec: the weight packed in blocks of kv vectors of output channels, the
-    taps' and pixels' offsets in the phase-split image, scratch for one image per thread."""
+class _KvecOperands(NamedTuple):
+    """conv2d_direct_kvec's operands for one problem and weight (see _kvec_operands)."""
+    wpack: np.ndarray
+    taps: np.ndarray
+    row_taps: np.ndarray
+    pix: np.ndarray
+    hp: int
+    wp: int
+    stride_items: int
+
+
+def _kvec_operands(block, p, w):
+    """conv2d_direct_kvec's operands: the weight packed in blocks of kv vectors of output
+    channels, the taps' and pixels' offsets in the phase-split image, its rows and columns
+    and its scratch per thread; None where every window lies in the zero padding."""
     ho, wo = p.out_shape[2:]
-    (sh, sw), (ph, pw) = p.stride, p.padding
     kv, pixels, by_rows = block
     # row blocks read whole blocks of columns
     hp, wp, wq, image_items = _phase_split_buffer(
@@ -168,41 +221,58 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
     tap_index, row_taps = _row_tap_runs(w.shape, p.stride, p.padding, p.dilation, p.x_shape[2],
                                         ho, skip)
     if tap_index is not None and tap_index.size == 0:
+        return None
+    taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
+    if tap_index is not None:
+        taps = taps[tap_index]
+    wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
+    pix = _raster_offsets(ho, wo, p.stride[0] * wq, pixels)
+    return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, hp, wp,
+                         _workspace.round_up(image_items, w.dtype))
+
+
+def _run_direct_kvec(block, p, x4, w, b, out4, nt):
+    """conv2d_direct_kvec on its operands (_kvec_operands), scratch for one image per
+    thread."""
+    ops = _operands(_kvec_operands, block, p, w)
+    if ops is None:
         # every window lies in the zero padding: each output is 0 + its bias, as the
         # kernel would sum it (and no empty tap list goes to the kernel)
         out4[...] = 0
         if b.size:
             out4 += b[:, None, None]
         return
-    taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
-    if tap_index is not None:
-        taps = taps[tap_index]
-    wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
-    pix = _raster_offsets(ho, wo, sh * wq, pixels)
-    stride_items = _workspace.round_up(image_items, w.dtype)
-    work = _workspace.scratch(nt * stride_items, w.dtype)
-    _conv.conv2d_direct_kvec(x4, wpack.reshape(-1), b, out4, work, stride_items, taps,
-                             row_taps, pix, sh, sw, ph, pw, hp, wp, p.groups, kv,
-                             pixels, by_rows, nt)
+    (sh, sw), (ph, pw) = p.stride, p.padding
+    work = _workspace.scratch(nt * ops.stride_items, w.dtype)
+    _conv.conv2d_direct_kvec(x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps,
+                             ops.row_taps, ops.pix, sh, sw, ph, pw, ops.hp, ops.wp, p.groups,
+                             block.kv, block.pixels, block.by_rows, nt)
+
+
+def _winograd_operands(block, p, w, nt):
+    """(upack, tap_off, stride_items) of conv2d_winograd: the transformed weight in blocks
+    of output channels (zero past K, computed on nt threads), the channels' offsets in V,
+    and the scratch per thread in items."""
+    k, c = w.shape[:2]
+    ho, wo = p.out_shape[2:]
+    th, tw = -(-ho // 2), -(-wo // 2)
+    stride_items = _workspace.round_up(
+        c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * block.tile_block, w.dtype)
+    kvl = block.kv * _conv_plan.build_support(w.itemsize).kvec_lanes
+    upack = (np.zeros if k % kvl else np.empty)(16 * -(-k // kvl) * c * kvl, dtype=w.dtype)
+    _conv.winograd_weight(w, upack, kvl, nt)
+    return upack, np.arange(c, dtype=np.intp) * block.tile_block, stride_items
 
 
 def _run_winograd(block, p, x4, w, b, out4, nt):
     """conv2d_winograd, then the images whose outputs are not all finite redone by direct
     convolution (block.redo), so that inf and NaN reach the outputs they reach in torch."""
-    k, c = w.shape[:2]
-    n, _, ho, wo = p.out_shape
+    n = p.out_shape[0]
     kv, pixels, tile_block, redo_plan = block
-    th, tw = -(-ho // 2), -(-wo // 2)
-    stride_items = _workspace.round_up(
-        c * (2 * th + 2) * (2 * tw + 2) + 16 * (c + k) * tile_block, w.dtype)
+    upack, tap_off, stride_items = _winograd_operands(block, p, w, nt)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     bad = np.empty(n, dtype=np.uint8)
-    # the transformed weight, in blocks of output channels, zero past K
-    kvl = kv * _conv_plan.build_support(w.itemsize).kvec_lanes
-    upack = (np.zeros if k % kvl else np.empty)(16 * -(-k // kvl) * c * kvl, dtype=w.dtype)
-    _conv.winograd_weight(w, upack, kvl, nt)
-    _conv.conv2d_winograd(x4, upack, b, out4, bad,
-                          work, stride_items, np.arange(c, dtype=np.intp) * tile_block,
+    _conv.conv2d_winograd(x4, upack, b, out4, bad, work, stride_items, tap_off,
                           p.padding[0], p.padding[1], tile_block, kv, pixels, nt)
     bad = np.flatnonzero(bad)
     if bad.size:
@@ -355,12 +425,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
             + (f"{out.dtype} array of shape {out.shape}"
                + ("" if out.flags.aligned else ", unaligned") if isinstance(out, np.ndarray)
                else type(out).__name__))
-    if any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
+    elif any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
         raise ValueError("out must not share memory with input, weight or bias: the kernel "
                          "would read them while it writes out")
     if args.out_shape[0] == 0:
         return out
-    plan = _conv_plan.plan_conv2d(problem, algorithm)
+    plan = _conv_plan.cached_plan_conv2d(problem, algorithm)
     b = _contiguous(args.bias) if args.bias is not None else np.empty(0, dtype=dtype)
     _run_forward(plan, problem, _contiguous(args.x), _contiguous(args.weight), b,
                  out.reshape(args.out_shape), get_num_threads())
@@ -433,12 +503,14 @@ def _matmul(a, b, trans_a=False, trans_b=False):
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
-    out = np.empty((m, n), dtype=a.dtype)
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
     block = _MATMUL_BLOCK_ROWS
     full = m - m % block
+    out = None if 0 < m < block else np.empty((m, n), dtype=a.dtype)
     with blas_single_threaded():
-        _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block, get_num_threads())
+        if full:
+            _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block,
+                         min(get_num_threads(), full // block))
         if full < m:  # the last rows through a zero-padded block: the same call shape again
             tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
             if trans_a:
@@ -447,6 +519,8 @@ def _matmul(a, b, trans_a=False, trans_b=False):
                 tail[:m - full] = a[full:]
             tail_out = np.empty((block, n), dtype=a.dtype)
             _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
+            if not full:  # fewer rows than a block: the block's first rows are the result
+                return tail_out[:m]
             out[full:] = tail_out[:m - full]
     return out
 
@@ -510,6 +584,20 @@ def _planes(a4):
     return _contiguous(a4).reshape(n * c, h, w)
 
 
+def _pool_forward(kernel, a, *args, indices=None):
+    """``kernel(planes, out, [indices,] *args, num_threads)``, a forward of _pool, on the
+    validated arguments ``a``: x as (N*C, H, W) planes, into a new output and, for max
+    pooling (``indices`` True or False), a new int64 argmax array or None. Returns them
+    unbatched as x was."""
+    n, c, ho, wo = a.out_shape
+    results = (np.empty(a.out_shape, a.x.dtype),)
+    if indices is not None:  # max pooling's argmax slot
+        results += (np.empty(a.out_shape, np.int64) if indices else None,)
+    kernel(_planes(a.x), *[r if r is None else r.reshape(n * c, ho, wo) for r in results],
+           *args, get_num_threads())
+    return tuple(r if r is None else _validation.unbatch(r, a.unbatched) for r in results)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling over (N, C, H, W), like ``torch.nn.functional.max_pool2d``.
@@ -537,16 +625,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         first maximum in row-major window order, or the last NaN if the window has one.
     """
     a = _validation.max_pool2d_args(x, kernel_size, stride, padding, dilation, ceil_mode)
-    n, c, ho, wo = a.out_shape
-    out = np.empty(a.out_shape, x.dtype)
-    indices = np.empty(a.out_shape, np.int64) if return_indices else None
-    _pool.max_pool2d_forward(
-        _planes(a.x), out.reshape(n * c, ho, wo),
-        None if indices is None else indices.reshape(n * c, ho, wo),
-        a.kernel_size, a.stride, a.padding, a.dilation, get_num_threads())
-    if return_indices:
-        return _validation.unbatch(out, a.unbatched), _validation.unbatch(indices, a.unbatched)
-    return _validation.unbatch(out, a.unbatched)
+    out, indices = _pool_forward(_pool.max_pool2d_forward, a, a.kernel_size, a.stride,
+                                 a.padding, a.dilation, indices=bool(return_indices))
+    return (out, indices) if return_indices else out
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
@@ -605,12 +686,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     """
     a = _validation.avg_pool2d_args(x, kernel_size, stride, padding, ceil_mode,
                                     count_include_pad, divisor_override)
-    n, c, ho, wo = a.out_shape
-    out = np.empty(a.out_shape, x.dtype)
-    _pool.avg_pool2d_forward(
-        _planes(a.x), out.reshape(n * c, ho, wo), a.kernel_size, a.stride, a.padding,
-        a.count_include_pad, a.divisor_override or 0, get_num_threads())
-    return _validation.unbatch(out, a.unbatched)
+    (out,) = _pool_forward(_pool.avg_pool2d_forward, a, a.kernel_size, a.stride, a.padding,
+                           a.count_include_pad, a.divisor_override or 0)
+    return out
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -835,7 +913,7 @@ def _update_running_stats(running_mean, running_var, mean, var, count, momentum)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, return_stats=False):
+               momentum=0.1, eps=1e-5, *, return_stats=False, add=None, relu=False):
     """Batch normalization per channel (axis 1), like ``torch.nn.functional.batch_norm``.
 
     ``out = (input - mean) / sqrt(var + eps) * weight + bias``, with the batch's mean and
@@ -858,6 +936,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     eps : float, default 1e-5
     return_stats : bool, keyword only, default False
         Also return the mean and 1 / sqrt(var + eps) used, for :func:`batch_norm_backward`.
+    add : ndarray or None, keyword only
+        input's shape and dtype: added to the normalized values (a residual block's
+        shortcut), in the same pass.
+    relu : bool, keyword only, default False
+        Return ``relu(batch_norm(...) + add)`` in the same pass: the bits of the separate
+        :func:`relu` (and ``+``). Its backward is :func:`batch_norm_backward` with
+        ``relu_output``.
 
     Returns
     -------
@@ -870,8 +955,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     a fixed order by one thread per channel: the same bits on any thread count.
     """
     a = _validation.batch_norm_args(input, running_mean, running_var, weight, bias, training,
-                                    momentum, eps)
+                                    momentum, eps, add)
     x3 = _contiguous(a.x3)
+    add3 = None if add is None else _contiguous(add.reshape(x3.shape))
     channels = x3.shape[1]
     out = np.empty(x3.shape, x3.dtype)
     if training:
@@ -882,7 +968,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if out.size:
         _batchnorm.forward(x3, out, _channel_f64(weight, channels, 1),
                            _channel_f64(bias, channels, 0), mean, var, invstd, bool(training),
-                           float(eps), get_num_threads())
+                           float(eps), get_num_threads(), add3, bool(relu))
     else:  # no values (eval with an empty batch)
         invstd[...] = 1 / np.sqrt(var + float(eps))
     if training and running_mean is not None:
@@ -895,7 +981,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
                         save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
-                        input_grad=True):
+                        input_grad=True, relu_output=None):
     """Gradients of :func:`batch_norm` (torch's ``native_batch_norm_backward`` arguments).
 
     Parameters
@@ -914,6 +1000,12 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     eps : float, default 1e-5
     input_grad : bool, keyword only, default True
         False skips grad_input (returned as None).
+    relu_output : ndarray or None, keyword only
+        The output of a :func:`batch_norm` with ``relu=True`` (input's shape and dtype):
+        grad_output is then the gradient of that output and is taken through the ReLU
+        (0 where relu_output <= 0, as :func:`relu_backward`) in the same passes; the
+        results are bitwise those of ``batch_norm_backward(relu_backward(grad_output,
+        relu_output), ...)``.
 
     Returns
     -------
@@ -923,9 +1015,11 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
         (the gradients a weight and bias would get, also when ``weight`` is None).
     """
     a = _validation.batch_norm_backward_args(grad_output, input, weight, running_mean,
-                                             running_var, save_mean, save_invstd, training, eps)
+                                             running_var, save_mean, save_invstd, training, eps,
+                                             relu_output)
     x3 = _contiguous(a.x3)
     g3 = _contiguous(grad_output.reshape(x3.shape))
+    y3 = None if relu_output is None else _contiguous(relu_output.reshape(x3.shape))
     channels = x3.shape[1]
     if save_mean is not None:
         mean, invstd = save_mean.astype(np.float64), save_invstd.astype(np.float64)
@@ -939,7 +1033,8 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     sum_g, sum_gx = np.zeros(channels), np.zeros(channels)
     if x3.size:
         _batchnorm.backward(g3, x3, grad_input, _channel_f64(weight, channels, 1), mean, invstd,
-                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads())
+                            sum_g, sum_gx, bool(training), bool(input_grad), get_num_threads(),
+                            y3)
     if grad_input is not None:
         grad_input = grad_input.reshape(input.shape)
     return grad_input, (sum_gx * invstd).astype(input.dtype), sum_g.astype(input.dtype)

@@ -245,3 +245,142 @@ def test_matches_torch(training, dtype, shape):
     for got, want in ((out, t_out), (rm, t_rm), (rv, t_rv), (gi, t_x.grad), (gw, t_w.grad),
                       (gb, t_b.grad)):
         np.testing.assert_allclose(got, want.detach().numpy(), **tol)
+
+
+# -- batch_norm with the ReLU (and a residual add) in the same passes ------------------------
+
+
+def _fused_and_unfused(module, x, stats, params, training, add, g, threads):
+    """``(out, grads)`` of the fused forward and backward and of the separate passes."""
+    with fastconv.threads(threads):
+        out, mean, invstd = module.batch_norm(x, *stats, *params, training, return_stats=True,
+                                              add=add, relu=True)
+        grads = module.batch_norm_backward(g, x, params[0], *stats, mean, invstd, training,
+                                           relu_output=out)
+        no_input = module.batch_norm_backward(g, x, params[0], *stats, mean, invstd, training,
+                                              input_grad=False, relu_output=out)
+        bn = module.batch_norm(x, *stats, *params, training)
+        plain = module.relu(bn if add is None else bn + add)
+        g_relu = module.relu_backward(g, plain)
+        plain_grads = module.batch_norm_backward(g_relu, x, params[0], *stats, mean, invstd,
+                                                 training)
+    return (out, grads, no_input), (plain, plain_grads)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_add_in_the_same_pass_give_the_bits_of_the_separate_passes(
+        shape, training, residual, threads, dtype):
+    x, stats, params = _args(shape, dtype, seed=12)
+    rng = np.random.default_rng(13)
+    add = rng.standard_normal(shape).astype(dtype) if residual else None
+    g = rng.standard_normal(shape).astype(dtype)
+    (out, grads, no_input), (plain, plain_grads) = _fused_and_unfused(
+        F, x, (None, None) if training else stats, params, training, add, g, threads)
+    assert (out == 0).any() and (out > 0).any()  # the mask does something
+    np.testing.assert_array_equal(out, plain)
+    for got, want in zip(grads, plain_grads):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+    assert no_input[0] is None
+    np.testing.assert_array_equal(no_input[1], grads[1])
+    np.testing.assert_array_equal(no_input[2], grads[2])
+
+
+def test_relu_in_the_same_pass_keeps_signed_zeros_and_nan_as_relu_does():
+    # Channel 0 constant, weight -1 and bias -0.0: bn gives 0 * -scale + -0.0 = -0.0; channel 1
+    # has a NaN.
+    x = np.ones((4, 3, 20), np.float32)
+    x[:, 2] = np.random.default_rng(14).standard_normal((4, 20))
+    x[1, 1, 5] = np.nan
+    w, b = np.array([-1, 1, 1], np.float32), np.array([-0.0, 0, 0], np.float32)
+    g = np.ones_like(x)
+    (out, grads, _), (plain, plain_grads) = _fused_and_unfused(F, x, (None, None), (w, b),
+                                                               True, None, g, 1)
+    assert np.signbit(out[:, 0]).all() and np.isnan(out[:, 1]).all()
+    np.testing.assert_array_equal(out, plain)
+    assert np.array_equal(np.signbit(out), np.signbit(plain))
+    for got, want in zip(grads, plain_grads):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_add_in_the_same_pass_match_the_reference(residual, training, dtype):
+    shape = (6, 4, 9, 7)
+    x, stats, params = _args(shape, dtype, seed=15)
+    rng = np.random.default_rng(16)
+    add = rng.standard_normal(shape).astype(dtype) if residual else None
+    g = rng.standard_normal(shape).astype(dtype)
+    stats = (None, None) if training else stats
+    (out, grads, _), _ = _fused_and_unfused(F, x, stats, params, training, add, g, 2)
+    (want, want_grads, _), _ = _fused_and_unfused(R, x, stats, params, training, add, g, 1)
+    np.testing.assert_allclose(out, want, **_tol(dtype))
+    for got, ref in zip(grads, want_grads):
+        np.testing.assert_allclose(got, ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_relu_and_add_in_the_same_pass_float64_finite_differences(residual, training):
+    shape = (3, 2, 3, 2)
+    x, stats, (w, b) = _args(shape, np.float64, seed=17)
+    rng = np.random.default_rng(18)
+    add = rng.standard_normal(shape) if residual else None
+    r = rng.standard_normal(shape)
+    stats = (None, None) if training else stats
+
+    def loss():
+        return float(np.sum(F.batch_norm(x, *stats, w, b, training, add=add, relu=True) * r))
+
+    out, mean, invstd = F.batch_norm(x, *stats, w, b, training, return_stats=True, add=add,
+                                     relu=True)
+    assert (out == 0).any() and (out > 0).any()
+    gi, gw, gb = F.batch_norm_backward(r, x, w, *stats, mean, invstd, training, relu_output=out)
+    np.testing.assert_allclose(gi, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gw, _numeric_grad(loss, w), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, _numeric_grad(loss, b), rtol=1e-6, atol=1e-8)
+    if residual:  # the add's gradient is the one through the ReLU
+        np.testing.assert_allclose(F.relu_backward(r, out), _numeric_grad(loss, add),
+                                   rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_add_in_the_same_pass_bitwise_the_same_on_any_thread_count(dtype):
+    shape = (6, 12, 20, 21)
+    x, _, (w, b) = _args(shape, dtype, seed=19)
+    rng = np.random.default_rng(20)
+    add, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    results = []
+    for threads in (1, 2, 3, 5):
+        with fastconv.threads(threads):
+            out, mean, invstd = F.batch_norm(x, None, None, w, b, True, return_stats=True,
+                                             add=add, relu=True)
+            grads = F.batch_norm_backward(g, x, w, None, None, mean, invstd, True,
+                                          relu_output=out)
+        results.append((out,) + grads)
+    for other in results[1:]:
+        for got, first in zip(other, results[0]):
+            np.testing.assert_array_equal(got, first)
+
+
+@pytest.mark.parametrize("module", [F, R], ids=["compiled", "reference"])
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m, x: m.batch_norm(x, None, None, training=True, add=x[:1]), ValueError,
+     r"add of the input's shape"),
+    (lambda m, x: m.batch_norm(x, None, None, training=True, add=x.astype(np.float64)),
+     TypeError, "same dtype"),
+    (lambda m, x: m.batch_norm(x, None, None, training=True, add=[1.0]), TypeError,
+     "numpy.ndarray"),
+    (lambda m, x: m.batch_norm_backward(x, x, training=True, relu_output=x[:, :1]), ValueError,
+     r"relu_output of the input's shape"),
+    (lambda m, x: m.batch_norm_backward(x, x, training=True, relu_output=x.astype(np.float64)),
+     TypeError, "same dtype"),
+])
+def test_bad_add_or_relu_output_is_refused(module, call, error, match):
+    with pytest.raises(error, match=match):
+        call(module, np.ones((2, 4, 3, 3), np.float32))

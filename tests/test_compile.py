@@ -193,3 +193,72 @@ def test_refusal_names_the_nested_layer():
                                                     nn.Softmax(dim=1))))
     with pytest.raises(TypeError, match=r"layer 0\.main\.1 \(Softmax\)"):
         fastconv.compile(model, (1, 2, 5, 5))
+
+
+def _planned_routes_model(gemm=True):
+    """Convolutions on every planned kernel of the vector builds (routes for one image:
+    direct, Winograd, channel-vector in rows, pointwise in raster blocks, strided, and with
+    ``gemm`` one on GEMM and a Linear head)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),                # direct
+        nn.Conv2d(16, 64, 3, padding=1), nn.LeakyReLU(0.1),       # direct
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),               # winograd
+        nn.Conv2d(64, 32, 1, bias=False),                         # direct_kvec, pointwise
+        nn.Residual(nn.Conv2d(32, 32, 3, stride=1, padding=1)),   # direct_kvec, + its input
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),               # direct_kvec, 7x7
+        nn.Conv2d(32, 32, 1) if gemm else nn.Identity(),          # gemm (7x7 pointwise)
+        nn.Conv2d(32, 16, 3, stride=2, padding=1), nn.ReLU(),     # direct_kvec, strided
+        *((nn.Flatten(), nn.Linear(16 * 4 * 4, 5)) if gemm else ()))
+
+
+def test_planned_kernels_cover_the_routes():
+    fastconv.manual_seed(0)
+    cm = _check(_planned_routes_model(), (3, 14, 14), batches=(1, 6))
+    if fastconv._conv_plan.build_support(4).vector_kernels:
+        assert set(cm.routes) == {"direct", "direct_kvec", "winograd", "gemm"}
+    else:
+        assert set(cm.routes) == {"gemm"}  # the portable build plans GEMM everywhere
+
+
+def test_planned_kernels_are_eagers_bitwise():
+    # no BatchNorm to fold, no GEMM: the compiled convolutions are eager conv2d's own
+    # kernels, each image on its own, so the bits are eager's on any thread count and split
+    fastconv.manual_seed(0)
+    model = _planned_routes_model(gemm=False)
+    model.eval()
+    cm = fastconv.compile(model, (7, 3, 14, 14))
+    x = np.random.default_rng(2).standard_normal((7, 3, 14, 14)).astype(np.float32)
+    results = []
+    for t in (1, 2):
+        with fastconv.threads(t):
+            results.append(cm(x))
+    np.testing.assert_array_equal(results[1], results[0])
+    if "gemm" in cm.routes:  # the portable build: the grouped GEMM rounds as its tiles do
+        np.testing.assert_allclose(results[0], model(x), rtol=1e-4, atol=1e-5)
+        return
+    np.testing.assert_array_equal(results[0], model(x))
+    for lo, hi in ((0, 1), (3, 4), (1, 4), (2, 7)):
+        for t in (1, 2, 3):  # fewer image groups than threads: each image split over them
+            with fastconv.threads(t):
+                np.testing.assert_array_equal(cm(x[lo:hi]), results[0][lo:hi])  # batch split
+
+
+def test_winograd_images_not_all_finite_are_redone_as_eager():
+    # an inf or NaN mixes into a Winograd tile's other outputs; eager and compile redo such
+    # an image by direct convolution, the others keep Winograd's bits
+    if not fastconv._conv_plan.build_support(4).vector_kernels:
+        pytest.skip("the portable build has no Winograd kernel")
+    fastconv.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())
+    model.eval()
+    cm = fastconv.compile(model, (4, 64, 14, 14))
+    assert cm.routes == ("winograd",)
+    x = np.random.default_rng(3).standard_normal((4, 64, 14, 14)).astype(np.float32)
+    x[1, 5, 3, 4] = np.inf
+    x[2, 0, 13, 13] = np.nan
+    got = cm(x)
+    np.testing.assert_array_equal(got, model(x))
+    assert np.isnan(got[2]).any() and np.isfinite(got[0]).all()
+    with fastconv.threads(1):
+        np.testing.assert_array_equal(cm(x), got)

@@ -55,6 +55,13 @@ CASES = [
     # pointwise grad_weight by the channel-vector kernel, each image one row of pixels
     ((2, 64, 14, 14), (16, 64, 1, 1), 1, 0, 1, 1),
     ((3, 128, 15, 14), (40, 64, 1, 1), 1, 0, 1, 2),            # groups, part of a vector
+    # stride 2 on the channel-vector block where the column block would be narrow (ResNet-20's
+    # 16->32 layer), and the stride-2 phase split's column pairs: even and odd padding and
+    # widths, a row narrower than a pair
+    ((2, 16, 32, 32), (32, 16, 3, 3), 2, 1, 1, 1),
+    ((2, 8, 9, 13), (20, 8, 3, 3), 2, (0, 2), 1, 1),
+    ((1, 3, 7, 11), (16, 3, 3, 3), 2, 3, 1, 1),
+    ((1, 2, 5, 1), (4, 2, 3, 3), 2, 1, 1, 1),
 ]
 
 
@@ -361,10 +368,17 @@ def test_workspace_per_python_thread_gives_correct_results():
         _close(r, expected, np.float64)
 
 
-def test_gradient_matches_finite_differences():
-    # float64 central differences of sum(conv2d * g) on a small, strided, grouped problem
-    x, w, b = _problem((2, 4, 6, 5), (4, 2, 3, 2), np.float64)
-    kw = dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    # a small, strided, grouped problem
+    ((2, 4, 6, 5), (4, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
+    # stride 2 on the channel-vector block (two vectors of float64 channels, 6 columns)
+    ((2, 16, 9, 11), (32, 16, 3, 3), dict(stride=2, padding=1)),
+])
+def test_gradient_matches_finite_differences(x_shape, w_shape, kw):
+    # float64 central differences of sum(conv2d * g); weights scaled to unit-size outputs, so
+    # that the sum's rounding stays far below the differences
+    x, w, b = _problem(x_shape, w_shape, np.float64)
+    w /= np.sqrt(w[0].size)
     g = np.random.default_rng(3).standard_normal(F.conv2d(x, w, b, **kw).shape)
     gx, gw, gb = F.conv2d_backward(g, x, w, **kw)
     eps = 1e-6

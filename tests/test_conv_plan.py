@@ -32,6 +32,8 @@ LAYERS = {  # x shape, weight shape, conv arguments
     "resnet_3x3_256": ((16, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
     "resnet_3x3_512_7x7": ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1)),
     "stride2_3x3": ((16, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
+    "resnet20_3x3_16_32_s2": ((128, 16, 32, 32), (32, 16, 3, 3), dict(stride=2, padding=1)),
+    "resnet20_3x3_32_64_s2": ((128, 32, 16, 16), (64, 32, 3, 3), dict(stride=2, padding=1)),
     "pointwise_256_14x14": ((32, 256, 14, 14), (64, 256, 1, 1), {}),
     "pointwise_512_7x7": ((8, 512, 7, 7), (512, 512, 1, 1), {}),
     "downsample_1x1_s2": ((16, 64, 56, 56), (128, 64, 1, 1), dict(stride=2)),
@@ -54,12 +56,16 @@ EXPECTED = {
     "resnet_3x3_256": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
     "resnet_3x3_512_7x7": {"x86_64_v4": ((G, G, WKV),) * 2, "x86_64_v3": ((G, G, WKV),) * 2},
     "stride2_3x3": {"x86_64_v4": ((KV, G, WKV),) * 2, "x86_64_v3": ((KV, G, WKV),) * 2},
+    # 16 output columns: AVX-512's narrow column block (8 chains) against two vectors of
+    # channels by 8 pixels (16), KV; float64's 16 columns are its wide block, and AVX2 has none
+    "resnet20_3x3_16_32_s2": {"x86_64_v4": ((KV, G, WKV), (D, G, WKV)), "x86_64_v3": ((D, G, WKV),) * 2},
+    "resnet20_3x3_32_64_s2": {"x86_64_v4": ((KV, G, WKV),) * 2, "x86_64_v3": ((KV, G, WKV),) * 2},
     "pointwise_256_14x14": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
     "pointwise_512_7x7": {"x86_64_v4": ((G, G, G),) * 2, "x86_64_v3": ((G, G, G),) * 2},
     "downsample_1x1_s2": {"x86_64_v4": ((G, G, G),) * 2, "x86_64_v3": ((G, G, G),) * 2},
     "depthwise_5x5": {"x86_64_v4": ((D, G, G),) * 2, "x86_64_v3": ((D, G, G),) * 2},
     "depthwise_3x3": {"x86_64_v4": ((G, G, G),) * 2, "x86_64_v3": ((G, G, G),) * 2},
-    "wide_7x7_s2": {"x86_64_v4": ((D, G, WKV),) * 2, "x86_64_v3": ((D, G, WKV),) * 2},
+    "wide_7x7_s2": {"x86_64_v4": ((KV, G, WKV), (D, G, WKV)), "x86_64_v3": ((D, G, WKV),) * 2},
 }
 
 

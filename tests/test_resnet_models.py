@@ -211,3 +211,79 @@ def test_train_resnet_script_on_small_cifar_files(tmp_path, capsys, monkeypatch)
     assert sum(line.startswith("epoch") for line in lines) == 2
     assert lines[-1].startswith("test accuracy: ") and 0 <= float(lines[-1].split()[-1]) <= 1
     assert set(models.resnet20().load(tmp_path / "r20.npz").state_dict()) == set(models.resnet20().state_dict())
+
+
+def _block_steps(fuse, dtype, threads, stride, monkeypatch, relu_inplace=False, steps=2):
+    """Two train-mode steps of a BasicBlock (bn_relu fused or not), then one in eval mode:
+    every output, gradient and running statistic."""
+    monkeypatch.setattr(nn.layers, "_FUSE_BN_RELU", fuse)
+    rng = np.random.default_rng(5)
+    c_in, c_out = (8, 16) if stride == 2 else (16, 16)
+    down = None if stride == 1 else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False),
+                                                  nn.BatchNorm2d(c_out))
+    block = models.BasicBlock(c_in, c_out, stride, down).to(dtype)
+    block.relu.inplace = relu_inplace
+    for p in block.parameters():
+        p.data[...] = rng.uniform(-1, 1, p.shape)
+    x = rng.standard_normal((8, c_in, 16, 16)).astype(dtype)  # past the threads' threshold
+    results = []
+    with fastconv.threads(threads):
+        for _ in range(steps):
+            out = block(x)
+            g = rng.standard_normal(out.shape).astype(dtype)
+            block.zero_grad()
+            results += [out, block.backward(g)] + [p.grad.copy() for p in block.parameters()]
+        results += [v.copy() for v in block.state_dict().values()]
+        block.eval()
+        results.append(block(x))
+    return results, block
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_basic_block_fused_gives_the_bits_of_its_modules_one_by_one(stride, threads, dtype,
+                                                                     monkeypatch):
+    fused, block = _block_steps(True, dtype, threads, stride, monkeypatch)
+    # the fusion ran in train mode (bn_relu's own record), and eval mode ran the modules
+    assert block.bn1.__dict__.get("_relu_output") is None
+    block.train()
+    block(np.zeros((2, block.conv1.in_channels, 4, 4), dtype))
+    assert block.bn1._relu_output is block.relu._saved is not None
+    assert block.bn2._relu_output is block.relu_out._saved
+    plain, _ = _block_steps(False, dtype, threads, stride, monkeypatch)
+    assert len(fused) == len(plain)
+    for i, (got, want) in enumerate(zip(fused, plain)):
+        np.testing.assert_array_equal(got, want, err_msg=f"result {i}")
+
+
+def test_basic_block_with_an_inplace_relu_or_sync_batchnorm_keeps_their_own_paths(monkeypatch):
+    fused, _ = _block_steps(True, np.float64, 1, 1, monkeypatch)
+    inplace, block = _block_steps(True, np.float64, 1, 1, monkeypatch, relu_inplace=True)
+    assert block.bn1.__dict__.get("_relu_output") is None  # not fused
+    for got, want in zip(inplace, fused):
+        np.testing.assert_array_equal(got, want)
+    block.train()
+    block.bn1 = nn.SyncBatchNorm(16).double()
+    block.relu.inplace = False
+    x = np.random.default_rng(6).standard_normal((4, 16, 6, 6))
+    out = block(x)
+    assert block.bn1.__dict__.get("_relu_output") is None
+    assert block.backward(np.ones_like(out)).shape == x.shape
+
+
+def test_resnet_fit_fused_gives_the_bits_of_its_modules_one_by_one(monkeypatch):
+    # fit's per-leaf BatchNorm parameter gradients go through the ReLU too
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((32, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 2, 32)
+    states = []
+    for fuse in (True, False):
+        monkeypatch.setattr(nn.layers, "_FUSE_BN_RELU", fuse)
+        fastconv.manual_seed(0)
+        model = models.cifar_resnet(8, num_classes=2, in_channels=1)
+        model.fit(x, y, loss=nn.CrossEntropyLoss(), epochs=2, batch_size=16, verbose=0,
+                  optimizer=optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+        states.append(model.state_dict())
+    for key, value in states[0].items():
+        np.testing.assert_array_equal(value, states[1][key], err_msg=key)

@@ -166,6 +166,9 @@ CONV_ROUTES = {
     "pointwise-32": ((32, 14, 14), (32, 32, 1, 1), {}, ("gemm", "direct")),
     # grad_input as the transposed convolution on the column-vector direct block
     "3x3-16-channels": ((16, 12, 12), (16, 16, 3, 3), dict(padding=1), ("gemm", "direct")),
+    # stride 2 on the channel-vector block where the column block would be narrow
+    "stride2-16-to-32": ((16, 10, 26), (32, 16, 3, 3), dict(stride=2, padding=1),
+                         ("gemm", "direct")),
 }
 
 
@@ -221,8 +224,10 @@ def _batchnorm_net():
         nn.Linear(32, 10))
 
 
-# network -> (factory, image side)
-NETWORKS = {"lenet-dropout": (_lenet_with_dropout, 28), "batchnorm": (_batchnorm_net, 14)}
+# network -> (factory, image side); ResNet-8's BasicBlocks run BatchNorm with the ReLU and
+# the residual add fused (nn.layers.bn_relu)
+NETWORKS = {"lenet-dropout": (_lenet_with_dropout, 28), "batchnorm": (_batchnorm_net, 14),
+            "resnet8": (lambda: nn.models.cifar_resnet(8, in_channels=1), 12)}
 
 
 def _train(network, batch, steps=30):
@@ -253,3 +258,21 @@ def test_training_runs_match_across_thread_counts(network, batch):
     for n in (2, 3):
         with fastconv.threads(n):
             _assert_bitwise(_train(network, batch), serial, f"{network}, batch {batch}, {n} threads")
+
+
+# compiled models: LeNet's and ResNet-20's convolutions on the planned direct and
+# channel-vector kernels (GEMM in the portable build), the images split over threads
+COMPILED = {"lenet": (lambda: nn.models.lenet("modern"), (1, 28, 28), BATCHES),
+            "resnet20": (nn.models.resnet20, (3, 32, 32), (1, 7, 64))}
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_models_match_across_thread_counts(name):
+    make, shape, batches = COMPILED[name]
+    fastconv.manual_seed(0)
+    model = make()
+    model.eval()
+    cm = fastconv.compile(model, (max(batches),) + shape)
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch,) + shape).astype(np.float32)
+        _across_threads(lambda: (cm(x),), f"compiled {name}, batch {batch}")

@@ -10,6 +10,9 @@ from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemv
 
 from fastconv._kernels._blas cimport gemm
+from fastconv._kernels._conv_image cimport (
+    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, reads_in_place, pad_rows, direct_tasks,
+    direct_rows, direct_image, kvec_tasks, kvec_blocks, kvec_image, winograd_image)
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
 import numpy as np
@@ -31,6 +34,14 @@ cdef enum OpKind:
     OP_COPY = 8
 
 
+cdef enum Route:
+    # a convolution's kernel: _conv_plan.Route, as compile planned it
+    ROUTE_GEMM = 0
+    ROUTE_DIRECT = 1
+    ROUTE_KVEC = 2
+    ROUTE_WINOGRAD = 3
+
+
 cdef enum Act:
     ACT_NONE = 0
     ACT_RELU = 1
@@ -40,7 +51,7 @@ cdef enum Act:
 
 
 ctypedef struct Op:
-    int kind, act
+    int kind, act, route
     float slope
     # buffer ids: 0 is the image's input, 1 its output, the others live in the arena
     int src, src2, dst
@@ -51,6 +62,16 @@ ctypedef struct Op:
     const float* bias           # may be NULL; affine: shift
     bint count_include_pad
     float divisor               # avg pool: 0 means the window's own count
+    # planned convolutions (route other than GEMM): weight is packed for the route; the
+    # blocks and operands as fastconv.functional passes them to _conv (see _conv_image.pxd)
+    bint wide, six, by_rows
+    bint split                  # large enough to split one image's blocks over threads
+    int kv, pixels
+    Py_ssize_t Hp, Wp, tile_block, ntaps
+    const Py_ssize_t* tap_off
+    const Py_ssize_t* row_taps
+    const Py_ssize_t* pix_off
+    const Op* redo              # Winograd: the direct op that redoes an image not all finite
 
 
 cdef inline void activate(float* y, Py_ssize_t n, int act, float slope) noexcept nogil:
@@ -90,6 +111,90 @@ cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept 
     gemm(False, False, <int>op.K, <int>L, <int>CKK, <float>1, op.weight, <int>CKK, colp, <int>L,
          beta, y, <int>L)
     activate(y, op.K * L, op.act, op.slope)
+
+
+cdef void planned_conv(const Op* op, const float* x, float* y, float* work) noexcept nogil:
+    """One image on the kernel compile planned (the eager planner's), bias added."""
+    cdef Py_ssize_t failed = 0
+    if op.route == ROUTE_DIRECT:
+        direct_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                     op.kh, op.kw, op.sh, op.sw, op.ph, op.pw, op.dh, op.dw, op.Hp, op.Wp, 1,
+                     op.wide, op.six)
+    elif op.route == ROUTE_KVEC:
+        # compile checked that this build has the channel-vector kernel: nothing fails
+        kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                   op.tap_off, op.ntaps, op.row_taps, op.pix_off, op.sh, op.sw, op.ph, op.pw,
+                   op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows)
+    elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                        op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
+        # an inf, NaN or overflow: direct convolution, as eager redoes such images
+        planned_conv(op.redo, x, y, work)
+
+
+cdef void conv_part(const Op* op, const float* x, float* y, float* work, Py_ssize_t part,
+                    Py_ssize_t parts) noexcept nogil:
+    """Part ``part`` of ``parts`` of planned_conv on one image (direct and channel-vector
+    routes), activation included: the part's share of output rows (channel-vector raster
+    blocks: of pixel blocks), every channel. It pads the input rows it reads into its own
+    work: the rows the previous split layer left in this thread's cache, mostly. Each
+    output is computed as planned_conv computes it, so the bits are the same."""
+    cdef Py_ssize_t L = op.Ho * op.Wo, kvl = op.kv * KVEC_LANES_F
+    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k
+    cdef const float* src = x
+    if op.route == ROUTE_DIRECT:
+        per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
+        units = op.Ho
+    else:
+        per = (op.K + kvl - 1) // kvl  # tasks per pixel block
+        units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
+    u0, u1 = units * part // parts, units * (part + 1) // parts
+    if u0 >= u1:
+        return
+    if op.route == ROUTE_DIRECT:
+        p0, p1 = u0 * op.Wo, u1 * op.Wo
+    elif op.by_rows:
+        rb = (op.Wo + op.pixels - 1) // op.pixels
+        p0 = u0 // rb * op.Wo + u0 % rb * op.pixels
+        p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
+    else:
+        p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
+    if not reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw):
+        oh0, oh1 = p0 // op.Wo, (p1 - 1) // op.Wo + 1
+        pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw, oh0 * op.sh,
+                 (oh1 - 1) * op.sh + (op.kh - 1) * op.dh + 1)
+        src = work
+    if op.route == ROUTE_DIRECT:
+        direct_rows(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.kh, op.kw, op.sh,
+                    op.sw, op.dh, op.dw, op.Hp, op.Wp, 1, op.wide, op.six, u0 * per, u1 * per)
+    else:
+        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
+                    op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
+                    op.by_rows, u0 * per, u1 * per)
+    for k in range(op.K):
+        activate(y + k * L + p0, p1 - p0, op.act, op.slope)
+
+
+cdef void add_rows(const Op* op, const float* x, const float* x2, float* y, Py_ssize_t r0,
+                   Py_ssize_t r1) noexcept nogil:
+    """Rows r0 .. r1-1 of every channel of y (C, H, W) = x + x2, activated."""
+    cdef Py_ssize_t c, l, hw = op.H * op.W
+    for c in range(op.C):
+        for l in range(c * hw + r0 * op.W, c * hw + r1 * op.W):
+            y[l] = x[l] + x2[l]
+        activate(y + c * hw + r0 * op.W, (r1 - r0) * op.W, op.act, op.slope)
+
+
+cdef void run_split(const Op* op, const float* x, const float* x2, float* y, float* work,
+                    Py_ssize_t work_stride, int num_threads) noexcept nogil:
+    """A convolution (conv_part) or addition (add_rows) of one image split by output rows
+    over num_threads threads, thread t in the work at t * work_stride: layer after layer,
+    each thread keeps to about the same rows."""
+    cdef Py_ssize_t t
+    for t in prange(num_threads, schedule="static", chunksize=1, num_threads=num_threads):
+        if op.kind == OP_CONV:
+            conv_part(op, x, y, work + t * work_stride, t, num_threads)
+        else:
+            add_rows(op, x, x2, y, op.H * t // num_threads, op.H * (t + 1) // num_threads)
 
 
 cdef void run_conv_group(const Op* op, const float* x, float* y, float* col,
@@ -137,28 +242,54 @@ cdef void run_linear(const Op* op, const float* x, float* y, Py_ssize_t nb) noex
     activate(y, nb * op.K, op.act, op.slope)
 
 
+cdef inline float take_max(float v, float best) noexcept nogil:
+    # torch's rule (a larger value or a NaN replaces the running max), without a branch:
+    # on random data the branch mispredicted about every other window (10x slower)
+    return v if (v > best) | (v != v) else best
+
+
+cdef void max_pool_2x2(const Op* op, const float* x, float* y) noexcept nogil:
+    """run_pool_inside for 2x2 windows at stride 2 (LeNet's, ResNet's downsampling): a row
+    of outputs from two input rows, in a loop the compiler vectorizes."""
+    cdef Py_ssize_t c, oh, ow, H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
+    cdef const float* r0
+    cdef const float* r1
+    cdef float* yr
+    for c in range(op.C):
+        for oh in range(Ho):
+            r0 = x + (c * H + 2 * oh) * W
+            r1 = r0 + W
+            yr = y + (c * Ho + oh) * Wo
+            for ow in range(Wo):
+                yr[ow] = take_max(r1[2 * ow + 1], take_max(r1[2 * ow], take_max(
+                    r0[2 * ow + 1], r0[2 * ow])))
+
+
 cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil:
     """run_pool when every window lies inside the image (no padding, no dilation): no
     bounds checks in the loop."""
     cdef Py_ssize_t c, oh, ow, i, j, kh = op.kh, kw = op.kw, sh = op.sh, sw = op.sw
     cdef Py_ssize_t H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
-    cdef float best, total, v, area = op.divisor if op.divisor > 0 else <float>(kh * kw)
+    cdef float best, total, area = op.divisor if op.divisor > 0 else <float>(kh * kw)
+    cdef bint is_max = op.kind == OP_MAXPOOL
     cdef const float* xc
     cdef const float* win
     cdef float* yc
+    if is_max and kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        max_pool_2x2(op, x, y)
+        activate(y, op.C * Ho * Wo, op.act, op.slope)
+        return
     for c in range(op.C):
         xc = x + c * H * W
         yc = y + c * Ho * Wo
         for oh in range(Ho):
             for ow in range(Wo):
                 win = xc + oh * sh * W + ow * sw
-                if op.kind == OP_MAXPOOL:
+                if is_max:
                     best = win[0]
                     for i in range(kh):
                         for j in range(kw):
-                            v = win[i * W + j]
-                            if v > best or v != v:
-                                best = v
+                            best = take_max(win[i * W + j], best)
                     yc[oh * Wo + ow] = best
                 else:
                     total = 0
@@ -196,8 +327,7 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
                             continue
                         v = x[(c * op.H + hh) * op.W + ww]
                         if is_max:
-                            if v > best or v != v:
-                                best = v
+                            best = take_max(v, best)
                         else:
                             total = total + v
                             count = count + 1
@@ -214,13 +344,25 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
 
 
 cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
-                    Py_ssize_t nb) noexcept nogil:
-    """Every op on nb images; each buffer holds the nb images one after the other."""
+                    Py_ssize_t col_stride, Py_ssize_t nb, int split_threads) noexcept nogil:
+    """Every op on nb images; each buffer holds the nb images one after the other.
+    split_threads > 1: the images' large direct and channel-vector convolutions and
+    additions each split over that many threads (run_split; thread t's scratch at
+    col + t * col_stride), while the calling thread runs this group alone."""
     cdef Py_ssize_t i, b
     cdef const Op* op
     for i in range(n_ops):
         op = &ops[i]
-        if op.kind == OP_CONV and nb > 1:
+        if split_threads > 1 and op.split:
+            for b in range(nb):
+                run_split(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
+                          bufs[op.dst] + b * op.out_items, col, col_stride, split_threads)
+        elif op.kind == OP_CONV and op.route != ROUTE_GEMM:
+            for b in range(nb):
+                planned_conv(op, bufs[op.src] + b * op.in_items,
+                             bufs[op.dst] + b * op.out_items, col)
+            activate(bufs[op.dst], nb * op.out_items, op.act, op.slope)
+        elif op.kind == OP_CONV and nb > 1:
             run_conv_group(op, bufs[op.src], bufs[op.dst], col, nb)
         elif op.kind == OP_LINEAR:
             run_linear(op, bufs[op.src], bufs[op.dst], nb)
@@ -249,9 +391,7 @@ cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
                 y[c * hw + l] = x[c * hw + l] * op.weight[c] + op.bias[c]
         activate(y, op.size, op.act, op.slope)
     elif op.kind == OP_ADD:
-        for l in range(op.size):
-            y[l] = x[l] + x2[l]
-        activate(y, op.size, op.act, op.slope)
+        add_rows(op, x, x2, y, 0, op.H)
     elif op.kind == OP_CONCAT:
         memcpy(y, x, op.size * sizeof(float))
         memcpy(y + op.size, x2, op.size2 * sizeof(float))
@@ -259,54 +399,47 @@ cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
         memcpy(y, x, op.size * sizeof(float))
 
 
+def kernel_shapes():
+    """(direct block channels, 6-channel block channels, float32 columns, wide factor,
+    channel-vector lanes, {kv: most pixels}) of the kernels this build of the module runs:
+    compile checks them against the _conv build its plans are made for."""
+    return KB, KB6, VW_F, WIDE, KVEC_LANES_F, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2}
+
+
 cdef class Program:
     """The ops of one compiled network, with references to the arrays they point into.
 
     ops: a list of dicts with Op's fields (weight/bias as C-contiguous float32 arrays or
-    None); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
+    None; tap_off, row_taps, pix_off as intp arrays; a Winograd op's "redo", the dict of its
+    direct op); buffer_sizes: items per image of each buffer id (ids 0 and 1, the input and
     output, take none of the arena); col_items: per image, the largest im2col matrix and
-    GEMM result of a convolution. Images run in groups of ``group`` consecutive ones (the
-    last may be smaller), fixed by the batch alone, so the bits do not depend on threads.
+    GEMM result of a convolution; work_items: the largest scratch of one image on a
+    planned (direct, channel-vector, Winograd) kernel. Images run in groups of ``group``
+    consecutive ones (the last may be smaller), fixed by the batch alone, so the bits do
+    not depend on threads.
     """
     cdef Op* ops
+    cdef Op* redo_ops
     cdef readonly Py_ssize_t n_ops
     cdef Py_ssize_t n_bufs, col_offset, in_items, out_items, group
     cdef Py_ssize_t[::1] offsets
     cdef readonly Py_ssize_t thread_items
     cdef list keep
 
-    def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t in_items,
-                  Py_ssize_t out_items, Py_ssize_t group):
+    def __cinit__(self, list ops, buffer_sizes, Py_ssize_t col_items, Py_ssize_t work_items,
+                  Py_ssize_t in_items, Py_ssize_t out_items, Py_ssize_t group):
         cdef Py_ssize_t i, total = 0
-        cdef float[::1] arr
         self.n_ops = len(ops)
         self.ops = <Op*>calloc(max(self.n_ops, 1), sizeof(Op))
-        if self.ops == NULL:
+        self.redo_ops = <Op*>calloc(max(self.n_ops, 1), sizeof(Op))
+        if self.ops == NULL or self.redo_ops == NULL:
             raise MemoryError()
         self.keep = []
         for i, d in enumerate(ops):
-            o = &self.ops[i]
-            o.kind = d["kind"]
-            o.act = d.get("act", ACT_NONE)
-            o.slope = d.get("slope", 0.0)
-            o.src, o.src2, o.dst = d["src"], d.get("src2", 0), d["dst"]
-            o.C, o.H, o.W, o.K = d.get("C", 0), d.get("H", 0), d.get("W", 0), d.get("K", 0)
-            o.kh, o.kw, o.sh, o.sw = d.get("kh", 0), d.get("kw", 0), d.get("sh", 0), d.get("sw", 0)
-            o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
-            o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
-            o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
-            o.in_items, o.in2_items = d["in_items"], d.get("in2_items", 0)
-            o.out_items = d["out_items"]
-            o.count_include_pad = d.get("count_include_pad", True)
-            o.divisor = d.get("divisor", 0.0)
-            if d.get("weight") is not None:
-                arr = d["weight"]
-                self.keep.append(d["weight"])
-                o.weight = &arr[0]
-            if d.get("bias") is not None:
-                arr = d["bias"]
-                self.keep.append(d["bias"])
-                o.bias = &arr[0]
+            self.fill(&self.ops[i], d)
+            if d.get("redo") is not None:
+                self.fill(&self.redo_ops[i], d["redo"])
+                self.ops[i].redo = &self.redo_ops[i]
         self.n_bufs = len(buffer_sizes)
         self.offsets = np.zeros(self.n_bufs, dtype=np.intp)
         self.group = group
@@ -318,36 +451,86 @@ cdef class Program:
                              f"at most {MAX_BUFFERS} are supported")
         self.col_offset = total
         self.in_items, self.out_items = in_items, out_items
-        # each thread: its buffers, then the im2col matrix; 16 items apart (cache lines)
-        self.thread_items = (total + group * col_items + 16) // 16 * 16
+        # each thread: its buffers, then the im2col matrix or a planned kernel's scratch;
+        # 16 items apart (cache lines)
+        self.thread_items = (total + max(group * col_items, work_items) + 16) // 16 * 16
+
+    cdef void fill(self, Op* o, dict d) except *:
+        o.kind = d["kind"]
+        o.act = d.get("act", ACT_NONE)
+        o.slope = d.get("slope", 0.0)
+        o.route = d.get("route", ROUTE_GEMM)
+        o.src, o.src2, o.dst = d.get("src", 0), d.get("src2", 0), d.get("dst", 0)
+        o.C, o.H, o.W, o.K = d.get("C", 0), d.get("H", 0), d.get("W", 0), d.get("K", 0)
+        o.kh, o.kw, o.sh, o.sw = d.get("kh", 0), d.get("kw", 0), d.get("sh", 0), d.get("sw", 0)
+        o.ph, o.pw, o.dh, o.dw = d.get("ph", 0), d.get("pw", 0), d.get("dh", 0), d.get("dw", 0)
+        o.Ho, o.Wo = d.get("Ho", 0), d.get("Wo", 0)
+        o.size, o.size2 = d.get("size", 0), d.get("size2", 0)
+        o.in_items, o.in2_items = d.get("in_items", 0), d.get("in2_items", 0)
+        o.out_items = d.get("out_items", 0)
+        o.count_include_pad = d.get("count_include_pad", True)
+        o.divisor = d.get("divisor", 0.0)
+        o.wide, o.six = d.get("wide", False), d.get("six", False)
+        o.by_rows = d.get("by_rows", False)
+        # convolutions on the direct and channel-vector routes split, and additions
+        o.split = d.get("split", False) and (
+            o.kind == OP_ADD or o.kind == OP_CONV and o.route in (ROUTE_DIRECT, ROUTE_KVEC))
+        o.kv, o.pixels = d.get("kv", 0), d.get("pixels", 0)
+        o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
+        o.weight = <const float*>self.pointer(d, "weight", np.float32)
+        o.bias = <const float*>self.pointer(d, "bias", np.float32)
+        o.tap_off = <const Py_ssize_t*>self.pointer(d, "tap_off", np.intp)
+        o.row_taps = <const Py_ssize_t*>self.pointer(d, "row_taps", np.intp)
+        o.pix_off = <const Py_ssize_t*>self.pointer(d, "pix_off", np.intp)
+        if o.tap_off != NULL:
+            o.ntaps = len(d["tap_off"])
+
+    cdef const void* pointer(self, dict d, str key, dtype) except? NULL:
+        """The data of d[key], a C-contiguous 1-D array of dtype kept alive with the
+        program; NULL where d has none."""
+        a = d.get(key)
+        if a is None:
+            return NULL
+        if not (isinstance(a, np.ndarray) and a.dtype == dtype and a.ndim == 1
+                and a.flags.c_contiguous and a.size > 0):
+            raise ValueError(f"Program: {key} must be a non-empty C-contiguous 1-D {dtype} "
+                             f"array")
+        self.keep.append(a)
+        return <const void*><size_t>a.ctypes.data
 
     def __dealloc__(self):
         free(self.ops)
+        free(self.redo_ops)
 
     def run(self, const float[::1] x, float[::1] out, float[::1] arena, Py_ssize_t n_images,
             int num_threads):
         """Run the network on n_images images: x (n_images*in_items,) -> out; arena holds
-        thread_items items per thread of num_threads."""
+        thread_items items per thread of min(num_threads, groups of images). With fewer
+        groups than threads, the groups run one after the other on the calling thread, and
+        their large convolutions split each image over num_threads threads."""
         cdef Py_ssize_t t, n_groups = (n_images + self.group - 1) // self.group
+        cdef int split = num_threads if n_groups < num_threads else 1
         if n_images <= 0:
             return
-        if num_threads <= 1 or n_groups == 1:
+        if num_threads <= 1 or n_groups < num_threads:
             with nogil:
                 for t in range(n_groups):
                     self.run_images(&x[0], &out[0], &arena[0], t * self.group,
-                                    min(self.group, n_images - t * self.group))
+                                    min(self.group, n_images - t * self.group), split)
         else:
             with nogil:
                 for t in prange(n_groups, schedule="static", num_threads=num_threads):
                     self.run_images(&x[0], &out[0], &arena[0] + threadid() * self.thread_items,
-                                    t * self.group, min(self.group, n_images - t * self.group))
+                                    t * self.group, min(self.group, n_images - t * self.group),
+                                    1)
 
     cdef void run_images(self, const float* x, float* out, float* arena, Py_ssize_t n,
-                         Py_ssize_t nb) noexcept nogil:
+                         Py_ssize_t nb, int split_threads) noexcept nogil:
         cdef float* bufs[MAX_BUFFERS]
         cdef Py_ssize_t i
         bufs[0] = <float*>(x + n * self.in_items)
         bufs[1] = out + n * self.out_items
         for i in range(2, self.n_bufs):
             bufs[i] = arena + self.offsets[i]
-        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, nb)
+        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, self.thread_items, nb,
+                  split_threads)

@@ -1,17 +1,7 @@
-# Direct convolution in channel-vector blocks, and its weight gradient (src/kvec.h).
+# Direct convolution in channel-vector blocks, and its weight gradient (src/kvec.h; one
+# image of the forward: _conv_image.pxd).
 
 cdef extern from "kvec.h" nogil:
-    enum:
-        KVEC_LANES_F "FCK_LANES_F"
-        KVEC_LANES_D "FCK_LANES_D"
-        KVEC_MAX_A1 "FCK_MAX_A1"
-        KVEC_MAX_A2 "FCK_MAX_A2"
-    int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
-                  int kb_n, int npix, const float* bias)
-    int fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
-                  int kb_n, int npix, const double* bias)
     int fc_kvec_wgrad_f(int kv, int a, const float* p, const Py_ssize_t* tap_off,
                         Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t row_step,
                         const float* got, int accumulate, float* sums)
@@ -22,18 +12,6 @@ cdef extern from "kvec.h" nogil:
                        Py_ssize_t kvl)
     int fc_load_tile_d(const double* g, double* tile, Py_ssize_t channels, Py_ssize_t pixels,
                        Py_ssize_t kvl)
-
-
-cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
-                           Py_ssize_t ntaps, const floating* wb, const Py_ssize_t* pix_off,
-                           floating* o, Py_ssize_t L, int kb_n, int npix,
-                           const floating* bias) noexcept nogil:
-    """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels; 0, or
-    FC_UNAVAILABLE (nothing written) in a build without the kernel."""
-    if floating is float:
-        return fc_kvec_f(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias)
-    else:
-        return fc_kvec_d(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias)
 
 
 cdef inline int kvec_wgrad_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
@@ -90,52 +68,15 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     bias is empty for no bias.
     """
     check_built(not (KVEC_LANES_F if floating is float else KVEC_LANES_D), "channel-vector")
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = out.shape[1]
-    cdef Py_ssize_t L = out.shape[2] * out.shape[3]
-    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, ntaps = tap_off.shape[0]
-    cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
-    cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
-    cdef Py_ssize_t Wo = out.shape[3]
-    cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
-    cdef Py_ssize_t nblocks = out.shape[2] * row_blocks if by_rows else (L + pixels - 1) // pixels
-    cdef Py_ssize_t n, grp, kb, k0, kb_n, b, f0, npix, oh, ow, t0, nt
+    cdef Py_ssize_t n, N = x.shape[0]
     cdef Py_ssize_t failed = 0
     cdef bint has_bias = bias.shape[0] > 0
-    cdef const floating* src
-    cdef const floating* pg
-    cdef const floating* block_start
-    cdef const Py_ssize_t* block_pix
     for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
-        src = padded_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, C,
-                           x.shape[2], x.shape[3], ph, pw, Hp, Wp, sw)
-        for grp in range(groups):
-            pg = src + grp * Cg * sw * Hp * Wq
-            for kb in range(nkb):
-                k0 = grp * Kg + kb * kvl
-                kb_n = min(kvl, (grp + 1) * Kg - k0)
-                for b in range(nblocks):
-                    if by_rows:
-                        oh = b // row_blocks
-                        ow = b % row_blocks * pixels
-                        f0 = oh * Wo + ow
-                        npix = min(pixels, Wo - ow)
-                        block_start = pg + oh * sh * Wq + ow
-                        block_pix = NULL
-                        t0 = row_taps[oh, 0]
-                        nt = row_taps[oh, 1]
-                    else:
-                        f0 = b * pixels
-                        npix = min(pixels, L - f0)
-                        block_start = pg
-                        block_pix = &pix_off[f0]
-                        t0 = row_taps[0, 0]
-                        nt = row_taps[0, 1]
-                    # pointer arithmetic, not indexing: an empty run may start at the end
-                    failed += kvec_block(kv, pixels, block_start, &tap_off[0] + t0, nt,
-                                         &wpack[0] + (grp * nkb + kb) * blk + t0 * kvl,
-                                         block_pix, &out[n, k0, 0, 0] + f0, L, kb_n, npix,
-                                         &bias[k0] if has_bias else NULL) != 0
+        failed += kvec_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, &wpack[0],
+                             &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
+                             x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
+                             &tap_off[0], tap_off.shape[0], &row_taps[0, 0], &pix_off[0], sh,
+                             sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows)
     check_built(failed, "channel-vector")
 
 

@@ -1,44 +1,11 @@
-# Helpers of every convolution algorithm of _conv.pyx: padding, the chunk sums of the
-# weight gradients, and the error of a kernel this build does not have.
+# Helpers of every convolution algorithm of _conv.pyx: the chunk sums of the weight
+# gradients, and the error of a kernel this build does not have (padding: _conv_image.pxd).
 
 cdef inline bint is_pointwise(const Geometry* g) noexcept nogil:
     # 1x1, stride 1, no padding: an image (C, H*W) already is its column matrix
     return (g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0 and g.pw == 0
             and g.Ho == g.H and g.Wo == g.W)
 
-
-cdef inline void pad_image(const floating* x, floating* p, Py_ssize_t C, Py_ssize_t H,
-                           Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t Hp,
-                           Py_ssize_t Wp, Py_ssize_t sw) noexcept nogil:
-    """Zero-pad x (C, H, W) into p (C, sw, Hp, Wq), Wq = ceil(Wp / sw), split by column phase.
-
-    p[c, q, r, m] = x[c, r - ph, m*sw + q - pw], or 0 outside x: the columns a strided
-    output row reads at one kernel tap are then contiguous, as with stride 1 (split_row).
-    """
-    cdef Py_ssize_t c, q, r
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
-    cdef floating* row
-    for c in range(C):
-        for r in range(Hp):
-            row = p + (c * sw * Hp + r) * Wq
-            if r < ph or r - ph >= H:
-                for q in range(sw):
-                    memset(row + q * Hp * Wq, 0, Wq * sizeof(floating))
-            else:
-                split_row(x + (c * H + r - ph) * W, row, W, pw, sw, Wq, Hp * Wq, 0)
-
-
-cdef inline const floating* padded_image(const floating* x, floating* p, Py_ssize_t C,
-                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph,
-                                        Py_ssize_t pw, Py_ssize_t Hp, Py_ssize_t Wp,
-                                        Py_ssize_t sw) noexcept nogil:
-    """pad_image's buffer for x, in p, or x itself where that buffer would be a plain copy
-    of it (no padding, stride 1 across, the image's own height and width): a 1x1 layer
-    then reads its input where it lies."""
-    if ph == 0 and pw == 0 and sw == 1 and Hp == H and Wp == W:
-        return x
-    pad_image(x, p, C, H, W, ph, pw, Hp, Wp, sw)
-    return p
 
 cdef enum:
     LANES = 16

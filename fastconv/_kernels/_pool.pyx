@@ -24,6 +24,8 @@ a window that is mostly padding costs neither time nor scratch. The avg-pool div
 come from one table per call. 2x2 stride-2 windows (LeNet) get fused single-pass loops
 instead.
 """
+import threading
+
 import numpy as np
 
 from cython cimport floating
@@ -194,6 +196,59 @@ cdef class _Plan:
         if avg_backward:
             rows = self.p.H
         return _thread_rows(num_threads, 2 * self.p.Wp + self.p.sw * self.p.Lk * rows, dtype)
+
+
+# What a call needs besides its arrays, by geometry, per Python thread: (_Plan, floating
+# scratch, int32 and int64 argmax rows), or None where a kind of call needs none. Building
+# them took 9 us of a batch-1 LeNet pooling call whose pooling takes under 1; a layer asks
+# for the same every call. Per Python thread, so two threads never share scratch; at most
+# _MOST_PREPARED geometries each, then it starts over.
+_prepared_local = threading.local()
+_MOST_PREPARED = 64
+
+cdef enum:
+    MAX_FORWARD = 0
+    AVG_FORWARD = 1
+    AVG_BACKWARD = 2
+
+
+cdef enum:
+    # Below this many input items a call runs on one thread: waking the team's other
+    # threads costs ~5 us here, more than pooling them (LeNet's batch-1 layers: 4704 and
+    # 1600). Each plane is one thread's either way, so the bits do not change.
+    SERIAL_ITEMS = 16384
+
+
+cdef inline int _threads_for(Py_ssize_t items, int num_threads) noexcept nogil:
+    return 1 if items < SERIAL_ITEMS else num_threads
+
+
+cdef tuple _prepared(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, kernel_size,
+                     stride, padding, dilation, int num_threads, dtype, int kind):
+    """(plan, work, track32, track64, narrow) of one call (see _prepared_local)."""
+    cdef _Plan plan
+    cdef bint narrow
+    cache = getattr(_prepared_local, "cache", None)
+    if cache is None:
+        cache = _prepared_local.cache = {}
+    key = (H, W, Ho, Wo, kernel_size, stride, padding, dilation, num_threads, dtype, kind)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    plan = _Plan(H, W, Ho, Wo, kernel_size, stride, padding, dilation)
+    track32 = track64 = None
+    narrow = False
+    if kind == MAX_FORWARD:
+        # Offsets within a window, and flat indices: int32 when they fit. One argmax row
+        # per thread, reused for every row of every plane it pools.
+        narrow = (plan.p.H + 2 * plan.p.ph + 1) * (plan.p.W + 2 * plan.pw + 1) <= INT32_MAX
+        track32 = _thread_rows(num_threads, plan.p.Wp if narrow else 1, np.int32)
+        track64 = _thread_rows(num_threads, 1 if narrow else plan.p.Wp, np.int64)
+    work = plan.work(num_threads, dtype, avg_backward=kind == AVG_BACKWARD and not _is_2x2(&plan.p))
+    if len(cache) >= _MOST_PREPARED:
+        cache.clear()
+    hit = cache[key] = (plan, work, track32, track64, narrow)
+    return hit
 
 
 cdef inline bint _is_2x2(const Pool* g) noexcept nogil:
@@ -420,21 +475,21 @@ def max_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
 
     kernel_size, stride, padding, dilation are validated (h, w) pairs.
     """
-    cdef _Plan plan = _Plan(x.shape[1], x.shape[2], out.shape[1], out.shape[2],
-                            kernel_size, stride, padding, dilation)
-    cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = x.shape[0], p
-    cdef bint want = indices is not None
-    # Offsets within a window, and flat indices: int32 when they fit.
-    cdef bint narrow = (g.H + 2 * g.ph + 1) * (g.W + 2 * plan.pw + 1) <= INT32_MAX
-    cdef int64_t* ind
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] work = plan.work(num_threads, dtype)
-    # One argmax row per thread, reused for every row of every plane it pools.
-    cdef int32_t[:, ::1] track32 = _thread_rows(num_threads, g.Wp if narrow else 1, np.int32)
-    cdef int64_t[:, ::1] track64 = _thread_rows(num_threads, 1 if narrow else g.Wp, np.int64)
     if P == 0:
         return
+    dtype = np.float32 if floating is float else np.float64
+    num_threads = _threads_for(P * x.shape[1] * x.shape[2], num_threads)
+    prepared = _prepared(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
+                         stride, padding, dilation, num_threads, dtype, MAX_FORWARD)
+    cdef _Plan plan = prepared[0]
+    cdef const Pool* g = &plan.p
+    cdef bint want = indices is not None
+    cdef bint narrow = prepared[4]
+    cdef int64_t* ind
+    cdef floating[:, ::1] work = prepared[1]
+    cdef int32_t[:, ::1] track32 = prepared[2]
+    cdef int64_t[:, ::1] track64 = prepared[3]
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             ind = &indices[p, 0, 0] if want else NULL
@@ -477,6 +532,7 @@ def max_pool2d_backward(const floating[:, :, ::1] grad_output, const int64_t[:, 
     cdef Py_ssize_t n_out = grad_output.shape[1] * grad_output.shape[2]
     if P == 0:
         return 0
+    num_threads = _threads_for(P * grad_input.shape[1] * grad_input.shape[2], num_threads)
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             skipped += _max_backward_plane(&grad_output[p, 0, 0], &indices[p, 0, 0],
@@ -612,15 +668,17 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, ker
                        stride, padding, bint count_include_pad, Py_ssize_t divisor_override,
                        int num_threads):
     """out (P, Ho, Wo) = average pool of x (P, H, W); divisor_override 0 means none."""
-    cdef _Plan plan = _Plan(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
-                            stride, padding)
-    cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = x.shape[0], p
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] work = plan.work(num_threads, dtype)
-    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     if P == 0:
         return
+    dtype = np.float32 if floating is float else np.float64
+    num_threads = _threads_for(P * x.shape[1] * x.shape[2], num_threads)
+    prepared = _prepared(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
+                         stride, padding, (1, 1), num_threads, dtype, AVG_FORWARD)
+    cdef _Plan plan = prepared[0]
+    cdef const Pool* g = &plan.p
+    cdef floating[:, ::1] work = prepared[1]
+    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             if _is_2x2(g):
@@ -633,16 +691,18 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
                         kernel_size, stride, padding, bint count_include_pad,
                         Py_ssize_t divisor_override, int num_threads):
     """grad_input (P, H, W) from grad_output (P, Ho, Wo); divisor_override 0 means none."""
-    cdef _Plan plan = _Plan(grad_input.shape[1], grad_input.shape[2], grad_output.shape[1],
-                            grad_output.shape[2], kernel_size, stride, padding)
-    cdef const Pool* g = &plan.p
     cdef Py_ssize_t P = grad_input.shape[0], p
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] work
-    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     if P == 0:
         return
-    work = plan.work(num_threads, dtype, avg_backward=not _is_2x2(g))
+    dtype = np.float32 if floating is float else np.float64
+    num_threads = _threads_for(P * grad_input.shape[1] * grad_input.shape[2], num_threads)
+    prepared = _prepared(grad_input.shape[1], grad_input.shape[2], grad_output.shape[1],
+                         grad_output.shape[2], kernel_size, stride, padding, (1, 1),
+                         num_threads, dtype, AVG_BACKWARD)
+    cdef _Plan plan = prepared[0]
+    cdef const Pool* g = &plan.p
+    cdef floating[:, ::1] work = prepared[1]
+    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
             if _is_2x2(g):

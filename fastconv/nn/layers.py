@@ -562,6 +562,10 @@ class _BatchNorm(Module):
                              f"{self.num_features} channels in dim 1, got input of shape {x.shape}")
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, add=None, relu=False):
+        """forward, or ``relu(forward(x) + add)`` in the same pass (see :func:`bn_relu`)."""
         self._check(x)
         use_batch = self.training or not self.track_running_stats
         update = self.training and self.track_running_stats
@@ -572,13 +576,19 @@ class _BatchNorm(Module):
             x, self._buffers.get("running_mean"), self._buffers.get("running_var"),
             self.weight.data if self.affine else None, self.bias.data if self.affine else None,
             training=use_batch, momentum=0.0 if momentum is None else momentum, eps=self.eps,
-            return_stats=True)
+            return_stats=True, add=add, relu=relu)
         if update:
             self.num_batches_tracked += 1
         self._input, self._saved_stats, self._batch_stats = x, (mean, invstd), use_batch
+        self._relu_output = out if relu else None
         return out
 
     def backward(self, grad_output):
+        return self._backward(grad_output)
+
+    def _backward(self, grad_output, relu_output=None):
+        """backward; with ``relu_output`` (a fused forward's output) through that ReLU first,
+        in the same passes."""
         x = _cached(self, "_input")
         mean, invstd = self._saved_stats
         need_params = self.affine and (self.weight.requires_grad or self.bias.requires_grad)
@@ -586,15 +596,19 @@ class _BatchNorm(Module):
             return None
         weight = self.weight.data if self.affine else None
 
-        def grads(grad_output, x, input_grad):
+        def grads(grad_output, x, relu_output, input_grad):
             return _backend.ops().batch_norm_backward(
                 grad_output, x, weight, save_mean=mean, save_invstd=invstd,
-                training=self._batch_stats, eps=self.eps, input_grad=input_grad)
+                training=self._batch_stats, eps=self.eps, input_grad=input_grad,
+                relu_output=relu_output)
 
-        grad_input, grad_weight, grad_bias = grads(grad_output, x, self.requires_input_grad)
+        grad_input, grad_weight, grad_bias = grads(grad_output, x, relu_output,
+                                                   self.requires_input_grad)
         plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
         if need_params and plan is not None:
-            parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False))
+            parts = plan.leaf_parts(lambda leaf: grads(
+                grad_output[leaf], x[leaf], None if relu_output is None else relu_output[leaf],
+                False))
         if self.affine:
             for param, k, whole in ((self.weight, 1, grad_weight), (self.bias, 2, grad_bias)):
                 if param.requires_grad:
@@ -637,6 +651,36 @@ class BatchNorm2d(_BatchNorm):
     """
 
     _input_dims = (4,)
+
+
+# Whether bn_relu fuses; tests turn it off to compare with the modules run one by one.
+_FUSE_BN_RELU = True
+
+
+def bn_relu(bn, relu, x, add=None):
+    """``relu(bn(x))``, or ``relu(bn(x) + add)``, for a parent module that calls the two.
+
+    When ``bn`` is a training :class:`BatchNorm2d` (exactly: SyncBatchNorm keeps its own
+    path) and ``relu`` a :class:`ReLU` that is not in place, in one pass (the bits of the
+    separate passes); otherwise the modules one by one. Either way each module keeps what its
+    own backward needs, and :func:`bn_relu_backward` is the matching backward.
+    """
+    if (_FUSE_BN_RELU and bn.training and type(bn) is BatchNorm2d and type(relu) is ReLU
+            and not relu.inplace):
+        out = bn._forward(x, add=add, relu=True)
+        relu._saved = out
+        return out
+    out = bn(x)
+    return relu(out if add is None else out + add)
+
+
+def bn_relu_backward(bn, relu, grad_output):
+    """d loss / d (bn's input) from d loss / d (the output of :func:`bn_relu`): through the
+    ReLU inside bn's backward passes when the forward was fused, else relu's then bn's."""
+    fused = bn.__dict__.get("_relu_output")
+    if fused is not None and relu.__dict__.get("_saved") is fused:
+        return bn._backward(grad_output, relu_output=fused)
+    return bn.backward(relu.backward(grad_output))
 
 
 

@@ -2,7 +2,9 @@
 ResNets of He et al. 2016 (CIFAR and ImageNet) with torchvision's module names."""
 from collections import OrderedDict
 
-from .layers import BatchNorm2d, Conv2d, ReLU
+import numpy as np
+
+from .layers import BatchNorm2d, Conv2d, ReLU, bn_relu, bn_relu_backward
 from .module import Module
 
 __all__ = ["lenet", "BasicBlock", "cifar_resnet", "imagenet_resnet", "resnet20", "resnet32",
@@ -78,23 +80,29 @@ class BasicBlock(Module):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = bn_relu(self.bn1, self.relu, self.conv1(x))
+        out = self.conv2(out)
         skip = x if self.downsample is None else self.downsample(x)
-        return self.relu_out(out + skip)
+        return bn_relu(self.bn2, self.relu_out, out, add=skip)
 
     def backward(self, grad_output):
         needs_input_grad = self.requires_input_grad
-        grad = self.relu_out.backward(grad_output)  # d loss / d (out + skip)
+        # d loss / d (out + skip), once for both paths: bn2's backward through the ReLU would
+        # read grad_output and the output again, for no pass saved.
+        grad = self.relu_out.backward(grad_output)
         self.conv1.requires_input_grad = needs_input_grad
-        grad_x = self.conv1.backward(self.bn1.backward(self.relu.backward(
-            self.conv2.backward(self.bn2.backward(grad)))))
+        grad_x = self.conv1.backward(bn_relu_backward(self.bn1, self.relu, self.conv2.backward(
+            self.bn2.backward(grad))))
         if self.downsample is not None:
             self.downsample.requires_input_grad = needs_input_grad
             grad_skip = self.downsample.backward(grad)
         else:
             grad_skip = grad if needs_input_grad else None
-        return grad_x + grad_skip if needs_input_grad else None
+        if not needs_input_grad:
+            return None
+        if grad_x.flags.writeable and not np.may_share_memory(grad_x, grad_skip):
+            return np.add(grad_x, grad_skip, out=grad_x)  # conv1's fresh array: no new one
+        return grad_x + grad_skip
 
 
 def _stage(nn, inplanes, planes, blocks, stride, block):

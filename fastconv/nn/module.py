@@ -38,6 +38,12 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call Module.__init__() before assigning {name!r} in "
                                  f"{type(self).__name__}.__init__")
+        # A plain attribute set again (what forward caches for backward, every call): a name
+        # in __dict__ is in no registry (registering one pops it), so only a Parameter or a
+        # Module needs the registries
+        if name in self.__dict__ and not isinstance(value, (Parameter, Module)):
+            object.__setattr__(self, name, value)
+            return
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self._forget(name)

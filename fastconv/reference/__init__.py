@@ -460,13 +460,14 @@ def _per_channel(v, x3, fill):
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, return_stats=False):
+               momentum=0.1, eps=1e-5, *, return_stats=False, add=None, relu=False):
     """``(input - mean) / sqrt(var + eps) * weight + bias`` per channel (axis 1): the batch's
     mean and biased variance in training (the running statistics updated in place, the
     variance unbiased), the running ones otherwise; ``(out, save_mean, save_invstd)`` with
-    ``return_stats``."""
+    ``return_stats``. Then ``out + add`` when ``add`` is given and :func:`relu` of that
+    with ``relu``."""
     a = V.batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum,
-                          eps)
+                          eps, add)
     x3, dtype = a.x3, input.dtype.type
     if training:
         mean, var = x3.mean(axis=(0, 2)), x3.var(axis=(0, 2))
@@ -481,17 +482,25 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     invstd = 1 / np.sqrt(var + dtype(eps))
     out = ((x3 - mean[:, None]) * invstd[:, None] * _per_channel(weight, x3, 1)
            + _per_channel(bias, x3, 0)).reshape(input.shape)
+    if add is not None:
+        out += add
+    if relu:
+        np.copyto(out, 0, where=out < 0)  # :func:`relu` in place (the argument hides it)
     return (out, mean, invstd) if return_stats else out
 
 
 def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None,
                         save_mean=None, save_invstd=None, training=False, eps=1e-5, *,
-                        input_grad=True):
+                        input_grad=True, relu_output=None):
     """``(grad_input or None, grad_weight, grad_bias)`` of :func:`batch_norm`: through the
     batch statistics in training (save_mean/save_invstd, or recomputed from input), through
-    fixed ones otherwise (save_mean/save_invstd, or the running statistics)."""
+    fixed ones otherwise (save_mean/save_invstd, or the running statistics). With
+    ``relu_output`` (a ``relu=True`` forward's output) grad_output is first taken through
+    that ReLU (:func:`relu_backward`)."""
     a = V.batch_norm_backward_args(grad_output, input, weight, running_mean, running_var,
-                                   save_mean, save_invstd, training, eps)
+                                   save_mean, save_invstd, training, eps, relu_output)
+    if relu_output is not None:
+        grad_output = relu_backward(grad_output, relu_output)
     x3, dtype = a.x3, input.dtype.type
     g3 = grad_output.reshape(x3.shape)
     if save_mean is not None:

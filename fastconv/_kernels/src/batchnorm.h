@@ -42,6 +42,8 @@
 #define FC_BN_NV (FC_BN_LANES / FC_BN_VW)
 typedef double fc_bn_vd __attribute__((vector_size(FC_BN_VW * sizeof(double))));
 typedef float fc_bn_vf __attribute__((vector_size(FC_BN_VW * sizeof(float))));
+/* What a comparison of two fc_bn_vd gives: all ones where true. */
+typedef long long fc_bn_vl __attribute__((vector_size(FC_BN_VW * sizeof(long long))));
 
 /* FC_BN_VW consecutive values as doubles (memcpy: an unaligned load). */
 static inline fc_bn_vd fc_bn_load_f32(const float *p)
