@@ -12,57 +12,6 @@
  * slower than its 4-zmm block. The wide block (nv = 2, 16 accumulators) measured 1.1x the
  * narrow one where its columns are not mostly padding. nv and kbn are constants in each
  * instance below, so the accumulators stay in registers. */
-typedef fcv_t FC_FN(fc_direct_acc)[FC_WIDE]; /* one output channel's accumulators */
-/* acc[k] += wt[k] * the columns at xp, k < kbn: one tap */
-static FC_INLINE void FC_FN(fc_direct_tap)(const int nv, const int kbn, FC_FN(fc_direct_acc) * acc,
-                                           const FC_T* xp, const FC_T* wt) {
-    const int lanes = FC_LANES;
-    fcv_t x[FC_WIDE];
-    for (int u = 0; u < nv; u++) x[u] = fcv_loadu(xp + u * lanes);
-    for (int k = 0; k < kbn; k++) {
-        fcv_t w = fcv_set1(wt[k]);
-        for (int u = 0; u < nv; u++) acc[k][u] = fcv_fmadd(w, x[u], acc[k][u]);
-    }
-}
-#else
-/* the columns of the portable block */
-#define FC_VW (sizeof(FC_T) == sizeof(float) ? FC_VW_F : FC_VW_D)
-/* Portable C, FC_KB x FC_VW, which GCC vectorizes for the build's instruction set */
-typedef FC_T FC_FN(fc_direct_acc)[FC_VW];
-static FC_INLINE void FC_FN(fc_direct_tap)(const int nv, const int kbn, FC_FN(fc_direct_acc) * acc,
-                                           const FC_T* xp, const FC_T* wt) {
-    (void)nv;
-    FC_T x[FC_VW];
-    for (int v = 0; v < FC_VW; v++) x[v] = xp[v];
-    for (int k = 0; k < kbn; k++) {
-        FC_T w = wt[k];
-        for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];
-    }
-}
-#endif
-
-/* acc += the block's taps, c < cg, i < kh, j < kw (weights wb, kbn per tap), in the
- * phase-split input: the walk both blocks share */
-static FC_INLINE void FC_FN(fc_direct_taps)(const int nv, const int kbn, FC_FN(fc_direct_acc) * acc,
-                                            const FC_T* p, const FC_T* wb, Py_ssize_t cg,
-                                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sw,
-                                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp,
-                                            Py_ssize_t wq) {
-    const FC_T* wt = wb;
-    for (Py_ssize_t c = 0; c < cg; c++) {
-        for (Py_ssize_t i = 0; i < kh; i++) {
-            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;
-            Py_ssize_t q = 0, m = 0; /* tap column j*dw: phase q, m columns in */
-            for (Py_ssize_t j = 0; j < kw; j++) {
-                FC_FN(fc_direct_tap)(nv, kbn, acc, xr + q * hp * wq + m, wt);
-                wt += kbn;
-                for (q += dw; q >= sw; q -= sw) m++;
-            }
-        }
-    }
-}
-
-#if defined(__AVX512F__)
 static FC_INLINE void FC_FN(fc_direct_body)(const int nv, const int kbn, const FC_T* p,
                                             const FC_T* wb, FC_T* o, const FC_T* bias,
                                             Py_ssize_t kb_n, Py_ssize_t vw_n, Py_ssize_t cg,
@@ -70,10 +19,25 @@ static FC_INLINE void FC_FN(fc_direct_body)(const int nv, const int kbn, const F
                                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t hp,
                                             Py_ssize_t wq, Py_ssize_t L) {
     const int lanes = FC_LANES;
-    FC_FN(fc_direct_acc) acc[FC_KB];
+    fcv_t acc[FC_KB][FC_WIDE], x[FC_WIDE];
     for (int k = 0; k < kbn; k++)
         for (int u = 0; u < nv; u++) acc[k][u] = fcv_setzero();
-    FC_FN(fc_direct_taps)(nv, kbn, acc, p, wb, cg, kh, kw, sw, dh, dw, hp, wq);
+    const FC_T* wt = wb;
+    for (Py_ssize_t c = 0; c < cg; c++) {
+        for (Py_ssize_t i = 0; i < kh; i++) {
+            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;
+            Py_ssize_t q = 0, m = 0; /* tap column j*dw: phase q, m columns in */
+            for (Py_ssize_t j = 0; j < kw; j++) {
+                for (int u = 0; u < nv; u++) x[u] = fcv_loadu(xr + q * hp * wq + m + u * lanes);
+                for (int k = 0; k < kbn; k++) {
+                    fcv_t w = fcv_set1(wt[k]);
+                    for (int u = 0; u < nv; u++) acc[k][u] = fcv_fmadd(w, x[u], acc[k][u]);
+                }
+                wt += kbn;
+                for (q += dw; q >= sw; q -= sw) m++;
+            }
+        }
+    }
     for (int u = 0; u < nv && u * lanes < vw_n; u++) {
         Py_ssize_t n = vw_n - u * lanes < lanes ? vw_n - u * lanes : lanes;
         fcmask_t mask = fcv_first(n);
@@ -111,14 +75,35 @@ static void FC_FN(fc_direct)(int wide, int six, FC_DIRECT_ARGS) {
 #undef FC_DIRECT_PASS
 
 #else
-/* One block, whatever wide and six say (FC_WIDE and FC_KB6 tell the caller). */
+/* the columns of the portable block */
+#define FC_VW (sizeof(FC_T) == sizeof(float) ? FC_VW_F : FC_VW_D)
+
+/* Portable C, FC_KB x FC_VW, which GCC vectorizes for the build's instruction set; one
+ * block, whatever wide and six say (FC_WIDE and FC_KB6 tell the caller). */
 static FC_NOINLINE void FC_FN(fc_direct_block)(const FC_T* p, const FC_T* wb, FC_T* o,
                                                const FC_T* bias, Py_ssize_t kb_n, Py_ssize_t vw_n,
                                                Py_ssize_t cg, Py_ssize_t kh, Py_ssize_t kw,
                                                Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
                                                Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) {
     FC_T acc[FC_KB][FC_VW] = {{0}};
-    FC_FN(fc_direct_taps)(1, FC_KB, acc, p, wb, cg, kh, kw, sw, dh, dw, hp, wq);
+    const FC_T* wt = wb;
+    for (Py_ssize_t c = 0; c < cg; c++) {
+        for (Py_ssize_t i = 0; i < kh; i++) {
+            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;
+            Py_ssize_t q = 0, m = 0; /* tap column j*dw: phase q, m columns in */
+            for (Py_ssize_t j = 0; j < kw; j++) {
+                const FC_T* xp = xr + q * hp * wq + m;
+                FC_T x[FC_VW];
+                for (int v = 0; v < FC_VW; v++) x[v] = xp[v];
+                for (int k = 0; k < FC_KB; k++) {
+                    FC_T w = wt[k];
+                    for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];
+                }
+                wt += FC_KB;
+                for (q += dw; q >= sw; q -= sw) m++;
+            }
+        }
+    }
     for (Py_ssize_t k = 0; k < kb_n; k++)
         for (Py_ssize_t v = 0; v < vw_n; v++) o[k * L + v] = acc[k][v] + (bias ? bias[k] : (FC_T)0);
 }
