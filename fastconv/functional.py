@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _conv_plan, _validation, _workspace
+from ._cache import BoundedCache
 from ._conv_plan import Problem, Route
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
@@ -153,8 +154,8 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
 # optimizer step) no longer matches its bytes and is packed again; so is any other array
 # that takes a freed one's id. Weights up to _MOST_CACHED_WEIGHT bytes, _MOST_OPERANDS
 # entries, then it starts over. The entries are only read, so threads may share them.
-_operand_cache = {}
 _MOST_OPERANDS = 64
+_operand_cache = BoundedCache(_MOST_OPERANDS)
 _MOST_CACHED_WEIGHT = 1 << 18
 
 
@@ -167,11 +168,7 @@ def _operands(make, block, p, w):
     hit = _operand_cache.get(key)
     if hit is not None and hit[0] == data:
         return hit[1]
-    ops = make(block, p, w)
-    if len(_operand_cache) >= _MOST_OPERANDS:
-        _operand_cache.clear()
-    _operand_cache[key] = (data, ops)
-    return ops
+    return _operand_cache.put(key, (data, make(block, p, w)))[1]
 
 
 def _direct_operands(block, p, w):
@@ -598,22 +595,33 @@ def _pool_forward(kernel, a, *args, indices=None):
     return tuple(r if r is None else _validation.unbatch(r, a.unbatched) for r in results)
 
 
+def _pool_doc(f):
+    """Fill in the parameters the pooling forwards share ({pool_input}, {ceil_mode})."""
+    if f.__doc__ is None:  # python -OO
+        return f
+    f.__doc__ = f.__doc__.format(
+        pool_input="""x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+        Any strides; a non-contiguous input is copied once.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.""",
+        ceil_mode="""ceil_mode : bool, default False
+        Round the output size up (the last window may overhang the padding).""")
+    return f
+
+
+@_pool_doc
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling over (N, C, H, W), like ``torch.nn.functional.max_pool2d``.
 
     Parameters
     ----------
-    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
-        Any strides; a non-contiguous input is copied once.
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``kernel_size``.
+    {pool_input}
     padding : int or (int, int), default 0
         Implicit -inf padding on both sides, at most half the kernel size.
     dilation : int or (int, int), default 1
-    ceil_mode : bool, default False
-        Round the output size up (the last window may overhang the padding).
+    {ceil_mode}
     return_indices : bool, default False
         Also return where each maximum came from.
 
@@ -660,21 +668,17 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     return _validation.unbatch(grad_input, a.unbatched)
 
 
+@_pool_doc
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """2-D average pooling over (N, C, H, W), like ``torch.nn.functional.avg_pool2d``.
 
     Parameters
     ----------
-    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
-        Any strides; a non-contiguous input is copied once.
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``kernel_size``.
+    {pool_input}
     padding : int or (int, int), default 0
         Implicit zero padding on both sides, at most half the kernel size.
-    ceil_mode : bool, default False
-        Round the output size up (the last window may overhang the padding).
+    {ceil_mode}
     count_include_pad : bool, default True
         Count the padding in the divisor (never the ceil_mode overhang beyond it).
     divisor_override : int, optional

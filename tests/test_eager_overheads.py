@@ -17,6 +17,7 @@ import fastconv
 import fastconv.functional as F
 from fastconv import _conv_plan, nn
 from fastconv import reference as R
+from fastconv._cache import BoundedCache
 from fastconv._kernels import _pool
 from fastconv.nn.parameter import Parameter
 
@@ -62,7 +63,7 @@ def test_linear_batch_one_is_the_row_of_a_batch():
 # -- pooling: plans and scratch kept per Python thread ------------------------------------------
 
 def _forget_pool_plans():
-    _pool._prepared_local.cache = {}
+    _pool._prepared_local.__dict__.pop("cache", None)
 
 
 # LeNet's batch-1 and batch-8 layers (one thread below _pool's SERIAL_ITEMS, the team above),
@@ -240,6 +241,36 @@ def test_packed_weights_follow_in_place_changes(x_shape, w_shape, padding, group
                 R.conv2d(x, np.nan_to_num(w), b, padding=padding, groups=groups),
                 rtol=1e-4, atol=1e-4)
             w[...] = rng.standard_normal(w_shape)
+
+
+def test_bounded_cache_starts_over_when_full_and_keeps_a_replaced_key():
+    cache = BoundedCache(3)
+    assert cache.put("a", 1) == 1
+    cache.put("b", 2)
+    cache.put("c", 3)
+    cache.put("b", 20)  # a key already there replaces its value, clears nothing
+    assert cache == {"a": 1, "b": 20, "c": 3}
+    cache.put("d", 4)  # full: starts over
+    assert cache == {"d": 4}
+    with pytest.raises(ValueError, match="at least 1"):
+        BoundedCache(0)
+
+
+def test_conv_plans_of_many_problems_stay_bounded_and_right():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 1, 3, 3))
+    _conv_plan._plans.clear()
+    for size in range(4, 4 + _conv_plan._plans.most + 3):
+        args = fastconv._validation.conv2d_args(rng.standard_normal((1, 1, size, 5)), w, None,
+                                                 1, 1)
+        p = _conv_plan.Problem.of(args)
+        assert _conv_plan.cached_plan_conv2d(p) == _conv_plan.plan_conv2d(p)
+        assert _conv_plan.cached_plan_conv2d(p) is _conv_plan.cached_plan_conv2d(p)
+        assert len(_conv_plan._plans) <= _conv_plan._plans.most
+    with pytest.raises(ValueError, match="algorithm"):
+        _conv_plan.cached_plan_conv2d(p, "fft")  # a refusal is raised again, never cached
+    with pytest.raises(ValueError, match="algorithm"):
+        _conv_plan.cached_plan_conv2d(p, "fft")
 
 
 def test_packed_weights_of_many_layers_and_dtypes_start_over_past_their_limit():
