@@ -66,6 +66,69 @@ cdef inline void span(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size, Py_
     hi[0] = b
 
 
+# the two directions of walk_taps, as types: `direction is ToCol` is decided at compile time,
+# so each gets its own loops without relying on GCC to inline the walk at both sites
+cdef struct ToCol:
+    char unused
+cdef struct ToImage:
+    char unused
+ctypedef fused direction:
+    ToCol
+    ToImage
+
+
+cdef inline void walk_taps(floating* x, floating* col, const Geometry* g, Py_ssize_t oh0,
+                           Py_ssize_t oh1, Py_ssize_t ldc, direction* to) noexcept nogil:
+    """The walk of im2col_image (ToCol: col from x) and of its adjoint
+    col2im_image_by_columns (ToImage: x += col, col only read): for each tap (c, i, j),
+    the output rows and columns that read inside x, and their rows of col and of x."""
+    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
+    # locals, not g->: stores through the data pointers could alias *g for the compiler,
+    # which would then reload every field and never vectorize the inner loops
+    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
+    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
+    cdef floating* xr
+    cdef floating* cr
+    cdef floating* xc
+    cdef floating* row = col
+    for c in range(C):
+        xc = x + c * H * W
+        for i in range(kh):
+            row_off = i * dh - ph
+            span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
+            # rows [oh0, oh1) split into rows in the padding, rows that read x, rows in the
+            # padding
+            oh_lo = min(max(oh_lo, oh0), oh1)
+            oh_hi = min(max(oh_hi, oh_lo), oh1)
+            for j in range(kw):
+                col_off = j * dw - pw
+                span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
+                if direction is ToCol and oh_lo > oh0:
+                    memset(row, 0, (oh_lo - oh0) * Wo * sizeof(floating))
+                for oh in range(oh_lo, oh_hi):
+                    cr = row + (oh - oh0) * Wo
+                    xr = xc + (oh * sh + row_off) * W + col_off
+                    if direction is ToCol:
+                        if ow_lo > 0:
+                            memset(cr, 0, ow_lo * sizeof(floating))
+                        if sw == 1:
+                            memcpy(cr + ow_lo, xr + ow_lo, (ow_hi - ow_lo) * sizeof(floating))
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                cr[ow] = xr[ow * sw]
+                        if ow_hi < Wo:
+                            memset(cr + ow_hi, 0, (Wo - ow_hi) * sizeof(floating))
+                    elif sw == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            xr[ow] += cr[ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            xr[ow * sw] += cr[ow]
+                if direction is ToCol and oh_hi < oh1:
+                    memset(row + (oh_hi - oh0) * Wo, 0, (oh1 - oh_hi) * Wo * sizeof(floating))
+                row += ldc
+
+
 cdef inline void im2col_image(const floating* x, floating* col, const Geometry* g,
                               Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
     """x (C, H, W) -> col (C*kh*kw, (oh1-oh0)*Wo): the columns of output rows [oh0, oh1).
@@ -74,43 +137,8 @@ cdef inline void im2col_image(const floating* x, floating* col, const Geometry* 
     (oh-oh0)*Wo + ow holds x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], or 0 outside x.
     The whole image is oh0=0, oh1=Ho, ldc=Ho*Wo.
     """
-    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    # locals, not g->: stores through the data pointers could alias *g for the compiler,
-    # which would then reload every field and never vectorize the inner loops
-    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
-    cdef const floating* src
-    cdef const floating* xc
-    cdef floating* dst
-    cdef floating* row = col
-    for c in range(C):
-        xc = x + c * H * W
-        for i in range(kh):
-            row_off = i * dh - ph
-            span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
-            # rows [oh0, oh1) split into zero rows, rows that read x, zero rows
-            oh_lo = min(max(oh_lo, oh0), oh1)
-            oh_hi = min(max(oh_hi, oh_lo), oh1)
-            for j in range(kw):
-                col_off = j * dw - pw
-                span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
-                if oh_lo > oh0:
-                    memset(row, 0, (oh_lo - oh0) * Wo * sizeof(floating))
-                for oh in range(oh_lo, oh_hi):
-                    dst = row + (oh - oh0) * Wo
-                    src = xc + (oh * sh + row_off) * W + col_off
-                    if ow_lo > 0:
-                        memset(dst, 0, ow_lo * sizeof(floating))
-                    if sw == 1:
-                        memcpy(dst + ow_lo, src + ow_lo, (ow_hi - ow_lo) * sizeof(floating))
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow] = src[ow * sw]
-                    if ow_hi < Wo:
-                        memset(dst + ow_hi, 0, (Wo - ow_hi) * sizeof(floating))
-                if oh_hi < oh1:
-                    memset(row + (oh_hi - oh0) * Wo, 0, (oh1 - oh_hi) * Wo * sizeof(floating))
-                row += ldc
+    # x is only read (ToCol)
+    walk_taps(<floating*>x, col, g, oh0, oh1, ldc, <ToCol*>NULL)
 
 
 cdef enum:
@@ -137,34 +165,8 @@ cdef inline void col2im_image_by_columns(const floating* col, floating* x, const
                                          Py_ssize_t ldc) noexcept nogil:
     """col2im_image one column row at a time, each added where it lands (at column strides
     > 1 element by element): the code for the geometries the others leave."""
-    cdef Py_ssize_t c, i, j, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, row_off, col_off
-    # locals, as in im2col_image
-    cdef Py_ssize_t C = g.C, H = g.H, W = g.W, kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw
-    cdef Py_ssize_t ph = g.ph, pw = g.pw, dh = g.dh, dw = g.dw, Ho = g.Ho, Wo = g.Wo
-    cdef const floating* src
-    cdef const floating* row = col
-    cdef floating* dst
-    cdef floating* xc
-    for c in range(C):
-        xc = x + c * H * W
-        for i in range(kh):
-            row_off = i * dh - ph
-            span(row_off, sh, H, Ho, &oh_lo, &oh_hi)
-            oh_lo = min(max(oh_lo, oh0), oh1)
-            oh_hi = min(max(oh_hi, oh_lo), oh1)
-            for j in range(kw):
-                col_off = j * dw - pw
-                span(col_off, sw, W, Wo, &ow_lo, &ow_hi)
-                for oh in range(oh_lo, oh_hi):
-                    src = row + (oh - oh0) * Wo
-                    dst = xc + (oh * sh + row_off) * W + col_off
-                    if sw == 1:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow] += src[ow]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow * sw] += src[ow]
-                row += ldc
+    # col is only read (ToImage)
+    walk_taps(x, <floating*>col, g, oh0, oh1, ldc, <ToImage*>NULL)
 
 
 cdef inline Py_ssize_t phase_row_items(const Geometry* g) noexcept nogil:
