@@ -16,6 +16,7 @@ import functools
 from typing import NamedTuple, Optional
 
 from . import _workspace
+from ._cache import BoundedCache
 from ._kernels import _conv
 
 # -- thresholds -----------------------------------------------------------------------------
@@ -525,12 +526,16 @@ def plan_conv2d(p, algorithm="auto", support=None):
     return ConvPlan(Route.GEMM, gemm_tiles(p))
 
 
-@functools.lru_cache(maxsize=512)
+_plans = BoundedCache(512)
+
+
 def cached_plan_conv2d(p, algorithm="auto"):
     """:func:`plan_conv2d` with the loaded build's support, by problem: a function of the
     problem alone (the build is fixed at import, the plan never reads the threads or the
     data), and a layer asks the same every call. Plans are immutable NamedTuples."""
-    return plan_conv2d(p, algorithm)
+    key = (p, algorithm)
+    plan = _plans.get(key)
+    return _plans.put(key, plan_conv2d(p, algorithm)) if plan is None else plan
 
 
 def plan_conv2d_backward(p, needs_input_grad=True, needs_weight_grad=True,

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _conv_plan, _validation, _workspace
+from ._cache import BoundedCache
 from ._conv_plan import Problem, Route
 from ._kernels import _activation, _conv, _gemm, _im2col, _pool
 from ._threads import blas_single_threaded, get_num_threads
@@ -153,8 +154,8 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
 # optimizer step) no longer matches its bytes and is packed again; so is any other array
 # that takes a freed one's id. Weights up to _MOST_CACHED_WEIGHT bytes, _MOST_OPERANDS
 # entries, then it starts over. The entries are only read, so threads may share them.
-_operand_cache = {}
 _MOST_OPERANDS = 64
+_operand_cache = BoundedCache(_MOST_OPERANDS)
 _MOST_CACHED_WEIGHT = 1 << 18
 
 
@@ -167,11 +168,7 @@ def _operands(make, block, p, w):
     hit = _operand_cache.get(key)
     if hit is not None and hit[0] == data:
         return hit[1]
-    ops = make(block, p, w)
-    if len(_operand_cache) >= _MOST_OPERANDS:
-        _operand_cache.clear()
-    _operand_cache[key] = (data, ops)
-    return ops
+    return _operand_cache.put(key, (data, make(block, p, w)))[1]
 
 
 def _direct_operands(block, p, w):
@@ -407,15 +404,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     mixes a tile's inputs, so images whose outputs are not all finite are redone by
     direct convolution.
     """
-    args = _validation.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
-    problem = Problem.of(args)
+    problem, out_shape, unbatched = _conv2d_geometry(x, weight, bias, stride, padding,
+                                                     dilation, groups)
     if algorithm not in _conv_plan.ALGORITHMS:
         raise ValueError("algorithm must be 'auto', 'gemm', 'direct' or 'winograd', got "
                          f"{algorithm!r}")
     if algorithm == "winograd":  # refused before out is checked, as any bad argument
         _conv_plan.plan_conv2d(problem, algorithm)
-    dtype = args.x.dtype
-    shape = args.out_shape[1:] if args.unbatched else args.out_shape
+    dtype = x.dtype
+    shape = out_shape[1:] if unbatched else out_shape
     if out is None:
         out = np.empty(shape, dtype=dtype)
     elif not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape \
@@ -428,13 +425,62 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     elif any(np.may_share_memory(out, a) for a in (x, weight, bias) if a is not None):
         raise ValueError("out must not share memory with input, weight or bias: the kernel "
                          "would read them while it writes out")
-    if args.out_shape[0] == 0:
+    if out_shape[0] == 0:
         return out
     plan = _conv_plan.cached_plan_conv2d(problem, algorithm)
-    b = _contiguous(args.bias) if args.bias is not None else np.empty(0, dtype=dtype)
-    _run_forward(plan, problem, _contiguous(args.x), _contiguous(args.weight), b,
-                 out.reshape(args.out_shape), get_num_threads())
+    b = _contiguous(bias) if bias is not None else np.empty(0, dtype=dtype)
+    _run_forward(plan, problem, _contiguous(x[np.newaxis] if unbatched else x),
+                 _contiguous(weight), b, out.reshape(out_shape), get_num_threads())
     return out
+
+
+# Validated arguments by what validation reads of them: each array's exact type, shape and
+# dtype, each hyperparameter's exact value and type (2.0 == 2 == True hash alike, and
+# validation refuses some of them), so a layer's repeat call skips its checks (~4 us of a
+# batch-1 conv layer, ~2 of a pooling one). A call with other types (array subclasses,
+# NumPy integers, lists) is validated each time. Refusals are never stored.
+_validated_cache = BoundedCache(256)
+
+
+def _plain(v):
+    """``v`` as a key that only an argument validation cannot tell from it matches, or
+    None."""
+    t = type(v)
+    if t is np.ndarray:
+        return (v.shape, v.dtype)
+    if t is tuple:
+        return v if len(v) == 2 and type(v[0]) is int and type(v[1]) is int else None
+    return (t, v) if t is int or t is str or t is bool or v is None else None
+
+
+def _call_key(what, args):
+    """(what, plain args...) or None when one of ``args`` has no plain key."""
+    key = (what,) + tuple(map(_plain, args))
+    return None if None in key else key
+
+
+def _conv2d_geometry(*args):
+    """(Problem, out_shape, unbatched) of conv2d's (x, weight, bias, stride, padding,
+    dilation, groups), validated (raises as _validation.conv2d_args on bad ones)."""
+    key = _call_key(_conv2d_geometry, args)
+    hit = None if key is None else _validated_cache.get(key)
+    if hit is not None:
+        return hit
+    a = _validation.conv2d_args(*args)
+    geometry = (Problem.of(a), a.out_shape, a.unbatched)
+    return geometry if key is None else _validated_cache.put(key, geometry)
+
+
+def _pool_args(validate, x, *params):
+    """(x4, a): ``a = validate(x, *params)`` (max_pool2d_args, avg_pool2d_args) with its x
+    left out (None where it came from _validated_cache), and x as (N, C, H, W)."""
+    key = _call_key(validate, (x,) + params)
+    a = None if key is None else _validated_cache.get(key)
+    if a is None:
+        a = validate(x, *params)
+        if key is not None:
+            _validated_cache.put(key, a._replace(x=None))
+    return x[np.newaxis] if a.unbatched else x, a
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -584,36 +630,47 @@ def _planes(a4):
     return _contiguous(a4).reshape(n * c, h, w)
 
 
-def _pool_forward(kernel, a, *args, indices=None):
+def _pool_forward(kernel, x4, a, *args, indices=None):
     """``kernel(planes, out, [indices,] *args, num_threads)``, a forward of _pool, on the
-    validated arguments ``a``: x as (N*C, H, W) planes, into a new output and, for max
+    validated arguments ``a`` of x4: as (N*C, H, W) planes, into a new output and, for max
     pooling (``indices`` True or False), a new int64 argmax array or None. Returns them
     unbatched as x was."""
     n, c, ho, wo = a.out_shape
-    results = (np.empty(a.out_shape, a.x.dtype),)
+    results = (np.empty(a.out_shape, x4.dtype),)
     if indices is not None:  # max pooling's argmax slot
         results += (np.empty(a.out_shape, np.int64) if indices else None,)
-    kernel(_planes(a.x), *[r if r is None else r.reshape(n * c, ho, wo) for r in results],
+    kernel(_planes(x4), *[r if r is None else r.reshape(n * c, ho, wo) for r in results],
            *args, get_num_threads())
     return tuple(r if r is None else _validation.unbatch(r, a.unbatched) for r in results)
 
 
+def _pool_doc(f):
+    """Fill in the parameters the pooling forwards share ({pool_input}, {ceil_mode})."""
+    if f.__doc__ is None:  # python -OO
+        return f
+    f.__doc__ = f.__doc__.format(
+        pool_input="""x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
+        Any strides; a non-contiguous input is copied once.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.""",
+        ceil_mode="""ceil_mode : bool, default False
+        Round the output size up (the last window may overhang the padding).""")
+    return f
+
+
+@_pool_doc
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling over (N, C, H, W), like ``torch.nn.functional.max_pool2d``.
 
     Parameters
     ----------
-    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
-        Any strides; a non-contiguous input is copied once.
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``kernel_size``.
+    {pool_input}
     padding : int or (int, int), default 0
         Implicit -inf padding on both sides, at most half the kernel size.
     dilation : int or (int, int), default 1
-    ceil_mode : bool, default False
-        Round the output size up (the last window may overhang the padding).
+    {ceil_mode}
     return_indices : bool, default False
         Also return where each maximum came from.
 
@@ -624,8 +681,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         Flat index of each maximum within its H*W input plane (torch's convention): the
         first maximum in row-major window order, or the last NaN if the window has one.
     """
-    a = _validation.max_pool2d_args(x, kernel_size, stride, padding, dilation, ceil_mode)
-    out, indices = _pool_forward(_pool.max_pool2d_forward, a, a.kernel_size, a.stride,
+    x4, a = _pool_args(_validation.max_pool2d_args, x, kernel_size, stride, padding, dilation,
+                       ceil_mode)
+    out, indices = _pool_forward(_pool.max_pool2d_forward, x4, a, a.kernel_size, a.stride,
                                  a.padding, a.dilation, indices=bool(return_indices))
     return (out, indices) if return_indices else out
 
@@ -660,21 +718,17 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     return _validation.unbatch(grad_input, a.unbatched)
 
 
+@_pool_doc
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """2-D average pooling over (N, C, H, W), like ``torch.nn.functional.avg_pool2d``.
 
     Parameters
     ----------
-    x : ndarray, float32 or float64, (N, C, H, W) or (C, H, W)
-        Any strides; a non-contiguous input is copied once.
-    kernel_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``kernel_size``.
+    {pool_input}
     padding : int or (int, int), default 0
         Implicit zero padding on both sides, at most half the kernel size.
-    ceil_mode : bool, default False
-        Round the output size up (the last window may overhang the padding).
+    {ceil_mode}
     count_include_pad : bool, default True
         Count the padding in the divisor (never the ceil_mode overhang beyond it).
     divisor_override : int, optional
@@ -684,9 +738,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     -------
     out : ndarray, (N, C, Ho, Wo) or (C, Ho, Wo), x's dtype
     """
-    a = _validation.avg_pool2d_args(x, kernel_size, stride, padding, ceil_mode,
-                                    count_include_pad, divisor_override)
-    (out,) = _pool_forward(_pool.avg_pool2d_forward, a, a.kernel_size, a.stride, a.padding,
+    x4, a = _pool_args(_validation.avg_pool2d_args, x, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override)
+    (out,) = _pool_forward(_pool.avg_pool2d_forward, x4, a, a.kernel_size, a.stride, a.padding,
                            a.count_include_pad, a.divisor_override or 0)
     return out
 

@@ -17,6 +17,7 @@ import fastconv
 import fastconv.functional as F
 from fastconv import _conv_plan, nn
 from fastconv import reference as R
+from fastconv._cache import BoundedCache
 from fastconv._kernels import _pool
 from fastconv.nn.parameter import Parameter
 
@@ -62,7 +63,7 @@ def test_linear_batch_one_is_the_row_of_a_batch():
 # -- pooling: plans and scratch kept per Python thread ------------------------------------------
 
 def _forget_pool_plans():
-    _pool._prepared_local.cache = {}
+    _pool._prepared_local.__dict__.pop("cache", None)
 
 
 # LeNet's batch-1 and batch-8 layers (one thread below _pool's SERIAL_ITEMS, the team above),
@@ -242,6 +243,36 @@ def test_packed_weights_follow_in_place_changes(x_shape, w_shape, padding, group
             w[...] = rng.standard_normal(w_shape)
 
 
+def test_bounded_cache_starts_over_when_full_and_keeps_a_replaced_key():
+    cache = BoundedCache(3)
+    assert cache.put("a", 1) == 1
+    cache.put("b", 2)
+    cache.put("c", 3)
+    cache.put("b", 20)  # a key already there replaces its value, clears nothing
+    assert cache == {"a": 1, "b": 20, "c": 3}
+    cache.put("d", 4)  # full: starts over
+    assert cache == {"d": 4}
+    with pytest.raises(ValueError, match="at least 1"):
+        BoundedCache(0)
+
+
+def test_conv_plans_of_many_problems_stay_bounded_and_right():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 1, 3, 3))
+    _conv_plan._plans.clear()
+    for size in range(4, 4 + _conv_plan._plans.most + 3):
+        args = fastconv._validation.conv2d_args(rng.standard_normal((1, 1, size, 5)), w, None,
+                                                 1, 1)
+        p = _conv_plan.Problem.of(args)
+        assert _conv_plan.cached_plan_conv2d(p) == _conv_plan.plan_conv2d(p)
+        assert _conv_plan.cached_plan_conv2d(p) is _conv_plan.cached_plan_conv2d(p)
+        assert len(_conv_plan._plans) <= _conv_plan._plans.most
+    with pytest.raises(ValueError, match="algorithm"):
+        _conv_plan.cached_plan_conv2d(p, "fft")  # a refusal is raised again, never cached
+    with pytest.raises(ValueError, match="algorithm"):
+        _conv_plan.cached_plan_conv2d(p, "fft")
+
+
 def test_packed_weights_of_many_layers_and_dtypes_start_over_past_their_limit():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 8, 8))
@@ -276,3 +307,134 @@ def test_training_with_cached_packs_gives_the_uncached_weights():
         return [model(x)] + [p.data.copy() for p in model.parameters()]
     for got, want in zip(train(False), train(True)):
         np.testing.assert_array_equal(got, want)
+
+
+# -- conv2d's validated geometry, memoized by what validation reads ------------------------------
+
+def _conv_error(*args, **kwargs):
+    try:
+        F.conv2d(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return None
+
+
+BAD_CONV_CALLS = [  # (why, x, weight, bias, hyperparameters)
+    ("channels", (1, 2, 8, 8), (4, 1, 3, 3), None, {}),
+    ("weight dtype", (1, 1, 8, 8), (4, 1, 3, 3, "f8"), None, {}),
+    ("bias shape", (1, 1, 8, 8), (4, 1, 3, 3), (3,), {}),
+    ("bias dtype", (1, 1, 8, 8), (4, 1, 3, 3), (4, "f8"), {}),
+    ("2-D input", (8, 8), (4, 1, 3, 3), None, {}),
+    ("float stride", (1, 1, 8, 8), (4, 1, 3, 3), None, {"stride": 2.0}),
+    ("bool stride", (1, 1, 8, 8), (4, 1, 3, 3), None, {"stride": True}),
+    ("float pair", (1, 1, 8, 8), (4, 1, 3, 3), None, {"padding": (1, 1.0)}),
+    ("bool groups", (1, 1, 8, 8), (4, 1, 3, 3), None, {"groups": True}),
+    ("too small", (1, 1, 2, 2), (4, 1, 3, 3), None, {}),
+    ("same, stride 2", (1, 1, 8, 8), (4, 1, 3, 3), None, {"padding": "same", "stride": 2}),
+]
+
+
+def _array(spec, rng):
+    dtype = spec[-1] if isinstance(spec[-1], str) else "f4"
+    shape = spec[:-1] if isinstance(spec[-1], str) else spec
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("why, x, w, b, params", BAD_CONV_CALLS, ids=[c[0] for c in BAD_CONV_CALLS])
+def test_warm_conv_geometry_still_refuses_bad_calls_as_a_cold_one(why, x, w, b, params):
+    rng = np.random.default_rng(0)
+    x, w = _array(x, rng), _array(w, rng)
+    b = None if b is None else _array(b, rng)
+    F._validated_cache.clear()
+    cold = _conv_error(x, w, b, **params)
+    assert cold is not None, why
+    # warm every key the bad call comes near: the good call of the same shapes and values
+    good = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    gw = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    for kwargs in ({}, {"stride": 2}, {"padding": (1, 1)}, {"padding": "same"}, {"groups": 1}):
+        F.conv2d(good, gw, gw[:, 0, 0, 0].copy(), **kwargs)
+        F.conv2d(good, gw, **kwargs)
+    assert _conv_error(x, w, b, **params) == cold
+    assert _conv_error(x, w, b, **params) == cold  # and again, after its own refusal
+
+
+def test_warm_conv_geometry_takes_any_strides_and_other_types_like_a_cold_one():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    base = rng.standard_normal((2, 3, 10, 12)).astype(np.float32)
+    calls = [(base, {}), (base[:, :, :, ::2], {}), (base[:, :, ::-1], {}),
+             (np.asfortranarray(base), {}), (base[0], {}), (base, {"stride": np.int64(2)}),
+             (base, {"padding": [1, 1]}), (base, {"padding": "same"}), (base, {"stride": (2, 1)})]
+    F._validated_cache.clear()
+    cold = [F.conv2d(x, w, b, **kw) for x, kw in calls]
+    for _ in range(2):
+        for (x, kw), want in zip(calls, cold):
+            got = F.conv2d(x, w, b, **kw)
+            assert got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+            want64 = R.conv2d(*(a.astype(np.float64) for a in (x, w, b)), **kw)
+            np.testing.assert_allclose(got, want64, rtol=1e-4, atol=1e-4)
+    assert 0 < len(F._validated_cache) <= F._validated_cache.most
+
+
+def _error(f, *args, **kwargs):
+    try:
+        f(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return None
+
+
+BAD_POOL_CALLS = [  # (why, op, x shape, arguments)
+    ("window too big", "max", (1, 2, 3, 3), {"kernel_size": 4}),
+    ("padding over half", "max", (1, 2, 8, 8), {"kernel_size": 2, "padding": 2}),
+    ("float kernel", "max", (1, 2, 8, 8), {"kernel_size": 2.0}),
+    ("bool kernel", "max", (1, 2, 8, 8), {"kernel_size": True}),
+    ("float stride pair", "max", (1, 2, 8, 8), {"kernel_size": 2, "stride": (2, 2.0)}),
+    ("2-D input", "max", (8, 8), {"kernel_size": 2}),
+    ("zero dilation", "max", (1, 2, 8, 8), {"kernel_size": 2, "dilation": 0}),
+    ("avg window too big", "avg", (1, 2, 3, 3), {"kernel_size": 4}),
+    ("avg divisor 0", "avg", (1, 2, 8, 8), {"kernel_size": 2, "divisor_override": 0}),
+    ("avg float divisor", "avg", (1, 2, 8, 8), {"kernel_size": 2, "divisor_override": 2.0}),
+    ("avg int dtype", "avg", (1, 2, 8, 8, "i4"), {"kernel_size": 2}),
+]
+
+
+@pytest.mark.parametrize("why, op, shape, kwargs", BAD_POOL_CALLS,
+                         ids=[c[0] for c in BAD_POOL_CALLS])
+def test_warm_pool_args_still_refuse_bad_calls_as_cold_ones(why, op, shape, kwargs):
+    f = F.max_pool2d if op == "max" else F.avg_pool2d
+    rng = np.random.default_rng(0)
+    x = _array(shape, rng)
+    F._validated_cache.clear()
+    cold = _error(f, x, **kwargs)
+    assert cold is not None, why
+    good = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+    for kw in ({"kernel_size": 2}, {"kernel_size": 1}, {"kernel_size": 2, "stride": (2, 2)},
+               {"kernel_size": 2, "padding": 1}):
+        f(good, **kw)
+        f(rng.standard_normal((1, 2, 3, 3)).astype(np.float32), **kw)
+    assert _error(f, x, **kwargs) == cold
+    assert _error(f, x, **kwargs) == cold
+
+
+def test_warm_pool_args_give_a_cold_call_s_results_for_any_strides_and_types():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 3, 12, 10))
+    calls = [(base, {}), (base[:, :, ::-1], {}), (base[0], {}), (base.astype(np.float32), {}),
+             (base, {"stride": np.int64(2)}), (base, {"kernel_size": [3, 2]}),
+             (base, {"ceil_mode": 1}), (base, {"ceil_mode": True}), (base, {"padding": (1, 0)})]
+    for op, f, ref in (("max", F.max_pool2d, R.max_pool2d), ("avg", F.avg_pool2d, R.avg_pool2d)):
+        F._validated_cache.clear()
+        args = [(x, {"kernel_size": 2, **kw}) for x, kw in calls]
+        cold = [f(x, **kw) for x, kw in args]
+        for _ in range(2):
+            for (x, kw), want in zip(args, cold):
+                got = f(x, **kw)
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_allclose(got, ref(x, **kw), rtol=1e-6, atol=1e-6)
+        if op == "max":
+            out, idx = f(base, 2, return_indices=True)  # a warm call keeps its indices
+            np.testing.assert_array_equal(out, cold[0])
+            assert idx.shape == out.shape

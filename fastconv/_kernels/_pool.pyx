@@ -28,6 +28,8 @@ import threading
 
 import numpy as np
 
+from fastconv._cache import BoundedCache
+
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, INT32_MAX
@@ -99,8 +101,8 @@ cdef inline Py_ssize_t _avg_span(Py_ssize_t o, Py_ssize_t s, Py_ssize_t p, Py_ss
     return end - start
 
 
-# _Plan.divisors tables by geometry; at most 256, then it starts over.
-_divisor_cache = {}
+# _Plan.divisors tables by geometry.
+_divisor_cache = BoundedCache(256)
 
 
 cdef class _Plan:
@@ -161,10 +163,8 @@ cdef class _Plan:
                np.dtype(dtype).char)
         div = _divisor_cache.get(key)
         if div is None:
-            if len(_divisor_cache) >= 256:
-                _divisor_cache.clear()
-            div = _divisor_cache[key] = self._divisors(count_include_pad, divisor_override,
-                                                       dtype)
+            div = _divisor_cache.put(key, self._divisors(count_include_pad, divisor_override,
+                                                         dtype))
         return div
 
     def _divisors(self, bint count_include_pad, Py_ssize_t divisor_override, dtype):
@@ -230,7 +230,7 @@ cdef tuple _prepared(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, k
     cdef bint narrow
     cache = getattr(_prepared_local, "cache", None)
     if cache is None:
-        cache = _prepared_local.cache = {}
+        cache = _prepared_local.cache = BoundedCache(_MOST_PREPARED)
     key = (H, W, Ho, Wo, kernel_size, stride, padding, dilation, num_threads, dtype, kind)
     hit = cache.get(key)
     if hit is not None:
@@ -245,9 +245,7 @@ cdef tuple _prepared(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, k
         track32 = _thread_rows(num_threads, plan.p.Wp if narrow else 1, np.int32)
         track64 = _thread_rows(num_threads, 1 if narrow else plan.p.Wp, np.int64)
     work = plan.work(num_threads, dtype, avg_backward=kind == AVG_BACKWARD and not _is_2x2(&plan.p))
-    if len(cache) >= _MOST_PREPARED:
-        cache.clear()
-    hit = cache[key] = (plan, work, track32, track64, narrow)
+    hit = cache.put(key, (plan, work, track32, track64, narrow))
     return hit
 
 
@@ -668,45 +666,45 @@ def avg_pool2d_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, ker
                        stride, padding, bint count_include_pad, Py_ssize_t divisor_override,
                        int num_threads):
     """out (P, Ho, Wo) = average pool of x (P, H, W); divisor_override 0 means none."""
-    cdef Py_ssize_t P = x.shape[0], p
-    if P == 0:
-        return
-    dtype = np.float32 if floating is float else np.float64
-    num_threads = _threads_for(P * x.shape[1] * x.shape[2], num_threads)
-    prepared = _prepared(x.shape[1], x.shape[2], out.shape[1], out.shape[2], kernel_size,
-                         stride, padding, (1, 1), num_threads, dtype, AVG_FORWARD)
-    cdef _Plan plan = prepared[0]
-    cdef const Pool* g = &plan.p
-    cdef floating[:, ::1] work = prepared[1]
-    cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
-    with nogil:
-        for p in prange(P, schedule="static", num_threads=num_threads):
-            if _is_2x2(g):
-                _avg_plane_2x2(&x[p, 0, 0], &out[p, 0, 0], divs[0], g)
-            else:
-                _avg_plane(&x[p, 0, 0], &out[p, 0, 0], &work[threadid(), 0], &divs[0], g)
+    _avg_pool(x, out, x, out, kernel_size, stride, padding, count_include_pad,
+              divisor_override, num_threads, AVG_FORWARD)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
                         kernel_size, stride, padding, bint count_include_pad,
                         Py_ssize_t divisor_override, int num_threads):
     """grad_input (P, H, W) from grad_output (P, Ho, Wo); divisor_override 0 means none."""
-    cdef Py_ssize_t P = grad_input.shape[0], p
+    _avg_pool(grad_output, grad_input, grad_input, grad_output, kernel_size, stride, padding,
+              count_include_pad, divisor_override, num_threads, AVG_BACKWARD)
+
+
+cdef void _avg_pool(const floating[:, :, ::1] src, floating[:, :, ::1] dst,
+                    const floating[:, :, ::1] planes, const floating[:, :, ::1] pooled,
+                    kernel_size, stride, padding, bint count_include_pad,
+                    Py_ssize_t divisor_override, int num_threads, int kind) except *:
+    """Average pooling's forward (kind AVG_FORWARD: src the input planes, dst the pooled)
+    or backward (AVG_BACKWARD: src the pooled gradient, dst the input's); ``planes`` and
+    ``pooled`` are the (P, H, W) and (P, Ho, Wo) sides, for their shapes."""
+    cdef Py_ssize_t P = planes.shape[0], p
     if P == 0:
         return
     dtype = np.float32 if floating is float else np.float64
-    num_threads = _threads_for(P * grad_input.shape[1] * grad_input.shape[2], num_threads)
-    prepared = _prepared(grad_input.shape[1], grad_input.shape[2], grad_output.shape[1],
-                         grad_output.shape[2], kernel_size, stride, padding, (1, 1),
-                         num_threads, dtype, AVG_BACKWARD)
+    num_threads = _threads_for(P * planes.shape[1] * planes.shape[2], num_threads)
+    prepared = _prepared(planes.shape[1], planes.shape[2], pooled.shape[1], pooled.shape[2],
+                         kernel_size, stride, padding, (1, 1), num_threads, dtype, kind)
     cdef _Plan plan = prepared[0]
     cdef const Pool* g = &plan.p
     cdef floating[:, ::1] work = prepared[1]
     cdef const floating[::1] divs = plan.divisors(count_include_pad, divisor_override, dtype)
+    cdef bint forward = kind == AVG_FORWARD, two = _is_2x2(g)
     with nogil:
         for p in prange(P, schedule="static", num_threads=num_threads):
-            if _is_2x2(g):
-                _avg_backward_plane_2x2(&grad_output[p, 0, 0], &grad_input[p, 0, 0], divs[0], g)
+            if forward and two:
+                _avg_plane_2x2(&src[p, 0, 0], &dst[p, 0, 0], divs[0], g)
+            elif forward:
+                _avg_plane(&src[p, 0, 0], &dst[p, 0, 0], &work[threadid(), 0], &divs[0], g)
+            elif two:
+                _avg_backward_plane_2x2(&src[p, 0, 0], &dst[p, 0, 0], divs[0], g)
             else:
-                _avg_backward_plane(&grad_output[p, 0, 0], &grad_input[p, 0, 0],
-                                    &work[threadid(), 0], &divs[0], g)
+                _avg_backward_plane(&src[p, 0, 0], &dst[p, 0, 0], &work[threadid(), 0],
+                                    &divs[0], g)
