@@ -35,48 +35,21 @@
     X(2, 11) X(2, 12) X(2, 13) X(2, 14)
 // clang-format on
 
-/* r[i] (pixel i's channels) -> r[k] (channel k's pixels), 16x16 floats: unpack pairs of
- * rows, then 4-row groups within 128-bit lanes, then the lanes themselves */
-static FC_INLINE void fcv_transpose_f(__m512 r[16]) {
-    __m512 t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int g = 0; g < 4; g++) { /* u[4g+m], 128-bit lane l: rows 4g.., column 4l+m */
-        u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
-        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
-    }
-    for (int m = 0; m < 4; m++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
-        __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
-        __m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
-        r[m] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        r[4 + m] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
-        r[8 + m] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        r[12 + m] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
-    }
-}
-/* 8x8 doubles: unpack pairs of rows, then the 128-bit lanes */
-static FC_INLINE void fcv_transpose_d(__m512d r[8]) {
-    __m512d t[8];
-    for (int i = 0; i < 4; i++) { /* t[2i+m], lane l: rows 2i, 2i+1, column 2l+m */
-        t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
-    }
-    for (int m = 0; m < 2; m++) {
-        __m512d v0 = _mm512_shuffle_f64x2(t[m], t[2 + m], 0x44);
-        __m512d v1 = _mm512_shuffle_f64x2(t[m], t[2 + m], 0xEE);
-        __m512d w0 = _mm512_shuffle_f64x2(t[4 + m], t[6 + m], 0x44);
-        __m512d w1 = _mm512_shuffle_f64x2(t[4 + m], t[6 + m], 0xEE);
-        r[m] = _mm512_shuffle_f64x2(v0, w0, 0x88);
-        r[2 + m] = _mm512_shuffle_f64x2(v0, w0, 0xDD);
-        r[4 + m] = _mm512_shuffle_f64x2(v1, w1, 0x88);
-        r[6 + m] = _mm512_shuffle_f64x2(v1, w1, 0xDD);
-    }
+/* This width's intrinsic (_mm512_unpacklo_ps for FCV_OP(unpacklo_ps)): the transposes below
+ * are one algorithm at both widths, written once. */
+#define FCV_OP(op) _mm512_##op
+/* 128-bit blocks per vector */
+#define FCV_BLOCKS 4
+/* x[0..3] as a 4x4 matrix of 128-bit blocks, transposed: block q of o[p] is block p of x[q] */
+static FC_INLINE void fcv_block_transpose(const __m512 x[4], __m512 o[4]) {
+    __m512 v0 = _mm512_shuffle_f32x4(x[0], x[1], 0x44);
+    __m512 v1 = _mm512_shuffle_f32x4(x[0], x[1], 0xEE);
+    __m512 w0 = _mm512_shuffle_f32x4(x[2], x[3], 0x44);
+    __m512 w1 = _mm512_shuffle_f32x4(x[2], x[3], 0xEE);
+    o[0] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    o[1] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    o[2] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    o[3] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
 }
 
 #elif defined(__AVX2__)
@@ -93,36 +66,12 @@ static FC_INLINE void fcv_transpose_d(__m512d r[8]) {
 #define FCK_LIST2(X) X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) X(2, 6)
 // clang-format on
 
-/* 8x8 floats: unpack pairs of rows, then 4-row groups within 128-bit lanes, then the
- * lanes */
-static FC_INLINE void fcv_transpose_f(__m256 r[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int g = 0; g < 2; g++) { /* u[4g+m], 128-bit lane l: rows 4g.., column 4l+m */
-        u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-        u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
-        u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-        u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
-    }
-    for (int m = 0; m < 4; m++) {
-        r[m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
-        r[4 + m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
-    }
-}
-/* 4x4 doubles: unpack pairs of rows, then the 128-bit lanes */
-static FC_INLINE void fcv_transpose_d(__m256d r[4]) {
-    __m256d t[4];
-    for (int i = 0; i < 2; i++) { /* t[2i+m], lane l: rows 2i, 2i+1, column 2l+m */
-        t[2 * i] = _mm256_unpacklo_pd(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_pd(r[2 * i], r[2 * i + 1]);
-    }
-    for (int m = 0; m < 2; m++) {
-        r[m] = _mm256_permute2f128_pd(t[m], t[2 + m], 0x20);
-        r[2 + m] = _mm256_permute2f128_pd(t[m], t[2 + m], 0x31);
-    }
+#define FCV_OP(op) _mm256_##op
+#define FCV_BLOCKS 2
+/* x[0..1] as a 2x2 matrix of 128-bit blocks, transposed */
+static FC_INLINE void fcv_block_transpose(const __m256 x[2], __m256 o[2]) {
+    o[0] = _mm256_permute2f128_ps(x[0], x[1], 0x20);
+    o[1] = _mm256_permute2f128_ps(x[0], x[1], 0x31);
 }
 
 #else
@@ -131,6 +80,56 @@ static FC_INLINE void fcv_transpose_d(__m256d r[4]) {
 #define FCK_LANES_D 0
 #define FCK_MAX_A1 0
 #define FCK_MAX_A2 0
+#endif
+
+#if FCK_AVAILABLE
+/* For each m < s: the vectors v[m + s*b], b < FCV_BLOCKS, as a matrix of 128-bit blocks,
+ * transposed into r[m + s*b] (s = items per block, so that this is the last step of a
+ * lanes x lanes transpose whose earlier steps stayed within the blocks). */
+static FC_INLINE void fcv_transpose_blocks(const fcv_f v[], const int s, fcv_f r[]) {
+    FC_PRAGMA(GCC unroll 4)
+    for (int m = 0; m < s; m++) {
+        fcv_f x[FCV_BLOCKS], o[FCV_BLOCKS];
+        FC_PRAGMA(GCC unroll 4)
+        for (int b = 0; b < FCV_BLOCKS; b++) x[b] = v[m + s * b];
+        fcv_block_transpose(x, o);
+        FC_PRAGMA(GCC unroll 4)
+        for (int b = 0; b < FCV_BLOCKS; b++) r[m + s * b] = o[b];
+    }
+}
+
+/* r[i] (pixel i's channels) -> r[k] (channel k's pixels), lanes x lanes floats: within the
+ * 128-bit blocks, unpack pairs of rows, then 4-row groups; then transpose the blocks */
+static FC_INLINE void fcv_transpose_f(fcv_f r[FC_LANES_F]) {
+    fcv_f t[FC_LANES_F], u[FC_LANES_F];
+    FC_PRAGMA(GCC unroll 8)
+    for (int i = 0; i < FC_LANES_F / 2; i++) {
+        t[2 * i] = FCV_OP(unpacklo_ps)(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = FCV_OP(unpackhi_ps)(r[2 * i], r[2 * i + 1]);
+    }
+    FC_PRAGMA(GCC unroll 4)
+    for (int g = 0; g < FC_LANES_F / 4; g++) { /* u[4g+m], block l: rows 4g.., column 4l+m */
+        u[4 * g] = FCV_OP(shuffle_ps)(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = FCV_OP(shuffle_ps)(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = FCV_OP(shuffle_ps)(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = FCV_OP(shuffle_ps)(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    fcv_transpose_blocks(u, 4, r);
+}
+/* The same for doubles: unpack pairs of rows within the blocks, then transpose the blocks
+ * (as floats: moving whole blocks does not look at the items) */
+static FC_INLINE void fcv_transpose_d(fcv_d r[FC_LANES_D]) {
+    fcv_f t[FC_LANES_D], o[FC_LANES_D];
+    FC_PRAGMA(GCC unroll 4)
+    for (int i = 0; i < FC_LANES_D / 2; i++) { /* t[2i+m], block l: rows 2i, 2i+1, column 2l+m */
+        t[2 * i] = FCV_OP(castpd_ps)(FCV_OP(unpacklo_pd)(r[2 * i], r[2 * i + 1]));
+        t[2 * i + 1] = FCV_OP(castpd_ps)(FCV_OP(unpackhi_pd)(r[2 * i], r[2 * i + 1]));
+    }
+    fcv_transpose_blocks(t, 2, o);
+    FC_PRAGMA(GCC unroll 8)
+    for (int k = 0; k < FC_LANES_D; k++) r[k] = FCV_OP(castps_pd)(o[k]);
+}
+#undef FCV_OP
 #endif
 
 #define fcv_transpose FC_FN(fcv_transpose)

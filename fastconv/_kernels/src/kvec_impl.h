@@ -39,14 +39,23 @@ static FC_INLINE void FC_FN(fck_taps)(const int kv, const int A, fcv_t acc[][2],
     }
 }
 
-static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
+/* The accumulators of both blocks: acc[a][v] = from[(a*kv + v)*lanes ..], or zero where from
+ * is NULL (a constant NULL in the forward block, so the test folds away there). */
+static FC_INLINE void FC_FN(fck_start)(const int kv, const int A, fcv_t acc[][2],
+                                       const FC_T* from) {
     const int lanes = FC_LANES;
-    fcv_t acc[FCK_MAX_A1][2];
     FC_PRAGMA(GCC unroll 32)
     for (int a = 0; a < A; a++) {
         FC_PRAGMA(GCC unroll 4)
-        for (int v = 0; v < kv; v++) acc[a][v] = fcv_setzero();
+        for (int v = 0; v < kv; v++)
+            acc[a][v] = from ? fcv_loadu(from + (a * kv + v) * lanes) : fcv_setzero();
     }
+}
+
+static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
+    const int lanes = FC_LANES;
+    fcv_t acc[FCK_MAX_A1][2];
+    FC_FN(fck_start)(kv, A, acc, NULL);
     if (pix_off == NULL)
         FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, NULL);
     else
@@ -78,12 +87,7 @@ static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
 static FC_INLINE void FC_FN(fckw_body)(const int kv, const int A, FCKW_ARGS) {
     const int lanes = FC_LANES;
     fcv_t acc[FCK_MAX_A1][2];
-    FC_PRAGMA(GCC unroll 32)
-    for (int a = 0; a < A; a++) {
-        FC_PRAGMA(GCC unroll 4)
-        for (int v = 0; v < kv; v++)
-            acc[a][v] = accumulate ? fcv_loadu(sums + (a * kv + v) * lanes) : fcv_setzero();
-    }
+    FC_FN(fck_start)(kv, A, acc, accumulate ? sums : NULL);
     for (Py_ssize_t r = 0; r < rows; r++) {
         const FC_T* pr[FCK_MAX_A1];
         FC_PRAGMA(GCC unroll 32)
