@@ -22,12 +22,20 @@ CASES = [
     # column-at-a-time code)
     ((2, 2, 9, 37), (3, 4), 1, (2, 3), (2, 3)),
     ((1, 2, 3, 40), (2, 17), 1, (0, 5), 1),
-    # column stride 2: col2im's phase rows, columns added in pairs (odd width, padding 1;
-    # even padding with dilation)
+    # column stride 2: each phase's taps summed in registers (AVX-512; elsewhere the phase
+    # rows, columns added in pairs): odd width, padding 1; even padding with dilation
     ((2, 3, 9, 11), 3, 2, 1, 1),
     ((1, 2, 7, 10), (2, 3), (1, 2), (0, 2), (1, 2)),
-    # a row too wide for col2im's stack row: the element-by-element loop
+    # ... rows of several register pairs (64 or 32 columns) and odd padding; row stride 3
+    # with dilation 2 both ways (every tap on one phase); a kernel wider than 16 (the phase
+    # rows)
+    ((2, 3, 6, 70), (3, 5), 2, (1, 3), 1),
+    ((1, 2, 9, 21), 3, (3, 2), 2, 2),
+    ((1, 2, 4, 40), (1, 17), 2, (0, 8), 1),
+    # a row too wide for col2im's stack row: at stride 2 the registers' code (AVX-512) or
+    # the element-by-element loop, at stride 3 that loop
     ((1, 1, 2, 4201), (1, 3), (1, 2), (0, 1), 1),
+    ((1, 1, 2, 4201), (1, 3), (1, 3), (0, 1), 1),
 ]
 
 

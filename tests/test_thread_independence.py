@@ -169,6 +169,9 @@ CONV_ROUTES = {
     # stride 2 on the channel-vector block where the column block would be narrow
     "stride2-16-to-32": ((16, 10, 26), (32, 16, 3, 3), dict(stride=2, padding=1),
                          ("gemm", "direct")),
+    # grad_input's column-stride-2 col2im over rows of two register pairs (float32: 64
+    # columns), in tiles of 25 and 5 output rows
+    "stride2-col2im-wide": ((4, 60, 80), (8, 4, 3, 3), dict(stride=2, padding=1), ("gemm",)),
 }
 
 

@@ -17,6 +17,14 @@ cdef extern from "col2im.h" nogil:
                         Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
                         Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t wo,
                         Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc)
+    int fc_col2im_s2_f(const float* col, float* x, Py_ssize_t c_n, Py_ssize_t h, Py_ssize_t w,
+                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t wo,
+                       Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc)
+    int fc_col2im_s2_d(const double* col, double* x, Py_ssize_t c_n, Py_ssize_t h,
+                       Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                       Py_ssize_t wo, Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc)
 
 
 ctypedef struct Geometry:
@@ -154,6 +162,8 @@ cdef inline void col2im_image(const floating* col, floating* x, const Geometry* 
     adjoint of im2col_image); entries in the padding are dropped. The caller zeroes x."""
     if g.sh == 1 and g.sw == 1:
         col2im_image_by_rows(col, x, g, oh0, oh1, ldc)
+    elif g.sw == 2 and col2im_image_s2(col, x, g, oh0, oh1, ldc):
+        pass
     elif g.sw > 1 and g.sw * phase_row_items(g) <= COL2IM_ROW_ITEMS:
         col2im_image_by_phase_rows(col, x, g, oh0, oh1, ldc)
     else:
@@ -206,6 +216,21 @@ cdef inline void col2im_image_by_phase_rows(const floating* col, floating* x,
                     src += ldc
                 # image column xx is padded column xx + pw
                 merge_row(row, x + (c * H + oh * sh + i * dh - ph) * W, W, pw, sw, wq, wq, True)
+
+
+cdef inline bint col2im_image_s2(const floating* col, floating* x, const Geometry* g,
+                                 Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t ldc) noexcept nogil:
+    """col2im_image at column stride 2 with lane masks: fc_col2im_s2 (src/col2im.h), the
+    bits of col2im_image_by_phase_rows; False (nothing done) where the build or the kernel
+    width leaves it to that."""
+    cdef int done
+    if floating is float:
+        done = fc_col2im_s2_f(col, x, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.ph, g.pw, g.dh, g.dw,
+                              g.Wo, oh0, oh1, ldc)
+    else:
+        done = fc_col2im_s2_d(col, x, g.C, g.H, g.W, g.kh, g.kw, g.sh, g.ph, g.pw, g.dh, g.dw,
+                              g.Wo, oh0, oh1, ldc)
+    return done != 0
 
 
 cdef inline void col2im_image_by_rows(const floating* col, floating* x, const Geometry* g,
