@@ -16,7 +16,8 @@ column). Each
 module's forward and backward are timed on their own (a container's time is what its children
 do not account for: for a BasicBlock, the add of the two paths), best of N per entry.
 Where a BatchNorm2d runs with its ReLU (and a block's residual add) in the same pass
-(nn.layers.bn_relu), that time is BatchNorm2d's.
+(nn.layers.bn_relu), that time is BatchNorm2d's; a block's backward sums its two paths in
+conv1's input-gradient pass, and that time is the convolution's.
 
     python benchmarks/bench_resnet.py                        # batches 128 and 32, 2 threads
     python benchmarks/bench_resnet.py --batch-sizes 128 --profile
@@ -195,9 +196,10 @@ def _instrument(model, record):
         return wrapper
 
     for module in model.modules():
-        # BatchNorm's _forward/_backward: what bn_relu calls (the ReLU and add fused in)
+        # BatchNorm's _forward/_backward and Conv2d's _backward: what bn_relu and BasicBlock
+        # call (the ReLU and adds fused in); forward and backward only delegate to them
         for name in ("forward", "backward", "_forward", "_backward"):
-            if not hasattr(type(module), name):
+            if not hasattr(type(module), name) or hasattr(type(module), "_" + name):
                 continue
             # the class's method, so that instrumenting again replaces the wrapper
             method = getattr(type(module), name).__get__(module)

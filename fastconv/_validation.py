@@ -429,16 +429,21 @@ def conv2d_args(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     return Conv2dArgs(x4, weight, bias, stride, pad, dilation, groups, out_shape, unbatched)
 
 
-def conv2d_backward_args(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward_args(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                         grad_input_add=None, needs_input_grad=True):
     """Validate the arguments of ``conv2d_backward``; return a :class:`Conv2dBackwardArgs`.
 
     Everything :func:`conv2d_args` checks, plus grad_output: a float array of x's dtype
-    and of the forward output's shape (3-D when x is 3-D).
+    and of the forward output's shape (3-D when x is 3-D); grad_input_add: None, or an
+    array of x's shape and dtype, given only with needs_input_grad.
     """
     args = conv2d_args(x, weight, None, stride, padding, dilation, groups)
     check_array(grad_output, "grad_output")
     same_dtype(input=x, grad_output=grad_output)
     _check_grad_shape(grad_output, args.out_shape, args.unbatched)
+    if grad_input_add is not None and not needs_input_grad:
+        raise ValueError("grad_input_add needs needs_input_grad=True")
+    _like_input(x, grad_input_add=grad_input_add)
     g4 = grad_output[np.newaxis] if args.unbatched else grad_output
     return Conv2dBackwardArgs(g4, args.x, args.weight, args.stride, args.padding,
                               args.dilation, args.groups, args.out_shape, args.unbatched)

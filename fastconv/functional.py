@@ -128,17 +128,21 @@ def _read_only(a):
 
 # -- running a plan -------------------------------------------------------------------------
 
-def _run_forward(plan, p, x4, w, b, out4, nt):
+def _run_forward(plan, p, x4, w, b, out4, nt, add=None):
     """Compute ``out4`` (N, K, Ho, Wo) = conv of ``x4`` with ``w`` (bias ``b``, empty for none)
-    by ``plan`` (a :class:`fastconv._conv_plan.ConvPlan` of problem ``p``) on ``nt`` threads."""
-    if plan.route is Route.WINOGRAD:
-        _run_winograd(plan.block, p, x4, w, b, out4, nt)
+    by ``plan`` (a :class:`fastconv._conv_plan.ConvPlan` of problem ``p``) on ``nt`` threads;
+    plus ``add`` (an array like out4) when given: the direct kernels add it image by image
+    while the output is in cache, the others after."""
     # the direct kernels share out images: no more threads than images (a team of two for
     # one image costs its wake-up, ~5 us, and computes nothing more)
-    elif plan.route is Route.DIRECT_KVEC:
-        _run_direct_kvec(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
-    elif plan.route is Route.DIRECT:
-        _run_direct(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]))
+    if plan.route is Route.DIRECT_KVEC:
+        _run_direct_kvec(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]), add)
+        return
+    if plan.route is Route.DIRECT:
+        _run_direct(plan.block, p, x4, w, b, out4, min(nt, p.x_shape[0]), add)
+        return
+    if plan.route is Route.WINOGRAD:
+        _run_winograd(plan.block, p, x4, w, b, out4, nt)
     else:
         images, rows, stride_items = plan.block
         (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
@@ -146,6 +150,8 @@ def _run_forward(plan, p, x4, w, b, out4, nt):
         with blas_single_threaded():
             _conv.conv2d_gemm(x4, w, b, out4, work, stride_items, images, rows, sh, sw, ph, pw,
                               dh, dw, p.groups, nt)
+    if add is not None:
+        np.add(out4, add, out=out4)
 
 
 # Operands of the direct kernels by (maker, block, problem, weight identity), each with a
@@ -181,15 +187,15 @@ def _direct_operands(block, p, w):
             _workspace.round_up(image_items, w.dtype))
 
 
-def _run_direct(block, p, x4, w, b, out4, nt):
+def _run_direct(block, p, x4, w, b, out4, nt, add=None):
     """conv2d_direct: the weight packed in blocks of the kernel's output channels, and
-    scratch for one padded, phase-split image per thread."""
+    scratch for one padded, phase-split image per thread (``add`` as _run_forward)."""
     _, _, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
     wpack, hp, wp, stride_items = _operands(_direct_operands, block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
     _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
-                        hp, wp, p.groups, block.wide, block.six, nt)
+                        hp, wp, p.groups, block.wide, block.six, nt, add)
 
 
 class _KvecOperands(NamedTuple):
@@ -228,9 +234,9 @@ def _kvec_operands(block, p, w):
                          _workspace.round_up(image_items, w.dtype))
 
 
-def _run_direct_kvec(block, p, x4, w, b, out4, nt):
+def _run_direct_kvec(block, p, x4, w, b, out4, nt, add=None):
     """conv2d_direct_kvec on its operands (_kvec_operands), scratch for one image per
-    thread."""
+    thread (``add`` as _run_forward)."""
     ops = _operands(_kvec_operands, block, p, w)
     if ops is None:
         # every window lies in the zero padding: each output is 0 + its bias, as the
@@ -238,12 +244,14 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
         out4[...] = 0
         if b.size:
             out4 += b[:, None, None]
+        if add is not None:
+            out4 += add
         return
     (sh, sw), (ph, pw) = p.stride, p.padding
     work = _workspace.scratch(nt * ops.stride_items, w.dtype)
     _conv.conv2d_direct_kvec(x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps,
                              ops.row_taps, ops.pix, sh, sw, ph, pw, ops.hp, ops.wp, p.groups,
-                             block.kv, block.pixels, block.by_rows, nt)
+                             block.kv, block.pixels, block.by_rows, nt, add)
 
 
 def _winograd_operands(block, p, w, nt):
@@ -326,16 +334,16 @@ def _run_weight_grad_pixvec(plan, args, grad_weight, nt):
         ph, pw, dh, dw, hp, wp, nt)
 
 
-def _run_transposed_input_grad(plan, p, args, grad_input, nt):
-    """grad_input as the convolution of grad_output with the flipped, transposed weight,
-    by ``plan`` (see _conv_plan.transposed_problem)."""
+def _run_transposed_input_grad(plan, p, args, grad_input, nt, add=None):
+    """grad_input (+ add) as the convolution of grad_output with the flipped, transposed
+    weight, by ``plan`` (see _conv_plan.transposed_problem)."""
     k, cg, kh, kw = args.weight.shape
     groups, kg = args.groups, k // args.groups
     flipped = args.weight.reshape(groups, kg, cg, kh, kw)[:, :, :, ::-1, ::-1]
     weight_t = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4)).reshape(
         groups * cg, kg, kh, kw)
     _run_forward(plan, _conv_plan.transposed_problem(p), _contiguous(args.grad_output), weight_t,
-                 np.empty(0, args.x.dtype), grad_input, nt)
+                 np.empty(0, args.x.dtype), grad_input, nt, add)
 
 
 def _run_gemm_backward(plan, args, grad_input, grad_weight, grad_bias, nt):
@@ -484,7 +492,8 @@ def _pool_args(validate, x, *params):
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                    grad_input_add=None):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -495,6 +504,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         The forward call's arguments (x: (N, C, H, W) or (C, H, W)).
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others come back as None and cost nothing.
+    grad_input_add : ndarray of x's shape and dtype, or None, keyword only
+        Added to grad_input (the other gradient of a residual block's input): the
+        result is bitwise ``grad_input + grad_input_add``, the direct kernels adding each
+        image while it is in cache instead of in a pass of its own.
 
     Returns
     -------
@@ -508,7 +521,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     sums are added in order: the result is bitwise the same across runs and thread counts.
     """
     args = _validation.conv2d_backward_args(grad_output, x, weight, stride, padding,
-                                            dilation, groups)
+                                            dilation, groups, grad_input_add, needs_input_grad)
+    add = None
+    if grad_input_add is not None:
+        add = _contiguous(grad_input_add[np.newaxis] if args.unbatched else grad_input_add)
     dtype = args.x.dtype
     problem = Problem.of(args)
     plan = _conv_plan.plan_conv2d_backward(
@@ -524,11 +540,13 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 g[...] = 0
     nt = get_num_threads()
     if plan.input_plan is not None:
-        _run_transposed_input_grad(plan.input_plan, problem, args, grad_input, nt)
+        _run_transposed_input_grad(plan.input_plan, problem, args, grad_input, nt, add)
     # GEMM before the weight-gradient kernels: a column matrix too large to allocate is
     # refused (MemoryError) before they have spent their time
     if plan.gemm is not None:
         _run_gemm_backward(plan, args, grad_input, grad_weight, grad_bias, nt)
+        if add is not None and plan.gemm_input:
+            np.add(grad_input, add, out=grad_input)
     if plan.weight_route is Route.WEIGHT_GRAD_KVEC:
         _run_weight_grad_kvec(plan.weight_plan, args, grad_weight, nt)
     elif plan.weight_route is Route.WEIGHT_GRAD_PIXVEC:

@@ -113,6 +113,64 @@ def test_conv2d_backward_matches_reference(x_shape, w_shape, stride, padding, di
         _close(actual, expected, dtype)
 
 
+# grad_input_add on each route of grad_input: the transposed convolution on the column-vector
+# block, on the channel-vector block, on Winograd, and GEMM + col2im (stride 2, groups)
+ADD_CASES = [
+    ((3, 16, 12, 12), (16, 16, 3, 3), 1, 1, 1, 1),
+    ((2, 32, 8, 8), (32, 32, 3, 3), 1, 1, 1, 1),
+    ((1, 64, 14, 14), (64, 64, 3, 3), 1, 1, 1, 1),
+    ((2, 16, 32, 32), (32, 16, 3, 3), 2, 1, 1, 1),
+    ((2, 4, 8, 8), (6, 2, 3, 3), 2, 1, 1, 2),
+    ((1, 16, 1, 20), (16, 16, 3, 3), 1, (2, 1), 1, 1),
+]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", ADD_CASES)
+def test_grad_input_add_gives_the_bits_of_the_sum(x_shape, w_shape, stride, padding, dilation,
+                                                  groups, dtype, n_threads):
+    x, w, _ = _problem(x_shape, w_shape, dtype)
+    out_shape = R.conv2d(x, w, None, stride, padding, dilation, groups).shape
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal(out_shape).astype(dtype)
+    add = rng.standard_normal(x_shape).astype(dtype)
+    add_before = add.copy()
+    with fastconv.threads(n_threads):
+        fused = F.conv2d_backward(g, x, w, stride, padding, dilation, groups, grad_input_add=add)
+        plain = F.conv2d_backward(g, x, w, stride, padding, dilation, groups)
+    np.testing.assert_array_equal(fused[0], plain[0] + add)
+    for got, want in zip(fused[1:], plain[1:]):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(add, add_before)
+    expected = R.conv2d_backward(g, x, w, stride, padding, dilation, groups, grad_input_add=add)
+    _close(fused[0], expected[0], dtype)
+    _close(expected[0], R.conv2d_backward(g, x, w, stride, padding, dilation, groups)[0] + add,
+           dtype)
+
+
+def test_grad_input_add_unbatched_and_non_contiguous():
+    x, w, _ = _problem((3, 16, 9, 9), (16, 16, 3, 3), np.float64)
+    g = np.random.default_rng(1).standard_normal((16, 9, 9))
+    add = np.random.default_rng(2).standard_normal((9, 9, 16)).transpose(2, 0, 1)
+    got = F.conv2d_backward(g, x[0], w, 1, 1, grad_input_add=add)[0]
+    np.testing.assert_array_equal(got, F.conv2d_backward(g, x[0], w, 1, 1)[0] + add)
+
+
+@pytest.mark.parametrize("backend", [F, R])
+@pytest.mark.parametrize("add, needs_input_grad, match", [
+    (np.zeros((2, 4, 8, 7)), True, "shape"),
+    (np.zeros((2, 4, 8, 8), np.float32), True, "dtype"),
+    (np.zeros((2, 4, 8, 8)), False, "needs_input_grad"),
+])
+def test_grad_input_add_refusals(backend, add, needs_input_grad, match):
+    x, w, _ = _problem((2, 4, 8, 8), (6, 4, 3, 3), np.float64)
+    g = np.zeros((2, 6, 8, 8))
+    with pytest.raises((ValueError, TypeError), match=match):
+        backend.conv2d_backward(g, x, w, 1, 1, needs_input_grad=needs_input_grad,
+                                grad_input_add=add)
+
+
 @pytest.mark.parametrize("needs", [(True, False, False), (False, True, False),
                                    (False, False, True), (False, True, True),
                                    (False, False, False)])

@@ -257,6 +257,70 @@ def test_basic_block_fused_gives_the_bits_of_its_modules_one_by_one(stride, thre
         np.testing.assert_array_equal(got, want, err_msg=f"result {i}")
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_basic_block_sums_its_paths_in_conv1_with_the_bits_of_a_separate_add(stride, threads,
+                                                                            dtype, monkeypatch):
+    fused, _ = _block_steps(True, dtype, threads, stride, monkeypatch)
+    own_backward = nn.Conv2d._backward
+    calls = []
+
+    def add_after(self, grad_output, add=None):
+        calls.append(add is not None)
+        grad_input = own_backward(self, grad_output)
+        return grad_input if add is None or grad_input is None else grad_input + add
+
+    monkeypatch.setattr(nn.Conv2d, "_backward", add_after)
+    separate, _ = _block_steps(True, dtype, threads, stride, monkeypatch)
+    assert any(calls)  # the block handed conv1 the shortcut's gradient
+    for i, (got, want) in enumerate(zip(fused, separate)):
+        np.testing.assert_array_equal(got, want, err_msg=f"result {i}")
+
+
+def _stem_steps(fuse, dtype, threads, monkeypatch, layers):
+    """Two train-mode steps of a Sequential (bn_relu fused or not), then one in eval mode."""
+    monkeypatch.setattr(nn.layers, "_FUSE_BN_RELU", fuse)
+    rng = np.random.default_rng(8)
+    fastconv.manual_seed(0)
+    model = nn.Sequential(*layers()).to(dtype)
+    model.requires_input_grad = True
+    for p in model.parameters():
+        p.data[...] = rng.uniform(-1, 1, p.shape)
+    x = rng.standard_normal((8, 3, 12, 12)).astype(dtype)
+    results = []
+    with fastconv.threads(threads):
+        for _ in range(2):
+            out = model(x)
+            g = rng.standard_normal(out.shape).astype(dtype)
+            model.zero_grad()
+            results += [out, model.backward(g)] + [p.grad.copy() for p in model.parameters()]
+        results += [v.copy() for v in model.state_dict().values()]
+        model.eval()
+        results.append(model(x))
+    return results, model
+
+
+def _stem():
+    return [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_fuses_batchnorm_and_relu_with_the_bits_of_its_modules(threads, dtype,
+                                                                          monkeypatch):
+    fused, model = _stem_steps(True, dtype, threads, monkeypatch, _stem)
+    model.train()
+    model(np.zeros((2, 3, 6, 6), dtype))
+    assert model[1]._relu_output is model[2]._saved is not None  # the stem ran as one pass
+    assert model[4]._relu_output is None and model[6]._relu_output is None  # no ReLU after
+    plain, _ = _stem_steps(False, dtype, threads, monkeypatch, _stem)
+    assert len(fused) == len(plain)
+    for i, (got, want) in enumerate(zip(fused, plain)):
+        np.testing.assert_array_equal(got, want, err_msg=f"result {i}")
+
+
 def test_basic_block_with_an_inplace_relu_or_sync_batchnorm_keeps_their_own_paths(monkeypatch):
     fused, _ = _block_steps(True, np.float64, 1, 1, monkeypatch)
     inplace, block = _block_steps(True, np.float64, 1, 1, monkeypatch, relu_inplace=True)

@@ -12,8 +12,9 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                   Py_ssize_t work_stride, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                   Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                   Py_ssize_t Hp, Py_ssize_t Wp, int groups, bint wide, bint six,
-                  int num_threads):
-    """out = conv(x, weight) + bias by register-blocked direct convolution, no im2col.
+                  int num_threads, const floating[:, :, :, ::1] add=None):
+    """out = conv(x, weight) + bias (+ add, an array like out, when given) by
+    register-blocked direct convolution, no im2col.
 
     Each image is first copied into a zero-padded, phase-split (C, sw, Hp, ceil(Wp/sw))
     buffer (work, work_stride items per thread; Wp covers whole blocks of VW columns), so
@@ -24,9 +25,12 @@ def conv2d_direct(const floating[:, :, :, ::1] x, const floating[::1] wpack,
     bias is empty for no bias.
     """
     cdef Py_ssize_t n, N = x.shape[0]
-    cdef bint has_bias = bias.shape[0] > 0
+    cdef bint has_bias = bias.shape[0] > 0, has_add = add is not None
+    cdef Py_ssize_t image = out.shape[1] * out.shape[2] * out.shape[3]
     for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
         direct_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, &wpack[0],
                      &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
                      x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3], kh, kw,
                      sh, sw, ph, pw, dh, dw, Hp, Wp, groups, wide, six)
+        if has_add:
+            add_into(&out[n, 0, 0, 0], &add[n, 0, 0, 0], image)

@@ -51,8 +51,10 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                        const Py_ssize_t[::1] pix_off,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t Hp, Py_ssize_t Wp, int groups, int kv, int pixels,
-                       bint by_rows, int num_threads):
-    """out = conv(x, weight) + bias by direct convolution in channel-vector blocks.
+                       bint by_rows, int num_threads,
+                       const floating[:, :, :, ::1] add=None):
+    """out = conv(x, weight) + bias (+ add, an array like out, when given) by direct
+    convolution in channel-vector blocks.
 
     Each image is copied into the padded, phase-split buffer of pad_image (work:
     work_stride items per thread), then every block of ``pixels`` output pixels (raster
@@ -70,13 +72,16 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     check_built(not (KVEC_LANES_F if floating is float else KVEC_LANES_D), "channel-vector")
     cdef Py_ssize_t n, N = x.shape[0]
     cdef Py_ssize_t failed = 0
-    cdef bint has_bias = bias.shape[0] > 0
+    cdef bint has_bias = bias.shape[0] > 0, has_add = add is not None
+    cdef Py_ssize_t image = out.shape[1] * out.shape[2] * out.shape[3]
     for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
         failed += kvec_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, &wpack[0],
                              &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
                              x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
                              &tap_off[0], tap_off.shape[0], &row_taps[0, 0], &pix_off[0], sh,
                              sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows)
+        if has_add:
+            add_into(&out[n, 0, 0, 0], &add[n, 0, 0, 0], image)
     check_built(failed, "channel-vector")
 
 

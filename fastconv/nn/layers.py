@@ -160,19 +160,26 @@ class Conv2d(Module):
         return ops.conv2d(self._input, self.weight.data, bias, self.stride, 0, self.dilation, self.groups)
 
     def backward(self, grad_output):
+        return self._backward(grad_output)
+
+    def _backward(self, grad_output, add=None):
+        """backward; with ``add`` (an array like the input) the input gradient plus add, in
+        the same pass where the kernel allows (a parent's residual sum)."""
         x = _cached(self, "_input")
         zeros = self.padding_mode == "zeros"
         weight, bias = self.weight, self.bias
         plan = _leaves.active()  # under fit: weight and bias gradients leaf by leaf
 
-        def grads(grad_output, x, input_grad, param_grads):
+        def grads(grad_output, x, input_grad, param_grads, add=None):
             return _backend.ops().conv2d_backward(
                 grad_output, x, weight.data, self.stride, self.padding if zeros else 0,
                 self.dilation, self.groups, needs_input_grad=input_grad,
                 needs_weight_grad=param_grads and weight.requires_grad,
-                needs_bias_grad=param_grads and bias is not None and bias.requires_grad)
+                needs_bias_grad=param_grads and bias is not None and bias.requires_grad,
+                grad_input_add=add)
 
-        gi, gw, gb = grads(grad_output, x, self.requires_input_grad, plan is None)
+        fused_add = add if zeros and self.requires_input_grad else None
+        gi, gw, gb = grads(grad_output, x, self.requires_input_grad, plan is None, fused_add)
         if plan is not None:
             parts = plan.leaf_parts(lambda leaf: grads(grad_output[leaf], x[leaf], False, True))
             for param, k in ((weight, 1), (bias, 2)):
@@ -184,7 +191,8 @@ class Conv2d(Module):
             bias.accumulate_grad(gb)
         if gi is None or zeros:
             return gi
-        return self._unpad_grad(gi, self._input_shape)
+        gi = self._unpad_grad(gi, self._input_shape)
+        return gi if add is None else gi + add
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

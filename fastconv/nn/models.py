@@ -90,14 +90,18 @@ class BasicBlock(Module):
         # d loss / d (out + skip), once for both paths: bn2's backward through the ReLU would
         # read grad_output and the output again, for no pass saved.
         grad = self.relu_out.backward(grad_output)
-        self.conv1.requires_input_grad = needs_input_grad
-        grad_x = self.conv1.backward(bn_relu_backward(self.bn1, self.relu, self.conv2.backward(
-            self.bn2.backward(grad))))
+        grad_main = bn_relu_backward(self.bn1, self.relu, self.conv2.backward(
+            self.bn2.backward(grad)))
         if self.downsample is not None:
             self.downsample.requires_input_grad = needs_input_grad
             grad_skip = self.downsample.backward(grad)
         else:
             grad_skip = grad if needs_input_grad else None
+        self.conv1.requires_input_grad = needs_input_grad
+        if type(self.conv1) is Conv2d:
+            # the two paths' sum in conv1's input-gradient pass, image by image in cache
+            return self.conv1._backward(grad_main, add=grad_skip)
+        grad_x = self.conv1.backward(grad_main)
         if not needs_input_grad:
             return None
         if grad_x.flags.writeable and not np.may_share_memory(grad_x, grad_skip):

@@ -6,6 +6,7 @@ import numpy as np
 
 from .._io import atomic_file
 from . import _training
+from .layers import BatchNorm2d, ReLU, bn_relu, bn_relu_backward
 from .module import Module
 
 __all__ = ["Sequential"]
@@ -59,17 +60,31 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
+        # a BatchNorm2d followed by a ReLU (a ResNet's stem) runs as one pass (bn_relu)
+        bn = None
         for layer in self._modules.values():
-            x = layer(x)
-        return x
+            if bn is not None:
+                bn, x = None, (bn_relu(bn, layer, x) if type(layer) is ReLU else layer(bn(x)))
+            elif type(layer) is BatchNorm2d:
+                bn = layer
+            else:
+                x = layer(x)
+        return x if bn is None else bn(x)
 
     def backward(self, grad_output):
         layers = list(self._modules.values())
         # Set here, not once: a layer may also sit in another Sequential (a slice of this one).
         for i, layer in enumerate(layers):
             layer.requires_input_grad = self.requires_input_grad if i == 0 else True
-        for layer in reversed(layers):
-            grad_output = layer.backward(grad_output)
+        i = len(layers) - 1
+        while i >= 0:
+            layer = layers[i]
+            if type(layer) is ReLU and i > 0 and type(layers[i - 1]) is BatchNorm2d:
+                grad_output = bn_relu_backward(layers[i - 1], layer, grad_output)
+                i -= 2
+            else:
+                grad_output = layer.backward(grad_output)
+                i -= 1
         return grad_output
 
     # -- Keras-style API (fastconv.nn._training) ------------------------------------------------

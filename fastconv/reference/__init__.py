@@ -183,7 +183,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True):
+                    needs_input_grad=True, needs_weight_grad=True, needs_bias_grad=True,
+                    grad_input_add=None):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -194,6 +195,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         As given to :func:`conv2d`.
     needs_input_grad, needs_weight_grad, needs_bias_grad : bool
         Which gradients to compute; the others are returned as None.
+    grad_input_add : ndarray of x's shape and dtype, or None
+        Added to grad_input.
 
     Returns
     -------
@@ -201,7 +204,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_weight : ndarray, (K, C/groups, kH, kW), or None
     grad_bias : ndarray, (K,), or None
     """
-    a = V.conv2d_backward_args(grad_output, x, weight, stride, padding, dilation, groups)
+    a = V.conv2d_backward_args(grad_output, x, weight, stride, padding, dilation, groups,
+                               grad_input_add, needs_input_grad)
     n, k, ho, wo = a.out_shape
     g = a.grad_output.reshape(n, a.groups, k // a.groups, ho * wo)
     grad_input = grad_weight = grad_bias = None
@@ -212,6 +216,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         grad_input = np.ascontiguousarray(
             _fold(cols6, a.x.shape, a.padding, kernel, a.stride, a.dilation))
         grad_input = V.unbatch(grad_input, a.unbatched)
+        if grad_input_add is not None:
+            grad_input = grad_input + grad_input_add
     if needs_weight_grad:
         cols = _conv_cols(a)
         grad_weight = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(
