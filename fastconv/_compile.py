@@ -7,7 +7,9 @@ them. Layers that only reshape or pass through (Flatten, Identity, Dropout in ev
 emit nothing: their output is their input's buffer.
 
 Each convolution takes the kernel eager conv2d's planner (fastconv._conv_plan) picks for one
-image, its weight packed here once: the direct, channel-vector and Winograd kernels then
+image (the channel-vector block in place of the register-blocked direct one wherever it
+covers the layer), its weight packed here once: the direct, channel-vector and Winograd
+kernels then
 run image by image inside the executor's threads, on the same per-image code as eager's
 (_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
 im2col + GEMM over a group of images.
@@ -110,10 +112,13 @@ class _Planner:
                         ph=ph, pw=pw, dh=m.dilation[0], dw=m.dilation[1], Ho=ho, Wo=wo,
                         bias=None if m.bias is None else _f32(m.bias.data))
         # the eager planner's kernel for one image (its routes but GEMM do not depend on
-        # the batch); the GEMM route runs as the executor's im2col + GEMM of image groups
+        # the batch), but for the register-blocked direct one (_executor_plan); the GEMM
+        # route runs as the executor's im2col + GEMM of image groups
         problem = Problem((1, c, h, w), weight.shape, (1, k, ho, wo), tuple(m.stride),
                           (ph, pw), tuple(m.dilation), 1, 4)
-        plan = _conv_plan.plan_conv2d(problem, support=_support())
+        support = _support()
+        plan = _executor_plan(_conv_plan.plan_conv2d(problem, support=support), problem,
+                              support)
         planned = _planned_kernel(plan, problem, weight, geometry)
         self.routes.append(Route.GEMM.value if planned is None else plan.route.value)
         if planned is None:
@@ -258,6 +263,19 @@ def _support():
     return support
 
 
+def _executor_plan(plan, problem, support):
+    """``plan``, eager's for one image, with the channel-vector block in place of the
+    register-blocked direct one wherever it covers the layer: with each thread convolving
+    its own images one at a time it is the faster of the two (eager's threads share one
+    batch's blocks), and it sums each output's terms in the same order, so the bits stay
+    eager's."""
+    if plan.route is Route.DIRECT:
+        block = _conv_plan.kvec_covering_block(problem, support)
+        if block is not None:
+            return _conv_plan.ConvPlan(Route.DIRECT_KVEC, block)
+    return plan
+
+
 def _planned_kernel(plan, problem, weight, geometry):
     """The Op fields of a convolution on a planned kernel (direct, channel-vector or
     Winograd), its weight packed once as fastconv.functional packs it per call, with
@@ -331,8 +349,9 @@ class CompiledModel:
     call with no allocation but the output (none with ``out=``); each calling thread gets
     its own activation arena, so several Python threads may call it at once.
 
-    ``routes``: the kernel of each convolution, in order, as eager ``conv2d`` plans it for
-    one image ('gemm', 'direct', 'direct_kvec', 'winograd'; see fastconv._conv_plan).
+    ``routes``: the kernel of each convolution, in order ('gemm', 'direct', 'direct_kvec',
+    'winograd'; see fastconv._conv_plan): as eager ``conv2d`` plans it for one image, but
+    'direct_kvec' wherever that block covers an eager 'direct' layer.
     """
 
     def __init__(self, program, input_shape, output_shape, max_batch, dtype, routes):
