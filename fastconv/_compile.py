@@ -75,20 +75,21 @@ class _Planner:
         if isinstance(m, _ALIASES):
             return v
         if isinstance(m, containers.Residual):
+            # the shortcut first: the main path's last convolution may then add it
             shared = _Value(v.buf, v.shape)
-            main = self.module(m.main, shared, _join(name, "main"))
             skip = shared if m.shortcut is None else self.module(
                 m.shortcut, shared, _join(name, "shortcut"))
+            main = self.module(m.main, shared, _join(name, "main"))
             return self.add(main, skip, label)
         if isinstance(m, containers.Concat):
             return self.concat(m, v, name, label)
         if isinstance(m, models.BasicBlock):
             shared = _Value(v.buf, v.shape)
+            skip = shared if m.downsample is None else self.module(
+                m.downsample, shared, _join(name, "downsample"))
             out = shared
             for child in ("conv1", "bn1", "relu", "conv2", "bn2"):
                 out = self.module(getattr(m, child), out, _join(name, child))
-            skip = shared if m.downsample is None else self.module(
-                m.downsample, shared, _join(name, "downsample"))
             return self.module(m.relu_out, self.add(out, skip, label), _join(name, "relu_out"))
         for cls, method in _LEAVES:
             if type(m) is cls:
@@ -201,6 +202,15 @@ class _Planner:
     def add(self, a, b, label):
         if a.shape != b.shape:
             raise ValueError(f"compile: {label} adds shapes {a.shape} and {b.shape}")
+        last = self.ops[-1] if self.ops else None
+        for fresh, other in ((a, b), (b, a)):
+            # a channel-vector convolution adds the other term in its blocks (and then
+            # takes the ReLU after the addition): the same sum, one pass fewer
+            if (fresh.fresh and last["dst"] == fresh.buf and other.buf != fresh.buf
+                    and last["kind"] == CONV and last.get("route") == _ROUTES[Route.DIRECT_KVEC]
+                    and last.get("act", NO_ACT) == NO_ACT and not last.get("residual")):
+                last["src2"], last["residual"] = other.buf, True
+                return _Value(fresh.buf, fresh.shape, fresh=True)
         c, h, w = a.shape if len(a.shape) == 3 else (1, 1, math.prod(a.shape))
         return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=c * h * w, C=c, H=h, W=w,
                               split=len(a.shape) == 3 and c * h * w >= _SPLIT_MIN_ITEMS),

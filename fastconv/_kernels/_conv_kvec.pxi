@@ -73,15 +73,13 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     cdef Py_ssize_t n, N = x.shape[0]
     cdef Py_ssize_t failed = 0
     cdef bint has_bias = bias.shape[0] > 0, has_add = add is not None
-    cdef Py_ssize_t image = out.shape[1] * out.shape[2] * out.shape[3]
     for n in prange(N, nogil=True, schedule="static", num_threads=num_threads):
         failed += kvec_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, &wpack[0],
                              &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
                              x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
                              &tap_off[0], tap_off.shape[0], &row_taps[0, 0], &pix_off[0], sh,
-                             sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows)
-        if has_add:
-            add_into(&out[n, 0, 0, 0], &add[n, 0, 0, 0], image)
+                             sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows,
+                             &add[n, 0, 0, 0] if has_add else NULL, False)
     check_built(failed, "channel-vector")
 
 
