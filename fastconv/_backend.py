@@ -12,12 +12,20 @@ import threading
 from . import functional, reference
 
 _MODULES = {"compiled": functional, "reference": reference}
-_local = threading.local()  # per Python thread, like fastconv.threads()
+
+
+class _Local(threading.local):
+    # the default as a class attribute: a thread that never chose finds it without the
+    # AttributeError that getattr(local, name, default) raises and formats inside
+    module = functional
+
+
+_local = _Local()  # per Python thread, like fastconv.threads()
 
 
 def ops():
     """The module whose functions the layers call: :mod:`fastconv.functional` by default."""
-    return getattr(_local, "module", functional)
+    return _local.module
 
 
 def get_backend():

@@ -7,7 +7,9 @@ them. Layers that only reshape or pass through (Flatten, Identity, Dropout in ev
 emit nothing: their output is their input's buffer.
 
 Each convolution takes the kernel eager conv2d's planner (fastconv._conv_plan) picks for one
-image, its weight packed here once: the direct, channel-vector and Winograd kernels then
+image (the channel-vector block in place of the register-blocked direct one wherever it
+covers the layer), its weight packed here once: the direct, channel-vector and Winograd
+kernels then
 run image by image inside the executor's threads, on the same per-image code as eager's
 (_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
 im2col + GEMM over a group of images.
@@ -73,20 +75,21 @@ class _Planner:
         if isinstance(m, _ALIASES):
             return v
         if isinstance(m, containers.Residual):
+            # the shortcut first: the main path's last convolution may then add it
             shared = _Value(v.buf, v.shape)
-            main = self.module(m.main, shared, _join(name, "main"))
             skip = shared if m.shortcut is None else self.module(
                 m.shortcut, shared, _join(name, "shortcut"))
+            main = self.module(m.main, shared, _join(name, "main"))
             return self.add(main, skip, label)
         if isinstance(m, containers.Concat):
             return self.concat(m, v, name, label)
         if isinstance(m, models.BasicBlock):
             shared = _Value(v.buf, v.shape)
+            skip = shared if m.downsample is None else self.module(
+                m.downsample, shared, _join(name, "downsample"))
             out = shared
             for child in ("conv1", "bn1", "relu", "conv2", "bn2"):
                 out = self.module(getattr(m, child), out, _join(name, child))
-            skip = shared if m.downsample is None else self.module(
-                m.downsample, shared, _join(name, "downsample"))
             return self.module(m.relu_out, self.add(out, skip, label), _join(name, "relu_out"))
         for cls, method in _LEAVES:
             if type(m) is cls:
@@ -110,10 +113,13 @@ class _Planner:
                         ph=ph, pw=pw, dh=m.dilation[0], dw=m.dilation[1], Ho=ho, Wo=wo,
                         bias=None if m.bias is None else _f32(m.bias.data))
         # the eager planner's kernel for one image (its routes but GEMM do not depend on
-        # the batch); the GEMM route runs as the executor's im2col + GEMM of image groups
+        # the batch), but for the register-blocked direct one (_executor_plan); the GEMM
+        # route runs as the executor's im2col + GEMM of image groups
         problem = Problem((1, c, h, w), weight.shape, (1, k, ho, wo), tuple(m.stride),
                           (ph, pw), tuple(m.dilation), 1, 4)
-        plan = _conv_plan.plan_conv2d(problem, support=_support())
+        support = _support()
+        plan = _executor_plan(_conv_plan.plan_conv2d(problem, support=support), problem,
+                              support)
         planned = _planned_kernel(plan, problem, weight, geometry)
         self.routes.append(Route.GEMM.value if planned is None else plan.route.value)
         if planned is None:
@@ -196,6 +202,15 @@ class _Planner:
     def add(self, a, b, label):
         if a.shape != b.shape:
             raise ValueError(f"compile: {label} adds shapes {a.shape} and {b.shape}")
+        last = self.ops[-1] if self.ops else None
+        for fresh, other in ((a, b), (b, a)):
+            # a channel-vector convolution adds the other term in its blocks (and then
+            # takes the ReLU after the addition): the same sum, one pass fewer
+            if (fresh.fresh and last["dst"] == fresh.buf and other.buf != fresh.buf
+                    and last["kind"] == CONV and last.get("route") == _ROUTES[Route.DIRECT_KVEC]
+                    and last.get("act", NO_ACT) == NO_ACT and not last.get("residual")):
+                last["src2"], last["residual"] = other.buf, True
+                return _Value(fresh.buf, fresh.shape, fresh=True)
         c, h, w = a.shape if len(a.shape) == 3 else (1, 1, math.prod(a.shape))
         return self.emit(dict(kind=ADD, src=a.buf, src2=b.buf, size=c * h * w, C=c, H=h, W=w,
                               split=len(a.shape) == 3 and c * h * w >= _SPLIT_MIN_ITEMS),
@@ -256,6 +271,19 @@ def _support():
                            "different CPU levels (see fastconv.show_config()); rebuild "
                            "fastconv")
     return support
+
+
+def _executor_plan(plan, problem, support):
+    """``plan``, eager's for one image, with the channel-vector block in place of the
+    register-blocked direct one wherever it covers the layer: with each thread convolving
+    its own images one at a time it is the faster of the two (eager's threads share one
+    batch's blocks), and it sums each output's terms in the same order, so the bits stay
+    eager's."""
+    if plan.route is Route.DIRECT:
+        block = _conv_plan.kvec_covering_block(problem, support)
+        if block is not None:
+            return _conv_plan.ConvPlan(Route.DIRECT_KVEC, block)
+    return plan
 
 
 def _planned_kernel(plan, problem, weight, geometry):
@@ -331,8 +359,9 @@ class CompiledModel:
     call with no allocation but the output (none with ``out=``); each calling thread gets
     its own activation arena, so several Python threads may call it at once.
 
-    ``routes``: the kernel of each convolution, in order, as eager ``conv2d`` plans it for
-    one image ('gemm', 'direct', 'direct_kvec', 'winograd'; see fastconv._conv_plan).
+    ``routes``: the kernel of each convolution, in order ('gemm', 'direct', 'direct_kvec',
+    'winograd'; see fastconv._conv_plan): as eager ``conv2d`` plans it for one image, but
+    'direct_kvec' wherever that block covers an eager 'direct' layer.
     """
 
     def __init__(self, program, input_shape, output_shape, max_batch, dtype, routes):

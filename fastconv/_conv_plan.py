@@ -318,22 +318,34 @@ def kvec_block(p, support):
     the group's output channels fill less than one vector, or the column-vector block serves
     as well (few taps, columns that fill its vectors, not a narrow block against two vectors
     of channels; never for pointwise layers).
+    """
+    block = kvec_covering_block(p, support)
+    if block is None:
+        return None
+    ho, wo = p.out_shape[2:]
+    vw = support.direct_block[1]
+    if (p.taps < COLUMN_BLOCK_MAX_TAPS and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL
+            and not p.pointwise
+            and (block.kv == 1 or direct_block(p, support).columns == support.direct_wide_columns)):
+        return None
+    return block
+
+
+def kvec_covering_block(p, support):
+    """The channel-vector direct block for problem ``p`` wherever the build has one and the
+    group's output channels fill a vector, else None: kvec_block without its preference for
+    the column-vector block.
 
     Pixels per block: the fewest blocks the registers allow, spread evenly, so the last is
     about as full as the others.
     """
     lanes = support.kvec_lanes
-    k, cg, kh, kw = p.weight_shape
+    k = p.weight_shape[0]
     kg = k // p.groups
     if lanes == 0 or kg < lanes:
         return None
     ho, wo = p.out_shape[2:]
-    vw = support.direct_block[1]
     kv = kvec_vectors(kg, lanes)
-    if (p.taps < COLUMN_BLOCK_MAX_TAPS and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL
-            and not p.pointwise
-            and (kv == 1 or direct_block(p, support).columns == support.direct_wide_columns)):
-        return None
     # a pointwise layer reads its input in place only in raster blocks: row blocks read whole
     # blocks of columns, past the end of a row
     by_rows = wo * kv >= ROW_BLOCK_MIN_CHAINS and not p.pointwise

@@ -11,7 +11,13 @@ import threading
 from ._kernels import _runtime
 
 _global_num_threads = None   # set_num_threads(); None means the default
-_local = threading.local()   # `with threads(n)` overrides, per Python thread
+
+
+class _Local(threading.local):
+    num_threads = None  # no override; a class default, so reading it raises nothing
+
+
+_local = _Local()            # `with threads(n)` overrides, per Python thread
 _controller = None           # threadpoolctl scans every loaded library: do it once
 _controller_lock = threading.Lock()
 
@@ -69,7 +75,7 @@ def get_num_threads():
     global _team_started
     if not _runtime.openmp_enabled() or _forked_after_team:
         return 1
-    n = getattr(_local, "num_threads", None) or _global_num_threads or _default_num_threads()
+    n = _local.num_threads or _global_num_threads or _default_num_threads()
     if n > 1:
         _team_started = True
     return n
@@ -102,7 +108,7 @@ def threads(n):
     see each other's settings.
     """
     _check_count(n)
-    previous = getattr(_local, "num_threads", None)
+    previous = _local.num_threads
     _local.num_threads = n
     try:
         yield

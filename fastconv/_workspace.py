@@ -16,7 +16,15 @@ import numpy as np
 
 ALIGN = 64  # bytes: a cache line, and the widest SIMD register
 
-_local = threading.local()
+
+class _Local(threading.local):
+    # buffer: this thread's bytes; aligned: its view from the first ALIGN-byte boundary on
+    # (found once: ndarray.ctypes builds a Python object per call, ~1 us). Class defaults,
+    # so a thread without a buffer reads None without raising.
+    buffer = aligned = None
+
+
+_local = _Local()
 
 
 def round_up(count, dtype):
@@ -34,20 +42,20 @@ def scratch(count, dtype):
     """
     dtype = np.dtype(dtype)
     nbytes = count * dtype.itemsize
-    buf = getattr(_local, "buffer", None)
-    if buf is None or buf.nbytes < nbytes + ALIGN:
+    aligned = _local.aligned
+    if aligned is None or aligned.nbytes < nbytes:
         buf = np.empty(nbytes + ALIGN, dtype=np.uint8)
-        _local.buffer = buf
-    start = -buf.ctypes.data % ALIGN
-    return buf[start:start + nbytes].view(dtype)
+        aligned = buf[-buf.ctypes.data % ALIGN:]
+        _local.buffer, _local.aligned = buf, aligned
+    return aligned[:nbytes].view(dtype)
 
 
 def release():
     """Free this thread's buffer (the next kernel call allocates a fresh one)."""
-    _local.buffer = None
+    _local.buffer = _local.aligned = None
 
 
 def nbytes():
     """Size in bytes of this thread's buffer (0 when it has none)."""
-    buf = getattr(_local, "buffer", None)
+    buf = _local.buffer
     return 0 if buf is None else buf.nbytes

@@ -43,6 +43,12 @@ def _contiguous(a):
     return a if a.flags.carray else np.require(a, requirements="CA")
 
 
+# A fused kernel's specialization by dtype: kernel[_FUSED[dtype]] is a dict lookup, where
+# calling the fused function inspects its arguments' buffers to choose one (~0.4 us of
+# every call; a batch-1 LeNet forward makes 11).
+_FUSED = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
 def _pack_weight(w, groups, block, taps=None):
     """w (K, Cg, kh, kw) as (groups, ceil(K/groups/block), Cg*kh*kw, block): each block of
     output channels tap by tap, zero past the end of a group. taps: only these taps
@@ -188,8 +194,9 @@ def _run_direct(block, p, x4, w, b, out4, nt):
     (sh, sw), (ph, pw), (dh, dw) = p.stride, p.padding, p.dilation
     wpack, hp, wp, stride_items = _operands(_direct_operands, block, p, w)
     work = _workspace.scratch(nt * stride_items, w.dtype)
-    _conv.conv2d_direct(x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw, ph, pw, dh, dw,
-                        hp, wp, p.groups, block.wide, block.six, nt)
+    _conv.conv2d_direct[_FUSED[w.dtype]](x4, wpack, b, out4, work, stride_items, kh, kw, sh, sw,
+                                         ph, pw, dh, dw, hp, wp, p.groups, block.wide, block.six,
+                                         nt)
 
 
 class _KvecOperands(NamedTuple):
@@ -241,9 +248,9 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt):
         return
     (sh, sw), (ph, pw) = p.stride, p.padding
     work = _workspace.scratch(nt * ops.stride_items, w.dtype)
-    _conv.conv2d_direct_kvec(x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps,
-                             ops.row_taps, ops.pix, sh, sw, ph, pw, ops.hp, ops.wp, p.groups,
-                             block.kv, block.pixels, block.by_rows, nt)
+    _conv.conv2d_direct_kvec[_FUSED[w.dtype]](
+        x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps, ops.row_taps, ops.pix, sh, sw,
+        ph, pw, ops.hp, ops.wp, p.groups, block.kv, block.pixels, block.by_rows, nt)
 
 
 def _winograd_operands(block, p, w, nt):
@@ -538,36 +545,29 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_input, grad_weight, grad_bias
 
 
-def _matmul(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, in blocks
-    of _MATMUL_BLOCK_ROWS output rows shared out over fastconv's threads, one BLAS call
-    each: the fully connected layers' products, each row the same bits whatever the thread
-    count and the number of rows. NumPy's matmul would run BLAS's own thread pool beside
-    OpenMP's (the two fight over the cores), or run on one thread under
-    blas_single_threaded (figures in docs/tuning.md).
+def _matmul(a, b, trans_a=False, trans_b=False, bias=None):
+    """op(a) @ op(b) (op: transpose when asked) of 2-D float arrays of one dtype, plus
+    ``bias`` (n,) of that dtype on every row when given, in blocks of _MATMUL_BLOCK_ROWS
+    output rows shared out over fastconv's threads, one BLAS call each: the fully connected
+    layers' products, each row the same bits whatever the thread count and the number of
+    rows. NumPy's matmul would run BLAS's own thread pool beside OpenMP's (the two fight
+    over the cores), or run on one thread under blas_single_threaded (figures in
+    docs/tuning.md). The bias is added to each block as it comes out of BLAS (the bits of
+    adding it afterwards, without another pass over the output).
     """
     a, b = _contiguous(a), _contiguous(b)
     m = a.shape[1] if trans_a else a.shape[0]
+    k = a.shape[0] if trans_a else a.shape[1]
     n = b.shape[0] if trans_b else b.shape[1]
     _conv_plan.check_blas_dims(*a.shape, *b.shape)
     block = _MATMUL_BLOCK_ROWS
-    full = m - m % block
-    out = None if 0 < m < block else np.empty((m, n), dtype=a.dtype)
+    out = np.empty((m, n), dtype=a.dtype)
+    # the last rows' zero-padded block and its product
+    tail = _workspace.scratch(block * (k + n) or 1, a.dtype) if m % block else None
     with blas_single_threaded():
-        if full:
-            _gemm.matmul(a, b, out[:full], trans_a, trans_b, True, block,
-                         min(get_num_threads(), full // block))
-        if full < m:  # the last rows through a zero-padded block: the same call shape again
-            tail = np.zeros((a.shape[0], block) if trans_a else (block, a.shape[1]), a.dtype)
-            if trans_a:
-                tail[:, :m - full] = a[:, full:]
-            else:
-                tail[:m - full] = a[full:]
-            tail_out = np.empty((block, n), dtype=a.dtype)
-            _gemm.matmul(tail, b, tail_out, trans_a, trans_b, True, block, 1)
-            if not full:  # fewer rows than a block: the block's first rows are the result
-                return tail_out[:m]
-            out[full:] = tail_out[:m - full]
+        _gemm.matmul[_FUSED[a.dtype]](a, b, out, trans_a, trans_b, block,
+                     None if bias is None else _contiguous(bias), tail,
+                     min(get_num_threads(), -(-m // block)))
     return out
 
 
@@ -636,12 +636,18 @@ def _pool_forward(kernel, x4, a, *args, indices=None):
     pooling (``indices`` True or False), a new int64 argmax array or None. Returns them
     unbatched as x was."""
     n, c, ho, wo = a.out_shape
-    results = (np.empty(a.out_shape, x4.dtype),)
-    if indices is not None:  # max pooling's argmax slot
-        results += (np.empty(a.out_shape, np.int64) if indices else None,)
-    kernel(_planes(x4), *[r if r is None else r.reshape(n * c, ho, wo) for r in results],
-           *args, get_num_threads())
-    return tuple(r if r is None else _validation.unbatch(r, a.unbatched) for r in results)
+    planes = (n * c, ho, wo)
+    out = np.empty(planes, x4.dtype)
+    kernel = kernel[_FUSED[x4.dtype]]
+    if indices is None:  # average pooling
+        kernel(_planes(x4), out, *args, get_num_threads())
+        results = (out,)
+    else:  # max pooling's argmax slot
+        ind = np.empty(planes, np.int64) if indices else None
+        kernel(_planes(x4), out, ind, *args, get_num_threads())
+        results = (out, ind)
+    shape = a.out_shape[1:] if a.unbatched else a.out_shape
+    return tuple(r if r is None else r.reshape(shape) for r in results)
 
 
 def _pool_doc(f):
@@ -791,7 +797,7 @@ def _elementwise(kernel, x, inplace, *args):
         out = x
     else:
         out = np.empty(x.shape, x.dtype)
-    kernel(_flat(x), out.reshape(-1), *args, get_num_threads())
+    kernel[_FUSED[x.dtype]](_flat(x), out.reshape(-1), *args, get_num_threads())
     if inplace and out is not x:
         np.copyto(x, out)
         return x
@@ -801,7 +807,8 @@ def _elementwise(kernel, x, inplace, *args):
 def _elementwise_backward(kernel, grad_output, saved, saved_name, *args):
     _validation.activation_backward_args(grad_output, saved, saved_name)
     grad_input = np.empty(grad_output.shape, grad_output.dtype)
-    kernel(_flat(grad_output), _flat(saved), grad_input.reshape(-1), *args, get_num_threads())
+    kernel[_FUSED[grad_output.dtype]](_flat(grad_output), _flat(saved), grad_input.reshape(-1),
+                                      *args, get_num_threads())
     return grad_input
 
 

@@ -197,11 +197,12 @@ def test_refusal_names_the_nested_layer():
 
 def _planned_routes_model(gemm=True):
     """Convolutions on every planned kernel of the vector builds (routes for one image:
-    direct, Winograd, channel-vector in rows, pointwise in raster blocks, strided, and with
-    ``gemm`` one on GEMM and a Linear head)."""
+    direct, channel-vector where eager takes direct, Winograd, channel-vector in rows,
+    pointwise in raster blocks, strided, and with ``gemm`` one on GEMM and a Linear head)."""
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),                # direct
-        nn.Conv2d(16, 64, 3, padding=1), nn.LeakyReLU(0.1),       # direct
+        nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(),                 # direct (less than a vector)
+        nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(),                # direct_kvec (eager: direct)
+        nn.Conv2d(16, 64, 3, padding=1), nn.LeakyReLU(0.1),       # direct_kvec (eager: direct)
         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),               # winograd
         nn.Conv2d(64, 32, 1, bias=False),                         # direct_kvec, pointwise
         nn.Residual(nn.Conv2d(32, 32, 3, stride=1, padding=1)),   # direct_kvec, + its input

@@ -162,3 +162,19 @@ def test_winograd_refused_where_the_loaded_build_has_none(monkeypatch):
     with pytest.raises(ValueError, match="needs the AVX2 or AVX-512 kernels"):
         F.conv2d(x, w, algorithm="winograd")
     np.testing.assert_allclose(F.conv2d(x, w), R.conv2d(x, w), rtol=1e-5)  # GEMM serves
+
+
+@pytest.mark.parametrize("level", ["x86_64_v4", "x86_64_v3", "generic"])
+def test_kvec_covering_block_is_kvec_block_without_the_column_preference(level):
+    # compile's executor takes it in place of the register-blocked direct block
+    for support, dtype in zip(SUPPORT[level], DTYPES):
+        for name in LAYERS:
+            p = _problem(name, dtype)
+            covering = P.kvec_covering_block(p, support)
+            lanes = support.kvec_lanes
+            assert (covering is None) == (lanes == 0 or p.weight_shape[0] // p.groups < lanes)
+            if P.kvec_block(p, support) is not None:
+                assert covering == P.kvec_block(p, support)
+    p = _problem("resnet20_3x3_16", np.float32)
+    assert P.kvec_block(p, SUPPORT["x86_64_v4"][0]) is None
+    assert P.kvec_covering_block(p, SUPPORT["x86_64_v4"][0]) == P.KvecBlock(1, 16, True)

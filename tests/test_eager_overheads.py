@@ -46,6 +46,41 @@ def test_matmul_rows_do_not_depend_on_the_number_of_rows_or_threads(dtype, trans
                 np.testing.assert_array_equal(out, whole[lo:hi])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False)])
+def test_matmul_bias_gives_the_bits_of_adding_it_afterwards(dtype, trans_a, trans_b):
+    # the bias rides on each block as it leaves BLAS: the bits of NumPy's out += bias, for
+    # whole blocks, a padded tail alone and behind whole blocks, on any thread count
+    rng = np.random.default_rng(2)
+    k, n = 84, 10
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    for m in (1, 5, 8, 13, 41):
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+        expected = F._matmul(a, b, trans_a, trans_b)
+        expected += bias
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                got = F._matmul(a, b, trans_a, trans_b, bias)
+            np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, (a.T if trans_a else a) @ (b.T if trans_b else b) + bias,
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+
+
+def test_linear_with_a_bias_of_another_dtype_adds_it_as_numpy_does():
+    # a float64 bias on a float32 layer is not added in the product's pass: NumPy's
+    # in-place add rounds float32(out + bias) from float64, which the float32 pass would not
+    fastconv.manual_seed(0)
+    layer = nn.Linear(400, 120)
+    layer.bias = Parameter(np.random.default_rng(3).standard_normal(120))
+    x = np.random.default_rng(1).standard_normal((5, 400)).astype(np.float32)
+    expected = F._matmul(x, layer.weight.data, False, True)
+    expected += layer.bias.data
+    np.testing.assert_array_equal(layer(x), expected)
+    layer.bias = None
+    np.testing.assert_array_equal(layer(x), F._matmul(x, layer.weight.data, False, True))
+
+
 def test_matmul_of_no_rows_is_empty():
     out = F._matmul(np.zeros((0, 4), np.float32), np.ones((4, 3), np.float32))
     assert out.shape == (0, 3) and out.dtype == np.float32

@@ -66,6 +66,7 @@ ctypedef struct Op:
     # blocks and operands as fastconv.functional passes them to _conv (see _conv_image.pxd)
     bint wide, six, by_rows
     bint split                  # large enough to split one image's blocks over threads
+    bint residual               # conv (channel-vector route): src2 added in its blocks
     int kv, pixels
     Py_ssize_t Hp, Wp, tile_block, ntaps
     const Py_ssize_t* tap_off
@@ -113,8 +114,16 @@ cdef void run_conv(const Op* op, const float* x, float* y, float* col) noexcept 
     activate(y, op.K * L, op.act, op.slope)
 
 
-cdef void planned_conv(const Op* op, const float* x, float* y, float* work) noexcept nogil:
-    """One image on the kernel compile planned (the eager planner's), bias added."""
+cdef inline int after_kernel(const Op* op) noexcept nogil:
+    """The activation left to apply after op's kernel: none where the channel-vector block
+    applied the ReLU itself."""
+    return ACT_NONE if op.route == ROUTE_KVEC and op.act == ACT_RELU else op.act
+
+
+cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
+                       const float* res) noexcept nogil:
+    """One image on the kernel compile planned (the eager planner's), bias added; the
+    channel-vector route also adds res (NULL for none) and applies a ReLU, in its blocks."""
     cdef Py_ssize_t failed = 0
     if op.route == ROUTE_DIRECT:
         direct_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
@@ -124,17 +133,17 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work) noex
         # compile checked that this build has the channel-vector kernel: nothing fails
         kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
                    op.tap_off, op.ntaps, op.row_taps, op.pix_off, op.sh, op.sw, op.ph, op.pw,
-                   op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows)
+                   op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU)
     elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
                         op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
         # an inf, NaN or overflow: direct convolution, as eager redoes such images
-        planned_conv(op.redo, x, y, work)
+        planned_conv(op.redo, x, y, work, NULL)
 
 
-cdef void conv_part(const Op* op, const float* x, float* y, float* work, Py_ssize_t part,
-                    Py_ssize_t parts) noexcept nogil:
+cdef void conv_part(const Op* op, const float* x, const float* res, float* y, float* work,
+                    Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
     """Part ``part`` of ``parts`` of planned_conv on one image (direct and channel-vector
-    routes), activation included: the part's share of output rows (channel-vector raster
+    routes), residual res (NULL for none) and activation included: the part's share of output rows (channel-vector raster
     blocks: of pixel blocks), every channel. It pads the input rows it reads into its own
     work: the rows the previous split layer left in this thread's cache, mostly. Each
     output is computed as planned_conv computes it, so the bits are the same."""
@@ -169,9 +178,9 @@ cdef void conv_part(const Op* op, const float* x, float* y, float* work, Py_ssiz
     else:
         kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
                     op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
-                    op.by_rows, u0 * per, u1 * per)
+                    op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per)
     for k in range(op.K):
-        activate(y + k * L + p0, p1 - p0, op.act, op.slope)
+        activate(y + k * L + p0, p1 - p0, after_kernel(op), op.slope)
 
 
 cdef void add_rows(const Op* op, const float* x, const float* x2, float* y, Py_ssize_t r0,
@@ -192,7 +201,8 @@ cdef void run_split(const Op* op, const float* x, const float* x2, float* y, flo
     cdef Py_ssize_t t
     for t in prange(num_threads, schedule="static", chunksize=1, num_threads=num_threads):
         if op.kind == OP_CONV:
-            conv_part(op, x, y, work + t * work_stride, t, num_threads)
+            conv_part(op, x, x2 if op.residual else NULL, y, work + t * work_stride, t,
+                      num_threads)
         else:
             add_rows(op, x, x2, y, op.H * t // num_threads, op.H * (t + 1) // num_threads)
 
@@ -360,8 +370,9 @@ cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
         elif op.kind == OP_CONV and op.route != ROUTE_GEMM:
             for b in range(nb):
                 planned_conv(op, bufs[op.src] + b * op.in_items,
-                             bufs[op.dst] + b * op.out_items, col)
-            activate(bufs[op.dst], nb * op.out_items, op.act, op.slope)
+                             bufs[op.dst] + b * op.out_items, col,
+                             bufs[op.src2] + b * op.in2_items if op.residual else NULL)
+            activate(bufs[op.dst], nb * op.out_items, after_kernel(op), op.slope)
         elif op.kind == OP_CONV and nb > 1:
             run_conv_group(op, bufs[op.src], bufs[op.dst], col, nb)
         elif op.kind == OP_LINEAR:
@@ -475,6 +486,9 @@ cdef class Program:
         # convolutions on the direct and channel-vector routes split, and additions
         o.split = d.get("split", False) and (
             o.kind == OP_ADD or o.kind == OP_CONV and o.route in (ROUTE_DIRECT, ROUTE_KVEC))
+        o.residual = d.get("residual", False)
+        if o.residual and not (o.kind == OP_CONV and o.route == ROUTE_KVEC):
+            raise ValueError("Program: only channel-vector convolutions add a residual")
         o.kv, o.pixels = d.get("kv", 0), d.get("pixels", 0)
         o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
         o.weight = <const float*>self.pointer(d, "weight", np.float32)

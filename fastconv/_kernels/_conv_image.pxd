@@ -35,10 +35,10 @@ cdef extern from "kvec.h" nogil:
         KVEC_MAX_A2 "FCK_MAX_A2"
     int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                   const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
-                  int kb_n, int npix, const float* bias)
+                  int kb_n, int npix, const float* bias, const float* res, int relu)
     int fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                   const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
-                  int kb_n, int npix, const double* bias)
+                  int kb_n, int npix, const double* bias, const double* res, int relu)
 
 
 cdef extern from "winograd.h" nogil:
@@ -128,14 +128,17 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
 
 cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
                            Py_ssize_t ntaps, const floating* wb, const Py_ssize_t* pix_off,
-                           floating* o, Py_ssize_t L, int kb_n, int npix,
-                           const floating* bias) noexcept nogil:
-    """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels; 0, or
-    FC_UNAVAILABLE (nothing written) in a build without the kernel."""
+                           floating* o, Py_ssize_t L, int kb_n, int npix, const floating* bias,
+                           const floating* res, bint relu) noexcept nogil:
+    """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels (+ bias,
+    + res, then ReLU where asked); 0, or FC_UNAVAILABLE (nothing written) in a build without
+    the kernel."""
     if floating is float:
-        return fc_kvec_f(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias)
+        return fc_kvec_f(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias, res,
+                         relu)
     else:
-        return fc_kvec_d(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias)
+        return fc_kvec_d(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias, res,
+                         relu)
 
 
 cdef inline void winograd_input(const floating* p, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
@@ -231,7 +234,8 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hp, Py_ssize_t Wp,
                                    Py_ssize_t groups, int kv, int pixels, bint by_rows,
-                                   Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
+                                   const floating* res, bint relu, Py_ssize_t t0,
+                                   Py_ssize_t t1) noexcept nogil:
     """Tasks t0 .. t1-1 of kvec_image (task t: pixel block t // (tasks per block), then the
     blocks of output channels of each group) on src, pad_image's buffer of the image (only
     the rows the tasks read need be there); the number of blocks this build has no kernel
@@ -274,7 +278,8 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
         failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt,
                              wpack + (grp * nkb + kb) * blk + r0 * kvl,
                              block_pix, out + k0 * L + f0, L, kb_n, npix,
-                             bias + k0 if bias != NULL else NULL) != 0
+                             bias + k0 if bias != NULL else NULL,
+                             res + k0 * L + f0 if res != NULL else NULL, relu) != 0
     return failed
 
 
@@ -285,13 +290,15 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
                                   const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                                   Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t groups, int kv,
-                                  int pixels, bint by_rows) noexcept nogil:
-    """out (K, Ho, Wo) = conv(x (C, H, W), weight) + bias (NULL for none) of one image in
-    channel-vector blocks (the operands as conv2d_direct_kvec documents them; row_taps:
-    (Ho, 2), row-major); the number of blocks this build has no kernel for (0)."""
+                                  int pixels, bint by_rows, const floating* res,
+                                  bint relu) noexcept nogil:
+    """out (K, Ho, Wo) = conv(x (C, H, W), weight) + bias (NULL for none) + res (NULL for
+    none; (K, Ho, Wo)), then ReLU where asked, of one image in channel-vector blocks (the
+    operands as conv2d_direct_kvec documents them; row_taps: (Ho, 2), row-major); the number
+    of blocks this build has no kernel for (0)."""
     return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out,
                        C, K, Ho, Wo, tap_off, ntaps, row_taps, pix_off, sh, sw, Hp, Wp, groups,
-                       kv, pixels, by_rows, 0,
+                       kv, pixels, by_rows, res, relu, 0,
                        kvec_tasks(K, Ho, Wo, groups,
                                   kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
                                   pixels, by_rows))
@@ -330,7 +337,7 @@ cdef inline bint winograd_image(const floating* x, floating* work, const floatin
                                             upack + (xi * nkb + kb) * C * kvl, NULL,
                                             mbuf + (xi * K + k0) * tile_block + a0,
                                             tile_block, min(kvl, K - k0),
-                                            min(pixels, nt - a0), NULL) != 0
+                                            min(pixels, nt - a0), NULL, NULL, False) != 0
                     a0 = a0 + pixels
         bad |= winograd_output(mbuf, K, tile_block, TW, t0, nt, out, Ho, Wo, bias)
     return bad

@@ -76,7 +76,7 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                              &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
                              x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
                              &tap_off[0], tap_off.shape[0], &row_taps[0, 0], &pix_off[0], sh,
-                             sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows)
+                             sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows, NULL, False)
     check_built(failed, "channel-vector")
 
 

@@ -4,11 +4,14 @@
  * it (ntaps taps); wb, the taps' weights, (ntaps, kv*lanes); pix_off, pixel a's offset, or
  * NULL where the pixels are consecutive in p (one output row); o, the block's first output
  * (channel k at o + k*L), kb_n channels and npix pixels of it real (the rest is padding);
- * bias (of the block's channels) NULL for none. */
+ * bias (of the block's channels) NULL for none; res, NULL or a residual laid out as o, added
+ * after the bias; relu: max(0, .) last (a network's residual addition and ReLU in the block's
+ * registers, with the bits of the separate passes). */
 #define FCK_ARGS                                                                                   \
     const FC_T *p, const Py_ssize_t *tap_off, Py_ssize_t ntaps, const FC_T *wb,                    \
-        const Py_ssize_t *pix_off, FC_T *o, Py_ssize_t L, int kb_n, int npix, const FC_T *bias
-#define FCK_PASS p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias
+        const Py_ssize_t *pix_off, FC_T *o, Py_ssize_t L, int kb_n, int npix, const FC_T *bias,    \
+        const FC_T *res, int relu
+#define FCK_PASS p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias, res, relu
 /* Weight-gradient block arguments: the A taps' offsets tap_off in p, summed over `rows`
  * output rows (row_step apart in p) of `cols` columns: sums[a] (+)= sum over pixels of
  * p[tap_off[a] + pixel] * got[pixel], with got the grad_output block transposed to
@@ -77,8 +80,11 @@ static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
             fcv_transpose(r);
             int n = npix - a0 < lanes ? npix - a0 : lanes;
             for (int k = 0; k < channels; k++) {
-                FC_T* ok = o + (Py_ssize_t)(v * lanes + k) * L + a0;
-                fcv_store_n(ok, bias ? fcv_add(r[k], fcv_set1(bias[v * lanes + k])) : r[k], n);
+                Py_ssize_t at = (Py_ssize_t)(v * lanes + k) * L + a0;
+                fcv_t y = bias ? fcv_add(r[k], fcv_set1(bias[v * lanes + k])) : r[k];
+                if (res) y = fcv_add(y, fcv_load_n(res + at, n));
+                if (relu) y = fcv_relu(y);
+                fcv_store_n(o + at, y, n);
             }
         }
     }
@@ -167,7 +173,7 @@ static int FC_FN(fc_load_tile)(const FC_T* g, FC_T* tile, Py_ssize_t channels, P
 /* The portable build has no channel-vector kernel: its callers get FC_UNAVAILABLE. */
 static int FC_FN(fc_kvec)(int kv, int a, FCK_ARGS) {
     (void)kv, (void)a, (void)p, (void)tap_off, (void)ntaps, (void)wb, (void)pix_off;
-    (void)o, (void)L, (void)kb_n, (void)npix, (void)bias;
+    (void)o, (void)L, (void)kb_n, (void)npix, (void)bias, (void)res, (void)relu;
     return FC_UNAVAILABLE;
 }
 static int FC_FN(fc_kvec_wgrad)(int kv, int a, FCKW_ARGS) {

@@ -54,6 +54,10 @@ static FC_INLINE fcv_d fcv_add_d(fcv_d a, fcv_d b) { return _mm512_add_pd(a, b);
 /* a * b + c, one rounding */
 static FC_INLINE fcv_f fcv_fmadd_f(fcv_f a, fcv_f b, fcv_f c) { return _mm512_fmadd_ps(a, b, c); }
 static FC_INLINE fcv_d fcv_fmadd_d(fcv_d a, fcv_d b, fcv_d c) { return _mm512_fmadd_pd(a, b, c); }
+/* max(0, v): the maximum returns its second operand where one is NaN, so NaN stays NaN (and
+ * -0 stays -0), as an `if (v < 0) v = 0` ReLU leaves them */
+static FC_INLINE fcv_f fcv_relu_f(fcv_f v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+static FC_INLINE fcv_d fcv_relu_d(fcv_d v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
 /* the lanes' sum, in the intrinsic's fixed tree */
 static FC_INLINE float fcv_reduce_add_f(fcv_f v) { return _mm512_reduce_add_ps(v); }
 static FC_INLINE double fcv_reduce_add_d(fcv_d v) { return _mm512_reduce_add_pd(v); }
@@ -103,6 +107,8 @@ static FC_INLINE fcv_f fcv_add_f(fcv_f a, fcv_f b) { return _mm256_add_ps(a, b);
 static FC_INLINE fcv_d fcv_add_d(fcv_d a, fcv_d b) { return _mm256_add_pd(a, b); }
 static FC_INLINE fcv_f fcv_fmadd_f(fcv_f a, fcv_f b, fcv_f c) { return _mm256_fmadd_ps(a, b, c); }
 static FC_INLINE fcv_d fcv_fmadd_d(fcv_d a, fcv_d b, fcv_d c) { return _mm256_fmadd_pd(a, b, c); }
+static FC_INLINE fcv_f fcv_relu_f(fcv_f v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
+static FC_INLINE fcv_d fcv_relu_d(fcv_d v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
 /* AVX2 has no lane masks to hand: partial vectors go through a buffer */
 static FC_INLINE fcv_f fcv_load_n_f(const float* p, int n) {
     if (n == 8) return _mm256_loadu_ps(p);
@@ -146,6 +152,7 @@ static FC_INLINE void fcv_store_n_d(double* p, fcv_d v, int n) {
 #define fcv_set1 FC_FN(fcv_set1)
 #define fcv_add FC_FN(fcv_add)
 #define fcv_fmadd FC_FN(fcv_fmadd)
+#define fcv_relu FC_FN(fcv_relu)
 #define fcv_reduce_add FC_FN(fcv_reduce_add)
 #define fcv_maskz_loadu FC_FN(fcv_maskz_loadu)
 #define fcv_mask_storeu FC_FN(fcv_mask_storeu)
