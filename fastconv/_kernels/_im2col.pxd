@@ -41,21 +41,8 @@ cdef inline Geometry make_geometry(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                                    Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
                                    Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
-    cdef Geometry g
-    g.C = C
-    g.H = H
-    g.W = W
-    g.kh = kh
-    g.kw = kw
-    g.sh = sh
-    g.sw = sw
-    g.ph = ph
-    g.pw = pw
-    g.dh = dh
-    g.dw = dw
-    g.Ho = Ho
-    g.Wo = Wo
-    return g
+    return Geometry(C=C, H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw,
+                    Ho=Ho, Wo=Wo)
 
 
 cdef inline void span(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t n_out,

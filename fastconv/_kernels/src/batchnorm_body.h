@@ -9,42 +9,37 @@ static void FC_BN_NAME(fc_bn_moments)(const FC_BN_T *x, ptrdiff_t n, ptrdiff_t s
     const double shift = (double)x[0];
 #ifdef FC_BN_VECTORS
     fc_bn_vd s[FC_BN_NV] = {{0}}, q[FC_BN_NV] = {{0}};
+#endif
     for (ptrdiff_t i = 0; i < n; i++) {
         const FC_BN_T *row = x + i * stride;
         ptrdiff_t j = 0;
-        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
+        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES) {
+#ifdef FC_BN_VECTORS
             for (int u = 0; u < FC_BN_NV; u++) {
                 fc_bn_vd d = FC_BN_NAME(fc_bn_load)(row + j + u * FC_BN_VW) - shift;
                 s[u] += d;
                 q[u] += d * d;
             }
-        for (; j < l; j++) {
-            double d = (double)row[j] - shift;
-            sum_tail += d;
-            sumsq_tail += d * d;
-        }
-    }
-    for (int u = 0; u < FC_BN_NV; u++)  /* element by element: a memcpy kept s in memory */
-        for (int k = 0; k < FC_BN_VW; k++) {
-            sum[u * FC_BN_VW + k] = s[u][k];
-            sumsq[u * FC_BN_VW + k] = q[u][k];
-        }
 #else
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const FC_BN_T *row = x + i * stride;
-        ptrdiff_t j = 0;
-        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
             for (int k = 0; k < FC_BN_LANES; k++) {
                 double d = (double)row[j + k] - shift;
                 sum[k] += d;
                 sumsq[k] += d * d;
             }
+#endif
+        }
         for (; j < l; j++) {
             double d = (double)row[j] - shift;
             sum_tail += d;
             sumsq_tail += d * d;
         }
     }
+#ifdef FC_BN_VECTORS
+    for (int u = 0; u < FC_BN_NV; u++)  /* element by element: a memcpy kept s in memory */
+        for (int k = 0; k < FC_BN_VW; k++) {
+            sum[u * FC_BN_VW + k] = s[u][k];
+            sumsq[u * FC_BN_VW + k] = q[u][k];
+        }
 #endif
     const double count = (double)n * (double)l;
     const double centered = (fc_bn_lane_total(sum) + sum_tail) / count;  /* mean - shift */
@@ -128,45 +123,39 @@ static void FC_BN_NAME(fc_bn_grad_sums)(const FC_BN_T *g, const FC_BN_T *x, cons
     double sg[FC_BN_LANES] = {0}, sgx[FC_BN_LANES] = {0}, sg_tail = 0, sgx_tail = 0;
 #ifdef FC_BN_VECTORS
     fc_bn_vd s[FC_BN_NV] = {{0}}, p[FC_BN_NV] = {{0}};
+#endif
     for (ptrdiff_t i = 0; i < n; i++) {
         const FC_BN_T *grow = g + i * stride, *xrow = x + i * stride;
         const FC_BN_T *yrow = y == NULL ? NULL : y + i * stride;
         ptrdiff_t j = 0;
-        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
+        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES) {
+#ifdef FC_BN_VECTORS
             for (int u = 0; u < FC_BN_NV; u++) {
                 const ptrdiff_t o = j + u * FC_BN_VW;
                 fc_bn_vd gv = FC_BN_NAME(fc_bn_grad_load)(grow + o, yrow == NULL ? NULL : yrow + o);
                 s[u] += gv;
                 p[u] += gv * (FC_BN_NAME(fc_bn_load)(xrow + o) - mean);
             }
-        for (; j < l; j++) {
-            double gv = (double)FC_BN_NAME(fc_bn_grad_at)(grow, yrow, j);
-            sg_tail += gv;
-            sgx_tail += gv * ((double)xrow[j] - mean);
-        }
-    }
-    for (int u = 0; u < FC_BN_NV; u++)
-        for (int k = 0; k < FC_BN_VW; k++) {
-            sg[u * FC_BN_VW + k] = s[u][k];
-            sgx[u * FC_BN_VW + k] = p[u][k];
-        }
 #else
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const FC_BN_T *grow = g + i * stride, *xrow = x + i * stride;
-        const FC_BN_T *yrow = y == NULL ? NULL : y + i * stride;
-        ptrdiff_t j = 0;
-        for (; j + FC_BN_LANES <= l; j += FC_BN_LANES)
             for (int k = 0; k < FC_BN_LANES; k++) {
                 double gv = (double)FC_BN_NAME(fc_bn_grad_at)(grow, yrow, j + k);
                 sg[k] += gv;
                 sgx[k] += gv * ((double)xrow[j + k] - mean);
             }
+#endif
+        }
         for (; j < l; j++) {
             double gv = (double)FC_BN_NAME(fc_bn_grad_at)(grow, yrow, j);
             sg_tail += gv;
             sgx_tail += gv * ((double)xrow[j] - mean);
         }
     }
+#ifdef FC_BN_VECTORS
+    for (int u = 0; u < FC_BN_NV; u++)
+        for (int k = 0; k < FC_BN_VW; k++) {
+            sg[u * FC_BN_VW + k] = s[u][k];
+            sgx[u * FC_BN_VW + k] = p[u][k];
+        }
 #endif
     *sum_g = fc_bn_lane_total(sg) + sg_tail;
     *sum_gx = fc_bn_lane_total(sgx) + sgx_tail;

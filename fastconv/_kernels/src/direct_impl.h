@@ -6,6 +6,24 @@
  * The first kb_n channels and vw_n columns are stored (the rest of the block is padding),
  * plus bias[k] when bias is not NULL. */
 
+/* The block's taps in packed-weight order (input channel c, kernel row i, kernel column j),
+ * one walk for both blocks below: runs the statements given with xp at the tap's first
+ * input, then moves wt past the tap's `wstep` weights. Column j*dw of the phase-split input
+ * is phase q, m columns in. A macro, not a function taking the body: the accumulators must
+ * stay in the caller's registers. */
+#define FC_DIRECT_EACH_TAP(wstep, ...)                                                             \
+    for (Py_ssize_t c = 0; c < cg; c++)                                                            \
+        for (Py_ssize_t i = 0; i < kh; i++) {                                                      \
+            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;                                      \
+            Py_ssize_t q = 0, m = 0;                                                               \
+            for (Py_ssize_t j = 0; j < kw; j++) {                                                  \
+                const FC_T* xp = xr + q * hp * wq + m;                                             \
+                __VA_ARGS__                                                                        \
+                wt += (wstep);                                                                     \
+                for (q += dw; q >= sw; q -= sw) m++;                                               \
+            }                                                                                      \
+        }
+
 #if defined(__AVX512F__)
 /* AVX-512: nv zmm of columns per output channel, kbn channels, in intrinsics: GCC's own
  * code for 8 zmm accumulators (4x32 or 8x16 floats) kept them on the stack and measured 2x
@@ -23,21 +41,13 @@ static FC_INLINE void FC_FN(fc_direct_body)(const int nv, const int kbn, const F
     for (int k = 0; k < kbn; k++)
         for (int u = 0; u < nv; u++) acc[k][u] = fcv_setzero();
     const FC_T* wt = wb;
-    for (Py_ssize_t c = 0; c < cg; c++) {
-        for (Py_ssize_t i = 0; i < kh; i++) {
-            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;
-            Py_ssize_t q = 0, m = 0; /* tap column j*dw: phase q, m columns in */
-            for (Py_ssize_t j = 0; j < kw; j++) {
-                for (int u = 0; u < nv; u++) x[u] = fcv_loadu(xr + q * hp * wq + m + u * lanes);
-                for (int k = 0; k < kbn; k++) {
-                    fcv_t w = fcv_set1(wt[k]);
-                    for (int u = 0; u < nv; u++) acc[k][u] = fcv_fmadd(w, x[u], acc[k][u]);
-                }
-                wt += kbn;
-                for (q += dw; q >= sw; q -= sw) m++;
-            }
+    FC_DIRECT_EACH_TAP(kbn, {
+        for (int u = 0; u < nv; u++) x[u] = fcv_loadu(xp + u * lanes);
+        for (int k = 0; k < kbn; k++) {
+            fcv_t w = fcv_set1(wt[k]);
+            for (int u = 0; u < nv; u++) acc[k][u] = fcv_fmadd(w, x[u], acc[k][u]);
         }
-    }
+    })
     for (int u = 0; u < nv && u * lanes < vw_n; u++) {
         Py_ssize_t n = vw_n - u * lanes < lanes ? vw_n - u * lanes : lanes;
         fcmask_t mask = fcv_first(n);
@@ -87,23 +97,14 @@ static FC_NOINLINE void FC_FN(fc_direct_block)(const FC_T* p, const FC_T* wb, FC
                                                Py_ssize_t hp, Py_ssize_t wq, Py_ssize_t L) {
     FC_T acc[FC_KB][FC_VW] = {{0}};
     const FC_T* wt = wb;
-    for (Py_ssize_t c = 0; c < cg; c++) {
-        for (Py_ssize_t i = 0; i < kh; i++) {
-            const FC_T* xr = p + (c * sw * hp + i * dh) * wq;
-            Py_ssize_t q = 0, m = 0; /* tap column j*dw: phase q, m columns in */
-            for (Py_ssize_t j = 0; j < kw; j++) {
-                const FC_T* xp = xr + q * hp * wq + m;
-                FC_T x[FC_VW];
-                for (int v = 0; v < FC_VW; v++) x[v] = xp[v];
-                for (int k = 0; k < FC_KB; k++) {
-                    FC_T w = wt[k];
-                    for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];
-                }
-                wt += FC_KB;
-                for (q += dw; q >= sw; q -= sw) m++;
-            }
+    FC_DIRECT_EACH_TAP(FC_KB, {
+        FC_T x[FC_VW];
+        for (int v = 0; v < FC_VW; v++) x[v] = xp[v];
+        for (int k = 0; k < FC_KB; k++) {
+            FC_T w = wt[k];
+            for (int v = 0; v < FC_VW; v++) acc[k][v] += w * x[v];
         }
-    }
+    })
     for (Py_ssize_t k = 0; k < kb_n; k++)
         for (Py_ssize_t v = 0; v < vw_n; v++) o[k * L + v] = acc[k][v] + (bias ? bias[k] : (FC_T)0);
 }
@@ -118,3 +119,4 @@ static void FC_FN(fc_direct)(int wide, int six, const FC_T* p, const FC_T* wb, F
 }
 #undef FC_VW
 #endif
+#undef FC_DIRECT_EACH_TAP
