@@ -105,6 +105,8 @@ LAYERS = {
     "residual-projection": (lambda: nn.Residual(
         nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
         nn.Sequential(nn.Conv2d(3, 8, 1, stride=2), nn.BatchNorm2d(8))), (3, 8, 8)),
+    # the shortcut's gradient added inside conv1's input-gradient pass (channel-vector block)
+    "basic-block-32ch": (lambda: nn.models.BasicBlock(32, 32), (32, 8, 8)),
     "concat": (lambda: nn.Concat(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 2, 1)), (3, 6, 6)),
     "sync-batchnorm-one-process": (lambda: nn.SyncBatchNorm(4), (4, 5, 5)),
 }
