@@ -56,12 +56,17 @@ def _rand(shape, seed, scale=1.0):
 # convolution
 # ----------------------------------------------------------------------------------------
 
-def _conv_op(group, c, hw, k, r, stride, pad, n, backward, grad_input=True):
-    """conv2d forward, or backward (grad_weight, grad_bias, and grad_input if asked)."""
+def _conv_op(group, c, hw, k, r, stride, pad, n, backward, grad_input=True, only=None):
+    """conv2d forward, or backward (grad_weight, grad_bias, and grad_input if asked); with
+    ``only`` ('input' or 'weight'), that one gradient alone, no bias (one conv pass)."""
     shape = f"({n},{c},{hw},{hw})->{k} {r}x{r}" + (f" s{stride}" if stride > 1 else "") \
         + (f" p{pad}" if pad else "")
-    name = "conv2d bwd" + ("" if grad_input else " (no grad_input)") if backward \
-        else "conv2d fwd"
+    if only:
+        name = f"conv2d grad_{only}"
+    elif backward:
+        name = "conv2d bwd" + ("" if grad_input else " (no grad_input)")
+    else:
+        name = "conv2d fwd"
 
     def make(n, torch):
         x = _rand((n, c, hw, hw), 0)
@@ -81,7 +86,9 @@ def _conv_op(group, c, hw, k, r, stride, pad, n, backward, grad_input=True):
                         torch.nn.functional.conv2d(tx, tw, tb, stride, pad)
             return Case(fc, tc, ref, "GFLOP/s", flops, None)
         g = _rand((n, k, ho, ho), 3)
-        kw = dict(needs_input_grad=grad_input, needs_weight_grad=True, needs_bias_grad=True)
+        needs = (only == "input", only == "weight", False) if only \
+            else (grad_input, True, True)
+        kw = dict(zip(("needs_input_grad", "needs_weight_grad", "needs_bias_grad"), needs))
         fc = lambda: F.conv2d_backward(g, x, w, stride, pad, **kw)  # noqa: E731
         ref = lambda: R.conv2d_backward(g, x, w, stride, pad, **kw)  # noqa: E731
         tc = None
@@ -90,8 +97,8 @@ def _conv_op(group, c, hw, k, r, stride, pad, n, backward, grad_input=True):
             # the backward op itself, as autograd would call it
             tc = lambda: torch.ops.aten.convolution_backward(  # noqa: E731
                 tg, tx, tw, [k], [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1,
-                [grad_input, True, True])
-        return Case(fc, tc, ref, "GFLOP/s", flops * (2 if grad_input else 1), None)
+                list(needs))
+        return Case(fc, tc, ref, "GFLOP/s", flops * sum(needs[:2]), None)
 
     return Op(group, name, shape, n, make)
 
@@ -166,8 +173,9 @@ def all_ops():
 
 
 def resnet20_ops():
-    """ResNet-20's convolution shapes at batch 128 (issue 12), forward and backward: the stem
-    (no grad_input: a first layer needs none), the 3x3 layers of each stage, the stride-2 3x3
+    """ResNet-20's convolution shapes at batch 128 (issue 12): forward, grad_input and
+    grad_weight timed apart (one conv pass each, no bias, as in the network): the stem (no
+    grad_input: a first layer needs none), the 3x3 layers of each stage, the stride-2 3x3
     layers and the 1x1 stride-2 projections."""
     ops = []
     for c, hw, k, r, stride, pad in [(3, 32, 16, 3, 1, 1), (16, 32, 16, 3, 1, 1),
@@ -175,8 +183,9 @@ def resnet20_ops():
                                      (16, 32, 32, 3, 2, 1), (32, 16, 64, 3, 2, 1),
                                      (16, 32, 32, 1, 2, 0), (32, 16, 64, 1, 2, 0)]:
         ops.append(_conv_op("resnet20", c, hw, k, r, stride, pad, 128, backward=False))
-        ops.append(_conv_op("resnet20", c, hw, k, r, stride, pad, 128, backward=True,
-                            grad_input=c > 3))
+        for only in ("input", "weight") if c > 3 else ("weight",):
+            ops.append(_conv_op("resnet20", c, hw, k, r, stride, pad, 128, backward=True,
+                                only=only))
     return ops
 
 

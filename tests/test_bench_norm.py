@@ -33,7 +33,7 @@ def test_bench_norm_times_both_modes_and_reports_bandwidth(benches):
 def test_resnet20_conv_shapes_run(benches):
     _, bench_kernels = benches
     ops = bench_kernels.resnet20_ops()
-    assert len(ops) == 16 and {op.group for op in ops} == {"resnet20"}
+    assert len(ops) == 23 and {op.group for op in ops} == {"resnet20"}
     results = bench_kernels.run(ops[:4], threads=1, repeat=1, ref_repeat=1, batch=1,
                                 progress=False, min_time=0, use_torch=False)
     for row in results:

@@ -314,10 +314,11 @@ def test_winograd_refuses_what_it_cannot_compute(kwargs):
 
 
 # (x shape, weight shape, padding, dilation) of the pixel-vector weight gradient: blocks of
-# 3 output channels by 5 taps, the last of each short
+# at most 4 output channels (split evenly) by 5 taps, the last of each short
 PIXVEC_CASES = [
     ((40, 1, 28, 28), (6, 1, 5, 5), 2, 1),      # LeNet's conv1; 40 images: several chunks
-    ((2, 3, 9, 21), (7, 3, 3, 7), 1, 1),        # 7 channels (3+3+1), 7 taps a row (5+2)
+    ((2, 3, 9, 21), (7, 3, 3, 7), 1, 1),        # 7 channels (4+3), 7 taps a row (5+2)
+    ((3, 2, 7, 19), (10, 2, 3, 3), 1, 1),       # 10 channels (4+4+2)
     ((2, 2, 11, 37), (4, 2, 2, 3), (1, 0), (2, 3)),  # rows of 3 vectors, dilation
     ((3, 5, 6, 6), (16, 5, 3, 3), "same", 1),   # 16 channels; a row shorter than a vector
     ((1, 1, 5, 4), (1, 1, 4, 4), "same", 1),    # one channel, 'same' with an even kernel

@@ -43,8 +43,8 @@ def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
     by the pixel-vector kernel (fc_pixvec_wgrad).
 
     Per image: the padded image (pad_image, Hp x Wp, work_stride items per thread), then
-    per input channel, kernel row, block of FCP_KB output channels and block of FCP_JB
-    taps, the block's sums over every output pixel. Images go in fixed chunks of ``chunk``,
+    per input channel, kernel row, block of at most FCP_KB output channels and block of
+    FCP_JB taps, the block's sums over every output pixel. Images go in fixed chunks of ``chunk``,
     each summed in order into its own slot of partials (K*C*kh*kw items), and the slots
     are then added in chunk order: the bits do not depend on the thread count.
     """
@@ -52,6 +52,9 @@ def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3], L = Ho * Wo
     cdef Py_ssize_t slot = K * C * kh * kw, k_stride = C * kh * kw
     cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
+    # the fewest blocks of channels, as even as whole channels allow
+    cdef Py_ssize_t n_kb = (K + PIXVEC_KB - 1) // PIXVEC_KB
+    cdef Py_ssize_t kbs = (K + n_kb - 1) // n_kb
     cdef Py_ssize_t b, n, c, i, kb, k0, jb, j0
     cdef Py_ssize_t failed = 0
     cdef floating* p
@@ -64,14 +67,17 @@ def conv2d_weight_grad_pixvec(const floating[:, :, :, ::1] grad_output,
         for n in range(b * chunk, min(b * chunk + chunk, N)):
             src = padded_image(&x[n, 0, 0, 0], p, C, x.shape[2], x.shape[3], ph, pw, Hp, Wp,
                                1)
-            for c in range(C):
-                for i in range(kh):
-                    for kb in range((K + PIXVEC_KB - 1) // PIXVEC_KB):
-                        k0 = kb * PIXVEC_KB
+            # channels outermost: a block's grad_output planes stay in L1 cache over every
+            # input channel and kernel row (per (c, i), the image's whole grad_output
+            # streamed from L2 and bounded the block)
+            for kb in range(n_kb):
+                k0 = kb * kbs
+                for c in range(C):
+                    for i in range(kh):
                         for jb in range((kw + PIXVEC_JB - 1) // PIXVEC_JB):
                             j0 = jb * PIXVEC_JB
                             failed += pixvec_block(
-                                min(PIXVEC_KB, K - k0), min(PIXVEC_JB, kw - j0),
+                                min(kbs, K - k0), min(PIXVEC_JB, kw - j0),
                                 src + (c * Hp + i * dh) * Wp + j0 * dw,
                                 &grad_output[n, k0, 0, 0], L, Ho, Wo, Wp, dw,
                                 part + ((k0 * C + c) * kh + i) * kw + j0, k_stride) != 0

@@ -14,8 +14,9 @@
 
 #include "simd.h"
 
-/* the largest block: 3 channels x 5 taps, 15 sums, 3 + 1 loaded vectors */
-#define FCP_KB 3
+/* the largest block: 4 channels x 5 taps, 20 sums, 4 + 1 loaded vectors (4 channels: a
+ * 16-channel layer, ResNet's stem, in whole blocks) */
+#define FCP_KB 4
 #define FCP_JB 5
 
 #if defined(__AVX512F__)
@@ -26,7 +27,8 @@
 #define FCP_LIST(X) \
     X(1, 1) X(1, 2) X(1, 3) X(1, 4) X(1, 5) \
     X(2, 1) X(2, 2) X(2, 3) X(2, 4) X(2, 5) \
-    X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5)
+    X(3, 1) X(3, 2) X(3, 3) X(3, 4) X(3, 5) \
+    X(4, 1) X(4, 2) X(4, 3) X(4, 4) X(4, 5)
 // clang-format on
 #else
 #define FCP_LANES_F 0
