@@ -301,7 +301,8 @@ def _planned_kernel(plan, problem, weight, geometry):
         if ops is None:
             return None
         return dict(route=_ROUTES[route], weight=ops.wpack, tap_off=ops.taps,
-                    row_taps=ops.row_taps.reshape(-1), pix_off=ops.pix, Hp=ops.hp, Wp=ops.wp,
+                    row_taps=ops.row_taps.reshape(-1), pix_off=ops.pix, run=ops.run,
+                    Hp=ops.hp, Wp=ops.wp,
                     kv=plan.block.kv, pixels=plan.block.pixels, by_rows=plan.block.by_rows,
                     work_items=ops.stride_items)
     if route is Route.WINOGRAD:

@@ -211,6 +211,7 @@ class _KvecOperands(NamedTuple):
     taps: np.ndarray
     row_taps: np.ndarray
     pix: np.ndarray
+    run: int
     hp: int
     wp: int
     stride_items: int
@@ -237,7 +238,9 @@ def _kvec_operands(block, p, w):
         taps = taps[tap_index]
     wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
     pix = _raster_offsets(ho, wo, p.stride[0] * wq, pixels)
-    return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, hp, wp,
+    # a 3x3 kernel's rows at stride and dilation 1: taps in threes of consecutive offsets
+    run = 3 if w.shape[3] == 3 and p.stride[1] == 1 and p.dilation[1] == 1 else 1
+    return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, run, hp, wp,
                          _workspace.round_up(image_items, w.dtype))
 
 
@@ -257,8 +260,8 @@ def _run_direct_kvec(block, p, x4, w, b, out4, nt, add=None):
     (sh, sw), (ph, pw) = p.stride, p.padding
     work = _workspace.scratch(nt * ops.stride_items, w.dtype)
     _conv.conv2d_direct_kvec[_FUSED[w.dtype]](
-        x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps, ops.row_taps, ops.pix, sh, sw,
-        ph, pw, ops.hp, ops.wp, p.groups, block.kv, block.pixels, block.by_rows, nt, add)
+        x4, ops.wpack, b, out4, work, ops.stride_items, ops.taps, ops.row_taps, ops.pix, ops.run,
+        sh, sw, ph, pw, ops.hp, ops.wp, p.groups, block.kv, block.pixels, block.by_rows, nt, add)
 
 
 def _winograd_operands(block, p, w, nt):

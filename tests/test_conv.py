@@ -246,6 +246,43 @@ def test_out_refusals(out):
         F.conv2d(x, w, out=out)
 
 
+# 3x3 layers at stride 1 on the channel-vector block: (x shape, weight shape, padding, groups)
+THREES_CASES = [
+    ((2, 16, 12, 32), (16, 16, 3, 3), 1, 1),   # one vector of output channels, 16-pixel blocks
+    ((2, 32, 9, 16), (32, 32, 3, 3), 1, 1),    # two vectors, the last block short
+    ((1, 8, 7, 11), (40, 8, 3, 3), 2, 1),      # a partial vector; padding rows skipped
+    ((2, 8, 6, 12), (32, 4, 3, 3), 0, 2),      # groups
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups", THREES_CASES)
+def test_taps_in_threes_give_the_bits_of_tap_by_tap(x_shape, w_shape, padding, groups, dtype):
+    """The channel-vector block reads a 3x3 kernel's rows as threes of consecutive taps
+    (each input broadcast once for three taps): each output adds its taps in the same order,
+    so the result is the tap-by-tap block's, bit for bit, residual and all."""
+    if F._conv.kvec_block_limits(4)[0] == 0:
+        pytest.skip("the portable build (FASTCONV_CPU=generic) has no channel-vector block")
+    x, w, b = _problem(x_shape, w_shape, dtype)
+    problem = _conv_plan.Problem.of(_validation.conv2d_args(x, w, b, 1, padding, 1, groups))
+    block = _conv_plan.kvec_covering_block(problem, _conv_plan.build_support(w.itemsize))
+    assert block.by_rows
+    ops = F._kvec_operands(block, problem, w)
+    assert ops.run == 3
+    add = np.random.default_rng(2).standard_normal(problem.out_shape).astype(dtype)
+    outs = []
+    for run in (1, 3):
+        out = np.full(problem.out_shape, np.nan, dtype)
+        work = np.zeros(ops.stride_items, dtype)
+        F._conv.conv2d_direct_kvec[F._FUSED[np.dtype(dtype)]](
+            x, ops.wpack, b, out, work, ops.stride_items, ops.taps, ops.row_taps, ops.pix, run,
+            1, 1, padding, padding, ops.hp, ops.wp, groups, block.kv, block.pixels, True, 1,
+            add)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    _close(outs[1], R.conv2d(x, w, b, 1, padding, groups=groups) + add, dtype)
+
+
 # Winograd F(2x2, 3x3): (x shape, weight shape, padding)
 WINOGRAD_CASES = [
     ((2, 3, 7, 9), (4, 3, 3, 3), 1),            # odd output: tiles cut at the bottom and right

@@ -40,7 +40,8 @@ out = {"level": cpu_level(), "kvec_lanes": _conv.kvec_block_limits(4)[0],
        "pixvec_lanes": _conv.pixvec_lanes(4)}
 out["direct_kvec"] = attempt(lambda: _conv.conv2d_direct_kvec(
     x, np.zeros(27 * lanes, f), np.empty(0, f), sentinel, work, 1 << 15, taps,
-    np.zeros((8, 2), np.intp), np.zeros(8, np.intp), 1, 1, 1, 1, 10, 10, 1, 1, 1, True, 1))
+    np.zeros((8, 2), np.intp), np.zeros(8, np.intp), 3, 1, 1, 1, 1, 10, 10, 1, 1, 1, True,
+    1))
 out["unwritten"] = bool((sentinel == 7).all())
 out["weight_grad_kvec"] = attempt(lambda: _conv.conv2d_weight_grad_kvec(
     go, x, np.zeros(27 * lanes, f), work, 1 << 15, partials, 2, taps, 1, 1, 1, 1, 10, 10, 1,

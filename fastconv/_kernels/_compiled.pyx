@@ -67,7 +67,7 @@ ctypedef struct Op:
     bint wide, six, by_rows
     bint split                  # large enough to split one image's blocks over threads
     bint residual               # conv (channel-vector route): src2 added in its blocks
-    int kv, pixels
+    int kv, pixels, run          # channel-vector: taps in threes (3) or not (1)
     Py_ssize_t Hp, Wp, tile_block, ntaps
     const Py_ssize_t* tap_off
     const Py_ssize_t* row_taps
@@ -132,8 +132,8 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
     elif op.route == ROUTE_KVEC:
         # compile checked that this build has the channel-vector kernel: nothing fails
         kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
-                   op.tap_off, op.ntaps, op.row_taps, op.pix_off, op.sh, op.sw, op.ph, op.pw,
-                   op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU)
+                   op.tap_off, op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.ph,
+                   op.pw, op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU)
     elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
                         op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
         # an inf, NaN or overflow: direct convolution, as eager redoes such images
@@ -177,7 +177,7 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
                     op.sw, op.dh, op.dw, op.Hp, op.Wp, 1, op.wide, op.six, u0 * per, u1 * per)
     else:
         kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
-                    op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
+                    op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
                     op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per)
     for k in range(op.K):
         activate(y + k * L + p0, p1 - p0, after_kernel(op), op.slope)
@@ -489,7 +489,7 @@ cdef class Program:
         o.residual = d.get("residual", False)
         if o.residual and not (o.kind == OP_CONV and o.route == ROUTE_KVEC):
             raise ValueError("Program: only channel-vector convolutions add a residual")
-        o.kv, o.pixels = d.get("kv", 0), d.get("pixels", 0)
+        o.kv, o.pixels, o.run = d.get("kv", 0), d.get("pixels", 0), d.get("run", 1)
         o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
         o.weight = <const float*>self.pointer(d, "weight", np.float32)
         o.bias = <const float*>self.pointer(d, "bias", np.float32)

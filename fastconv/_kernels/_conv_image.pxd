@@ -34,10 +34,10 @@ cdef extern from "kvec.h" nogil:
         KVEC_MAX_A1 "FCK_MAX_A1"
         KVEC_MAX_A2 "FCK_MAX_A2"
     int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
+                  int run, const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
                   int kb_n, int npix, const float* bias, const float* res, int relu)
     int fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
+                  int run, const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
                   int kb_n, int npix, const double* bias, const double* res, int relu)
 
 
@@ -127,17 +127,17 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
 
 
 cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
-                           Py_ssize_t ntaps, const floating* wb, const Py_ssize_t* pix_off,
+                           Py_ssize_t ntaps, int run, const floating* wb, const Py_ssize_t* pix_off,
                            floating* o, Py_ssize_t L, int kb_n, int npix, const floating* bias,
                            const floating* res, bint relu) noexcept nogil:
     """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels (+ bias,
     + res, then ReLU where asked); 0, or FC_UNAVAILABLE (nothing written) in a build without
-    the kernel."""
+    the kernel. run: 3 where the taps come in threes of consecutive offsets, else 1."""
     if floating is float:
-        return fc_kvec_f(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias, res,
+        return fc_kvec_f(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
                          relu)
     else:
-        return fc_kvec_d(kv, a, p, tap_off, ntaps, wb, pix_off, o, L, kb_n, npix, bias, res,
+        return fc_kvec_d(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
                          relu)
 
 
@@ -230,7 +230,7 @@ cdef inline Py_ssize_t kvec_tasks(Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
 cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    const floating* bias, floating* out, Py_ssize_t C,
                                    Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
-                                   const Py_ssize_t* tap_off, Py_ssize_t ntaps,
+                                   const Py_ssize_t* tap_off, Py_ssize_t ntaps, int run,
                                    const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hp, Py_ssize_t Wp,
                                    Py_ssize_t groups, int kv, int pixels, bint by_rows,
@@ -275,7 +275,7 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
             r0 = row_taps[0]
             nt = row_taps[1]
         # pointer arithmetic, not indexing: an empty run may start at the end
-        failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt,
+        failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt, run,
                              wpack + (grp * nkb + kb) * blk + r0 * kvl,
                              block_pix, out + k0 * L + f0, L, kb_n, npix,
                              bias + k0 if bias != NULL else NULL,
@@ -287,7 +287,8 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
                                   const floating* bias, floating* out, Py_ssize_t C,
                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t K, Py_ssize_t Ho,
                                   Py_ssize_t Wo, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                                  const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
+                                  int run, const Py_ssize_t* row_taps,
+                                  const Py_ssize_t* pix_off,
                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                                   Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t groups, int kv,
                                   int pixels, bint by_rows, const floating* res,
@@ -297,7 +298,8 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
     operands as conv2d_direct_kvec documents them; row_taps: (Ho, 2), row-major); the number
     of blocks this build has no kernel for (0)."""
     return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out,
-                       C, K, Ho, Wo, tap_off, ntaps, row_taps, pix_off, sh, sw, Hp, Wp, groups,
+                       C, K, Ho, Wo, tap_off, ntaps, run, row_taps, pix_off, sh, sw, Hp, Wp,
+                       groups,
                        kv, pixels, by_rows, res, relu, 0,
                        kvec_tasks(K, Ho, Wo, groups,
                                   kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
@@ -333,7 +335,8 @@ cdef inline bint winograd_image(const floating* x, floating* work, const floatin
                 k0 = kb * kvl
                 a0 = 0
                 while a0 < nt:
-                    failed[0] += kvec_block(kv, pixels, v + xi * C * tile_block + a0, tap_off, C,
+                    failed[0] += kvec_block(kv, pixels, v + xi * C * tile_block + a0, tap_off,
+                                            C, 1,
                                             upack + (xi * nkb + kb) * C * kvl, NULL,
                                             mbuf + (xi * K + k0) * tile_block + a0,
                                             tile_block, min(kvl, K - k0),

@@ -48,7 +48,7 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                        const floating[::1] bias, floating[:, :, :, ::1] out,
                        floating[::1] work, Py_ssize_t work_stride,
                        const Py_ssize_t[::1] tap_off, const Py_ssize_t[:, ::1] row_taps,
-                       const Py_ssize_t[::1] pix_off,
+                       const Py_ssize_t[::1] pix_off, int run,
                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                        Py_ssize_t Hp, Py_ssize_t Wp, int groups, int kv, int pixels,
                        bint by_rows, int num_threads,
@@ -61,7 +61,9 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     order) x kv*lanes output channels runs fc_kvec over its taps.
     tap_off: the taps' offsets in the buffer, in runs: output row oh reads the run of
     row_taps[oh, 1] taps from row_taps[oh, 0] (row blocks skip the kernel rows that fall
-    on padding); raster blocks read the run of row_taps[0].
+    on padding); raster blocks read the run of row_taps[0]. run: 3 where the taps come in
+    threes of consecutive offsets (a 3x3 kernel at stride and dilation 1 along the rows), else
+    1.
     by_rows: a block is ``pixels`` columns of one output row (the buffer holds whole blocks
     of columns); else the blocks run through the image in raster order, and pix_off
     (ceil(Ho*Wo / pixels) * pixels entries) gives each pixel's offset, 0 past the last.
@@ -77,7 +79,7 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
         failed += kvec_image(&x[n, 0, 0, 0], &work[0] + threadid() * work_stride, &wpack[0],
                              &bias[0] if has_bias else NULL, &out[n, 0, 0, 0], x.shape[1],
                              x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
-                             &tap_off[0], tap_off.shape[0], &row_taps[0, 0], &pix_off[0], sh,
+                             &tap_off[0], tap_off.shape[0], run, &row_taps[0, 0], &pix_off[0], sh,
                              sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows,
                              &add[n, 0, 0, 0] if has_add else NULL, False)
     check_built(failed, "channel-vector")

@@ -21,6 +21,7 @@
 #define FCK_AVAILABLE 1
 #define FCK_LANES_F 16
 #define FCK_LANES_D 8
+#define FCK_REGISTERS 32
 /* 32 registers: KV weights, one broadcast input, A*KV accumulators */
 #define FCK_MAX_A1 28
 #define FCK_MAX_A2 14
@@ -56,6 +57,7 @@ static FC_INLINE void fcv_block_transpose(const __m512 x[4], __m512 o[4]) {
 #define FCK_AVAILABLE 1
 #define FCK_LANES_F 8
 #define FCK_LANES_D 4
+#define FCK_REGISTERS 16
 /* 16 registers: KV weights, one broadcast input, A*KV accumulators */
 #define FCK_MAX_A1 12
 #define FCK_MAX_A2 6
