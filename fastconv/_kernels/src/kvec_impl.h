@@ -2,12 +2,13 @@
 
 /* Forward block arguments: p, the padded input at the block; tap_off[t], tap t's offset in
  * it (ntaps taps); run: 3 where the taps come in threes of consecutive offsets (a 3x3
- * kernel's rows at stride and dilation 1) and the pixels are consecutive, else 1; wb, the taps' weights, (ntaps, kv*lanes); pix_off, pixel a's offset, or
- * NULL where the pixels are consecutive in p (one output row); o, the block's first output
- * (channel k at o + k*L), kb_n channels and npix pixels of it real (the rest is padding);
- * bias (of the block's channels) NULL for none; res, NULL or a residual laid out as o, added
- * after the bias; relu: max(0, .) last (a network's residual addition and ReLU in the block's
- * registers, with the bits of the separate passes). */
+ * kernel's rows at stride and dilation 1), else 1; wb, the taps' weights, (ntaps,
+ * kv*lanes); pix_off, pixel a's offset, or NULL where the pixels are consecutive in p (one
+ * output row); o, the block's first output (channel k at o + k*L), kb_n channels and npix
+ * pixels of it real (the rest is padding); bias (of the block's channels) NULL for none;
+ * res, NULL or a residual laid out as o, added after the bias; relu: max(0, .) last (a
+ * network's residual addition and ReLU in the block's registers, with the bits of the
+ * separate passes). */
 #define FCK_ARGS                                                                                   \
     const FC_T *p, const Py_ssize_t *tap_off, Py_ssize_t ntaps, int run, const FC_T *wb,           \
         const Py_ssize_t *pix_off, FC_T *o, Py_ssize_t L, int kb_n, int npix, const FC_T *bias,    \
