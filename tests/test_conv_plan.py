@@ -16,9 +16,12 @@ from fastconv._kernels import dispatched_levels
 B = P.BuildSupport
 # (float32, float64) of each level's _conv build
 SUPPORT = {
-    "x86_64_v4": (B(16, {1: 28, 2: 14}, (8, 16), 32, 6, 16), B(8, {1: 28, 2: 14}, (8, 8), 16, 6, 8)),
-    "x86_64_v3": (B(8, {1: 12, 2: 6}, (4, 16), 16, 4, 0), B(4, {1: 12, 2: 6}, (4, 8), 8, 4, 0)),
-    "generic": (B(0, {1: 0, 2: 0}, (4, 8), 8, 4, 0), B(0, {1: 0, 2: 0}, (4, 4), 4, 4, 0)),
+    "x86_64_v4": (B(16, {1: 28, 2: 14}, {1: 27, 2: 12}, (8, 16), 32, 6, 16),
+                  B(8, {1: 28, 2: 14}, {1: 27, 2: 12}, (8, 8), 16, 6, 8)),
+    "x86_64_v3": (B(8, {1: 12, 2: 6}, {1: 11, 2: 4}, (4, 16), 16, 4, 0),
+                  B(4, {1: 12, 2: 6}, {1: 11, 2: 4}, (4, 8), 8, 4, 0)),
+    "generic": (B(0, {1: 0, 2: 0}, {1: 0, 2: 0}, (4, 8), 8, 4, 0),
+                B(0, {1: 0, 2: 0}, {1: 0, 2: 0}, (4, 4), 4, 4, 0)),
 }
 DTYPES = [np.float32, np.float64]
 
@@ -48,9 +51,10 @@ WKV, WPX = Route.WEIGHT_GRAD_KVEC, Route.WEIGHT_GRAD_PIXVEC
 EXPECTED = {
     "lenet_conv1": {"x86_64_v4": ((D, G, WPX), (D, G, WPX)), "x86_64_v3": ((D, G, G), (D, G, WKV))},
     "lenet_conv2": {"x86_64_v4": ((KV, G, WKV), (KV, G, WKV)), "x86_64_v3": ((KV, G, WKV), (KV, KV, WKV))},
-    "cifar_first": {"x86_64_v4": ((D, G, WPX), (D, G, WPX)), "x86_64_v3": ((D, G, G), (D, G, G))},
-    # grad_input as the transposed convolution on the column-vector direct block, as the forward
-    "resnet20_3x3_16": {"x86_64_v4": ((D, D, WKV),) * 2, "x86_64_v3": ((D, D, WKV), (W, W, WKV))},
+    # 3x3 at stride 1: the channel-vector block reads the taps in threes, faster than the
+    # column-vector block; grad_input as the transposed convolution on it, as the forward
+    "cifar_first": {"x86_64_v4": ((KV, G, WPX),) * 2, "x86_64_v3": ((KV, G, G),) * 2},
+    "resnet20_3x3_16": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV), (W, W, WKV))},
     "resnet20_3x3_32": {"x86_64_v4": ((KV, KV, WKV), (W, W, WKV)), "x86_64_v3": ((W, W, WKV),) * 2},
     "resnet_3x3_64": {"x86_64_v4": ((W, W, WKV),) * 2, "x86_64_v3": ((W, W, WKV),) * 2},
     "resnet_3x3_256": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
@@ -175,6 +179,10 @@ def test_kvec_covering_block_is_kvec_block_without_the_column_preference(level):
             assert (covering is None) == (lanes == 0 or p.weight_shape[0] // p.groups < lanes)
             if P.kvec_block(p, support) is not None:
                 assert covering == P.kvec_block(p, support)
+    # taps in threes: the channel-vector block; 2 blocks of 16 where 27 pixels is the most
     p = _problem("resnet20_3x3_16", np.float32)
-    assert P.kvec_block(p, SUPPORT["x86_64_v4"][0]) is None
-    assert P.kvec_covering_block(p, SUPPORT["x86_64_v4"][0]) == P.KvecBlock(1, 16, True)
+    assert P.kvec_block(p, SUPPORT["x86_64_v4"][0]) == P.KvecBlock(1, 16, True)
+    # stride 2: the column-vector block where it serves as well
+    p = _problem("resnet20_3x3_16_32_s2", np.float64)
+    assert P.kvec_block(p, SUPPORT["x86_64_v4"][1]) is None
+    assert P.kvec_covering_block(p, SUPPORT["x86_64_v4"][1]) == P.KvecBlock(2, 8, True)

@@ -33,6 +33,8 @@ cdef extern from "kvec.h" nogil:
         KVEC_LANES_D "FCK_LANES_D"
         KVEC_MAX_A1 "FCK_MAX_A1"
         KVEC_MAX_A2 "FCK_MAX_A2"
+        KVEC_THREES_MAX_A1 "FCK_THREES_MAX_A1"
+        KVEC_THREES_MAX_A2 "FCK_THREES_MAX_A2"
     int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                   int run, const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
                   int kb_n, int npix, const float* bias, const float* res, int relu)

@@ -44,6 +44,13 @@ def kvec_block_limits(int itemsize):
     return lanes, {1: KVEC_MAX_A1, 2: KVEC_MAX_A2}
 
 
+def kvec_threes_limits():
+    """{kv: most pixels per block} where the channel-vector block reads taps in threes (a
+    3x3 kernel's rows at stride 1: each input broadcast once for three taps); both dtypes
+    (the same registers hold either); 0 in the portable build."""
+    return {1: KVEC_THREES_MAX_A1, 2: KVEC_THREES_MAX_A2}
+
+
 def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack,
                        const floating[::1] bias, floating[:, :, :, ::1] out,
                        floating[::1] work, Py_ssize_t work_stride,

@@ -92,9 +92,7 @@ static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
     const int lanes = FC_LANES;
     fcv_t acc[FCK_MAX_A1][2];
     FC_FN(fck_start)(kv, A, acc, NULL);
-    /* threes need their 3*kv weights, the broadcast and the accumulators in registers, and a
-     * register to spare (with none, GCC spills: 15% slower than fck_taps at kv 1, a 28) */
-    if (run == 3 && pix_off == NULL && (A + 3) * kv + 1 < FCK_REGISTERS)
+    if (run == 3 && pix_off == NULL && A <= (kv == 1 ? FCK_THREES_MAX_A1 : FCK_THREES_MAX_A2))
         FC_FN(fck_taps3)(kv, A, acc, p, tap_off, ntaps, wb);
     else if (pix_off == NULL)
         FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, NULL);
