@@ -238,8 +238,7 @@ def _kvec_operands(block, p, w):
         taps = taps[tap_index]
     wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
     pix = _raster_offsets(ho, wo, p.stride[0] * wq, pixels)
-    # a 3x3 kernel's rows at stride and dilation 1: taps in threes of consecutive offsets
-    run = 3 if w.shape[3] == 3 and p.stride[1] == 1 and p.dilation[1] == 1 else 1
+    run = 3 if _conv_plan.kvec_reads_threes(p) else 1
     return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, run, hp, wp,
                          _workspace.round_up(image_items, w.dtype))
 
