@@ -2,7 +2,7 @@
 # each image in one nogil call. Images are independent, so a thread runs every op of its
 # images in turn, with its own slice of the arena; the result does not depend on how the
 # images were split over threads, bit for bit.
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, exp, tanh
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -16,6 +16,11 @@ from fastconv._kernels._conv_image cimport (
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
 import numpy as np
+
+
+cdef extern from "team.h" nogil:
+    void fc_team_barrier()
+    int fc_team_size()
 
 
 cdef enum:
@@ -193,20 +198,6 @@ cdef void add_rows(const Op* op, const float* x, const float* x2, float* y, Py_s
         activate(y + c * hw + r0 * op.W, (r1 - r0) * op.W, op.act, op.slope)
 
 
-cdef void run_split(const Op* op, const float* x, const float* x2, float* y, float* work,
-                    Py_ssize_t work_stride, int num_threads) noexcept nogil:
-    """A convolution (conv_part) or addition (add_rows) of one image split by output rows
-    over num_threads threads, thread t in the work at t * work_stride: layer after layer,
-    each thread keeps to about the same rows."""
-    cdef Py_ssize_t t
-    for t in prange(num_threads, schedule="static", chunksize=1, num_threads=num_threads):
-        if op.kind == OP_CONV:
-            conv_part(op, x, x2 if op.residual else NULL, y, work + t * work_stride, t,
-                      num_threads)
-        else:
-            add_rows(op, x, x2, y, op.H * t // num_threads, op.H * (t + 1) // num_threads)
-
-
 cdef void run_conv_group(const Op* op, const float* x, float* y, float* col,
                          Py_ssize_t nb) noexcept nogil:
     """nb images: their im2col side by side, one GEMM (K, nb*Ho*Wo), as conv2d_gemm's
@@ -354,20 +345,14 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
 
 
 cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
-                    Py_ssize_t col_stride, Py_ssize_t nb, int split_threads) noexcept nogil:
-    """Every op on nb images; each buffer holds the nb images one after the other.
-    split_threads > 1: the images' large direct and channel-vector convolutions and
-    additions each split over that many threads (run_split; thread t's scratch at
-    col + t * col_stride), while the calling thread runs this group alone."""
+                    Py_ssize_t nb) noexcept nogil:
+    """Every op on nb images, on the calling thread (its scratch at col); each buffer holds
+    the nb images one after the other."""
     cdef Py_ssize_t i, b
     cdef const Op* op
     for i in range(n_ops):
         op = &ops[i]
-        if split_threads > 1 and op.split:
-            for b in range(nb):
-                run_split(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
-                          bufs[op.dst] + b * op.out_items, col, col_stride, split_threads)
-        elif op.kind == OP_CONV and op.route != ROUTE_GEMM:
+        if op.kind == OP_CONV and op.route != ROUTE_GEMM:
             for b in range(nb):
                 planned_conv(op, bufs[op.src] + b * op.in_items,
                              bufs[op.dst] + b * op.out_items, col,
@@ -381,6 +366,37 @@ cdef void run_group(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
             for b in range(nb):
                 run_op(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
                        bufs[op.dst] + b * op.out_items, col)
+
+
+cdef void run_group_team(const Op* ops, Py_ssize_t n_ops, float** bufs, float* col,
+                         Py_ssize_t col_stride, Py_ssize_t nb, int tid,
+                         int n_threads) noexcept nogil:
+    """run_group by each thread tid of an OpenMP region of n_threads (thread t's scratch at
+    col + t * col_stride): the large direct and channel-vector convolutions and the
+    additions (op.split) each split by output rows (conv_part, add_rows: layer after layer,
+    each thread keeps to about the same rows), the other ops on thread 0; the threads meet
+    after each op whose output another thread may read next. Each output is computed as
+    run_group computes it, so the bits are the same."""
+    cdef Py_ssize_t i, b
+    cdef const Op* op
+    for i in range(n_ops):
+        op = &ops[i]
+        if op.split:
+            for b in range(nb):
+                if op.kind == OP_CONV:
+                    conv_part(op, bufs[op.src] + b * op.in_items,
+                              bufs[op.src2] + b * op.in2_items if op.residual else NULL,
+                              bufs[op.dst] + b * op.out_items, col + tid * col_stride, tid,
+                              n_threads)
+                else:
+                    add_rows(op, bufs[op.src] + b * op.in_items, bufs[op.src2] + b * op.in2_items,
+                             bufs[op.dst] + b * op.out_items, op.H * tid // n_threads,
+                             op.H * (tid + 1) // n_threads)
+        elif tid == 0:
+            run_group(op, 1, bufs, col, nb)
+        # consecutive ops of thread 0 alone need no meeting between them
+        if op.split or i + 1 == n_ops or ops[i + 1].split:
+            fc_team_barrier()
 
 
 cdef void run_op(const Op* op, const float* x, const float* x2, float* y,
@@ -519,32 +535,49 @@ cdef class Program:
     def run(self, const float[::1] x, float[::1] out, float[::1] arena, Py_ssize_t n_images,
             int num_threads):
         """Run the network on n_images images: x (n_images*in_items,) -> out; arena holds
-        thread_items items per thread of min(num_threads, groups of images). With fewer
-        groups than threads, the groups run one after the other on the calling thread, and
-        their large convolutions split each image over num_threads threads."""
+        thread_items items per thread of num_threads. With fewer groups than threads, the
+        groups run one after the other, all threads sharing each op that splits
+        (run_group_team)."""
         cdef Py_ssize_t t, n_groups = (n_images + self.group - 1) // self.group
-        cdef int split = num_threads if n_groups < num_threads else 1
+        cdef int tid, team
         if n_images <= 0:
             return
-        if num_threads <= 1 or n_groups < num_threads:
+        if num_threads <= 1:
             with nogil:
                 for t in range(n_groups):
                     self.run_images(&x[0], &out[0], &arena[0], t * self.group,
-                                    min(self.group, n_images - t * self.group), split)
+                                    min(self.group, n_images - t * self.group))
+        elif n_groups < num_threads:
+            # one region for the whole call, its threads sharing each group's split ops
+            with nogil, parallel(num_threads=num_threads):
+                tid, team = threadid(), fc_team_size()
+                for t in range(n_groups):
+                    self.run_images_team(&x[0], &out[0], &arena[0], t * self.group,
+                                         min(self.group, n_images - t * self.group), tid, team)
         else:
             with nogil:
                 for t in prange(n_groups, schedule="static", num_threads=num_threads):
                     self.run_images(&x[0], &out[0], &arena[0] + threadid() * self.thread_items,
-                                    t * self.group, min(self.group, n_images - t * self.group),
-                                    1)
+                                    t * self.group, min(self.group, n_images - t * self.group))
 
-    cdef void run_images(self, const float* x, float* out, float* arena, Py_ssize_t n,
-                         Py_ssize_t nb, int split_threads) noexcept nogil:
-        cdef float* bufs[MAX_BUFFERS]
+    cdef void buffers(self, const float* x, float* out, float* arena, Py_ssize_t n,
+                      float** bufs) noexcept nogil:
+        """bufs[id]: buffer id of the group of images from image n."""
         cdef Py_ssize_t i
         bufs[0] = <float*>(x + n * self.in_items)
         bufs[1] = out + n * self.out_items
         for i in range(2, self.n_bufs):
             bufs[i] = arena + self.offsets[i]
-        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, self.thread_items, nb,
-                  split_threads)
+
+    cdef void run_images(self, const float* x, float* out, float* arena, Py_ssize_t n,
+                         Py_ssize_t nb) noexcept nogil:
+        cdef float* bufs[MAX_BUFFERS]
+        self.buffers(x, out, arena, n, bufs)
+        run_group(self.ops, self.n_ops, bufs, arena + self.col_offset, nb)
+
+    cdef void run_images_team(self, const float* x, float* out, float* arena, Py_ssize_t n,
+                              Py_ssize_t nb, int tid, int n_threads) noexcept nogil:
+        cdef float* bufs[MAX_BUFFERS]
+        self.buffers(x, out, arena, n, bufs)
+        run_group_team(self.ops, self.n_ops, bufs, arena + self.col_offset, self.thread_items,
+                       nb, tid, n_threads)
