@@ -128,6 +128,9 @@ class _Planner:
         else:
             self.work_items = max(self.work_items, planned.pop("work_items"))
             planned["split"] = k * c * kh * kw * ho * wo >= _SPLIT_MIN_MACS
+            # weights that outweigh the input: each thread a share of the channels (and so
+            # of the weights to read) rather than of the rows
+            planned["by_channels"] = k * c * kh * kw >= c * h * w
         return self.emit(dict(kind=CONV, src=v.buf, **geometry, **planned), (k, ho, wo))
 
     def linear(self, m, v, label):

@@ -71,6 +71,7 @@ ctypedef struct Op:
     # blocks and operands as fastconv.functional passes them to _conv (see _conv_image.pxd)
     bint wide, six, by_rows
     bint split                  # large enough to split one image's blocks over threads
+    bint by_channels            # ... by its blocks of output channels (channel-vector)
     bint residual               # conv (channel-vector route): src2 added in its blocks
     int kv, pixels, run          # channel-vector: taps in threes (3) or not (1)
     Py_ssize_t Hp, Wp, tile_block, ntaps
@@ -148,30 +149,38 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
 cdef void conv_part(const Op* op, const float* x, const float* res, float* y, float* work,
                     Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
     """Part ``part`` of ``parts`` of planned_conv on one image (direct and channel-vector
-    routes), residual res (NULL for none) and activation included: the part's share of output rows (channel-vector raster
+    routes), residual res (NULL for none) and activation included: the part's share of the
+    channel-vector blocks of output channels where the op splits by channels and has a block
+    for each part (layers whose weights outweigh their input: each thread then reads a share
+    of the weights, not all of them), else its share of output rows (channel-vector raster
     blocks: of pixel blocks), every channel. It pads the input rows it reads into its own
     work: the rows the previous split layer left in this thread's cache, mostly. Each
     output is computed as planned_conv computes it, so the bits are the same."""
     cdef Py_ssize_t L = op.Ho * op.Wo, kvl = op.kv * KVEC_LANES_F
-    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k
+    cdef Py_ssize_t nkb = (op.K + kvl - 1) // kvl
+    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k, kb0 = 0, kb1 = nkb
     cdef const float* src = x
-    if op.route == ROUTE_DIRECT:
-        per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
-        units = op.Ho
+    if op.route == ROUTE_KVEC and op.by_channels and parts <= nkb:
+        kb0, kb1 = nkb * part // parts, nkb * (part + 1) // parts
+        u0, u1, p0, p1 = 0, 1, 0, L
     else:
-        per = (op.K + kvl - 1) // kvl  # tasks per pixel block
-        units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
-    u0, u1 = units * part // parts, units * (part + 1) // parts
-    if u0 >= u1:
-        return
-    if op.route == ROUTE_DIRECT:
-        p0, p1 = u0 * op.Wo, u1 * op.Wo
-    elif op.by_rows:
-        rb = (op.Wo + op.pixels - 1) // op.pixels
-        p0 = u0 // rb * op.Wo + u0 % rb * op.pixels
-        p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
-    else:
-        p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
+        if op.route == ROUTE_DIRECT:
+            per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
+            units = op.Ho
+        else:
+            per = nkb  # tasks per pixel block
+            units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
+        u0, u1 = units * part // parts, units * (part + 1) // parts
+        if u0 >= u1:
+            return
+        if op.route == ROUTE_DIRECT:
+            p0, p1 = u0 * op.Wo, u1 * op.Wo
+        elif op.by_rows:
+            rb = (op.Wo + op.pixels - 1) // op.pixels
+            p0 = u0 // rb * op.Wo + u0 % rb * op.pixels
+            p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
+        else:
+            p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
     if not reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw):
         oh0, oh1 = p0 // op.Wo, (p1 - 1) // op.Wo + 1
         pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw, oh0 * op.sh,
@@ -180,11 +189,17 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     if op.route == ROUTE_DIRECT:
         direct_rows(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.kh, op.kw, op.sh,
                     op.sw, op.dh, op.dw, op.Hp, op.Wp, 1, op.wide, op.six, u0 * per, u1 * per)
+    elif kb0 > 0 or kb1 < nkb:
+        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off,
+                    op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1,
+                    op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, 0,
+                    kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows), kb0, kb1)
     else:
-        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
-                    op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv, op.pixels,
-                    op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per)
-    for k in range(op.K):
+        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off,
+                    op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1,
+                    op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per,
+                    0, nkb)
+    for k in range(kb0 * kvl, min(kb1 * kvl, op.K)):
         activate(y + k * L + p0, p1 - p0, after_kernel(op), op.slope)
 
 
@@ -502,6 +517,7 @@ cdef class Program:
         # convolutions on the direct and channel-vector routes split, and additions
         o.split = d.get("split", False) and (
             o.kind == OP_ADD or o.kind == OP_CONV and o.route in (ROUTE_DIRECT, ROUTE_KVEC))
+        o.by_channels = o.split and o.route == ROUTE_KVEC and d.get("by_channels", False)
         o.residual = d.get("residual", False)
         if o.residual and not (o.kind == OP_CONV and o.route == ROUTE_KVEC):
             raise ValueError("Program: only channel-vector convolutions add a residual")

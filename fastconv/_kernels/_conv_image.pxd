@@ -237,11 +237,13 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hp, Py_ssize_t Wp,
                                    Py_ssize_t groups, int kv, int pixels, bint by_rows,
                                    const floating* res, bint relu, Py_ssize_t t0,
-                                   Py_ssize_t t1) noexcept nogil:
+                                   Py_ssize_t t1, Py_ssize_t kb0,
+                                   Py_ssize_t kb1) noexcept nogil:
     """Tasks t0 .. t1-1 of kvec_image (task t: pixel block t // (tasks per block), then the
-    blocks of output channels of each group) on src, pad_image's buffer of the image (only
-    the rows the tasks read need be there); the number of blocks this build has no kernel
-    for (0). Each output is one task's."""
+    blocks of output channels of each group), those of each group's channel blocks kb0 ..
+    kb1-1 only (0, K: all), on src, pad_image's buffer of the image (only the rows the
+    tasks read need be there); the number of blocks this build has no kernel for (0). Each
+    output is one task's."""
     cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
     cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
     cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
@@ -256,6 +258,8 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
     for t in range(t0, t1):
         b = t // (groups * nkb)
         kb = t % nkb
+        if kb < kb0 or kb >= kb1:
+            continue
         grp = t // nkb % groups
         pg = src + grp * Cg * sw * Hp * Wq
         k0 = grp * Kg + kb * kvl
@@ -305,7 +309,7 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
                        kv, pixels, by_rows, res, relu, 0,
                        kvec_tasks(K, Ho, Wo, groups,
                                   kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
-                                  pixels, by_rows))
+                                  pixels, by_rows), 0, K)
 
 
 cdef inline bint winograd_image(const floating* x, floating* work, const floating* upack,
