@@ -162,7 +162,8 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     cdef const float* src = x
     if op.route == ROUTE_KVEC and op.by_channels and parts <= nkb:
         kb0, kb1 = nkb * part // parts, nkb * (part + 1) // parts
-        u0, u1, p0, p1 = 0, 1, 0, L
+        per, p0, p1 = nkb, 0, L
+        u0, u1 = 0, kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
     else:
         if op.route == ROUTE_DIRECT:
             per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
@@ -189,16 +190,11 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     if op.route == ROUTE_DIRECT:
         direct_rows(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.kh, op.kw, op.sh,
                     op.sw, op.dh, op.dw, op.Hp, op.Wp, 1, op.wide, op.six, u0 * per, u1 * per)
-    elif kb0 > 0 or kb1 < nkb:
-        kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off,
-                    op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1,
-                    op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, 0,
-                    kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows), kb0, kb1)
     else:
         kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off,
                     op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1,
                     op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per,
-                    0, nkb)
+                    kb0, kb1)
     for k in range(kb0 * kvl, min(kb1 * kvl, op.K)):
         activate(y + k * L + p0, p1 - p0, after_kernel(op), op.slope)
 
