@@ -6,7 +6,8 @@ are timed in one process, interleaved, best of N (benchmarks/_timing.py), float3
 same number of threads, at each batch size. A training step is forward, cross-entropy,
 zero_grad, backward and an SGD step (momentum 0.9, weight decay 5e-4) in train mode;
 inference is a forward pass in eval mode (torch under no_grad), and, when this fastconv has
-``nn.fuse``, also with the BatchNorms folded into the convolutions.
+``nn.fuse``, also with the BatchNorms folded into the convolutions, eager and through
+``fastconv.compile`` (one nogil call per batch).
 
 ``--profile`` adds fastconv's training step by layer type: each convolution shape (with its
 GFLOP/s, 2*N*K*C*R*S*Ho*Wo per pass; a backward pass counts one pass per gradient it
@@ -99,6 +100,9 @@ def _fastconv_fns(x, y, state):
     if fuse is not None:
         fused = fuse(infer_model)
         fns["inference_fused"] = lambda: fused(x)
+        compiled = fastconv.compile(fused, x.shape)
+        out = np.empty((len(x), 10), np.float32)
+        fns["inference_compiled"] = lambda: compiled(x, out=out)
     return fns
 
 
@@ -128,15 +132,16 @@ def run(batches=(128, 32), threads=2, repeat=7, use_torch=True, min_time=0.0):
                 fns = {"fastconv": ours[mode]}
                 if mode == "inference" and "inference_fused" in ours:
                     fns["fastconv_fused"] = ours["inference_fused"]
+                    fns["fastconv_compiled"] = ours["inference_compiled"]
                 if mode in theirs:
                     fns["torch"] = theirs[mode]
                 best = best_of(fns, repeat=repeat, warmup=1, min_time=min_time)
                 row = {"model": "resnet20", "mode": mode, "batch": batch}
-                for name in ("fastconv", "fastconv_fused", "torch"):
+                for name in ("fastconv", "fastconv_fused", "fastconv_compiled", "torch"):
                     seconds = best.get(name)
                     row[f"{name}_ms"] = None if seconds is None else seconds * 1e3
                     row[f"{name}_images_per_s"] = None if seconds is None else batch / seconds
-                for name in ("fastconv", "fastconv_fused"):
+                for name in ("fastconv", "fastconv_fused", "fastconv_compiled"):
                     row[f"{name}_over_torch"] = (None if name not in best or "torch" not in best
                                                  else best["torch"] / best[name])
                 results.append(row)
@@ -255,14 +260,17 @@ def _fmt(value, spec):
 
 
 def table(results):
-    header = (f"{'mode':10} {'batch':>5} {'fastconv img/s':>15} {'fused img/s':>12} {'torch img/s':>12} "
-              f"{'fc/torch':>9} {'fused/torch':>12}")
+    header = (f"{'mode':10} {'batch':>5} {'fastconv img/s':>15} {'fused img/s':>12} "
+              f"{'compiled img/s':>15} {'torch img/s':>12} {'fc/torch':>9} {'fused/torch':>12} "
+              f"{'compiled/torch':>15}")
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(f"{r['mode']:10} {r['batch']:5d} {_fmt(r['fastconv_images_per_s'], ',.0f'):>15} "
                      f"{_fmt(r['fastconv_fused_images_per_s'], ',.0f'):>12} "
+                     f"{_fmt(r.get('fastconv_compiled_images_per_s'), ',.0f'):>15} "
                      f"{_fmt(r['torch_images_per_s'], ',.0f'):>12} {_fmt(r['fastconv_over_torch'], '.2f'):>9} "
-                     f"{_fmt(r['fastconv_fused_over_torch'], '.2f'):>12}")
+                     f"{_fmt(r['fastconv_fused_over_torch'], '.2f'):>12} "
+                     f"{_fmt(r.get('fastconv_compiled_over_torch'), '.2f'):>15}")
     return "\n".join(lines)
 
 

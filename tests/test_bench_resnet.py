@@ -36,6 +36,9 @@ def test_bench_resnet_runs_and_writes_json(bench, tmp_path, capsys):
     for row in rows.values():
         for name in competitors:
             assert row[f"{name}_images_per_s"] > 0 and row[f"{name}_ms"] > 0
+    for batch in (2, 1):  # inference also fused, eager and compiled
+        for name in ("fastconv_fused", "fastconv_compiled"):
+            assert rows["inference", batch][f"{name}_images_per_s"] > 0
     profile = {r["layer"]: r for r in data["profile"]["rows"]}
     assert {"BatchNorm2d", "ReLU", "residual add", "pooling", "linear", "loss", "SGD step"} <= set(profile)
     convs = [r for name, r in profile.items() if name.startswith("conv")]
