@@ -344,8 +344,9 @@ _LEAVES += [(cls, _Planner.activation) for cls in _ACTIVATIONS]
 
 # Fewest multiply-adds (K * C*kH*kW * Ho*Wo) for a convolution to split one image's blocks
 # over the threads when there are fewer image groups than threads (batch 1): below it the
-# fork and join of the threads cost more than the split saves (LeNet's layers, 0.1-0.2 M,
-# stay whole; ResNet-20's 3x3 layers, 2.4 M, split).
+# split saved less than the fork and join of a region per op cost (LeNet's layers, 0.1-0.2 M,
+# stay whole; ResNet-20's 3x3 layers, 2.4 M, split). With one region and a barrier per op,
+# splitting ResNet-20's stem (0.44 M) too saved ~2 of 470 us: not worth a lower bound.
 _SPLIT_MIN_MACS = 1 << 20
 # Fewest items of a residual addition to split by rows with the convolutions around it, so
 # that each thread adds the rows it computed and keeps them in its cache for the next layer.

@@ -385,7 +385,8 @@ cdef void run_group_team(const Op* ops, Py_ssize_t n_ops, float** bufs, float* c
     """run_group by each thread tid of an OpenMP region of n_threads (thread t's scratch at
     col + t * col_stride): the large direct and channel-vector convolutions and the
     additions (op.split) each split by output rows (conv_part, add_rows: layer after layer,
-    each thread keeps to about the same rows), the other ops on thread 0; the threads meet
+    each thread keeps to about the same rows) or, for conv_part, by blocks of output
+    channels, the other ops on thread 0; the threads meet
     after each op whose output another thread may read next. Each output is computed as
     run_group computes it, so the bits are the same."""
     cdef Py_ssize_t i, b
