@@ -386,9 +386,9 @@ cdef void run_group_team(const Op* ops, Py_ssize_t n_ops, float** bufs, float* c
     col + t * col_stride): the large direct and channel-vector convolutions and the
     additions (op.split) each split by output rows (conv_part, add_rows: layer after layer,
     each thread keeps to about the same rows) or, for conv_part, by blocks of output
-    channels, the other ops on thread 0; the threads meet
-    after each op whose output another thread may read next. Each output is computed as
-    run_group computes it, so the bits are the same."""
+    channels, the other ops on thread 0; the threads meet after each op whose output
+    another thread may read next. Each output is computed as run_group computes it, so the
+    bits are the same."""
     cdef Py_ssize_t i, b
     cdef const Op* op
     for i in range(n_ops):
