@@ -101,7 +101,7 @@ def _fastconv_fns(x, y, state):
         fused = fuse(infer_model)
         fns["inference_fused"] = lambda: fused(x)
         compiled = fastconv.compile(fused, x.shape)
-        out = np.empty((len(x), 10), np.float32)
+        out = np.empty((len(x),) + compiled.output_shape, np.float32)
         fns["inference_compiled"] = lambda: compiled(x, out=out)
     return fns
 

@@ -338,8 +338,8 @@ def kvec_block(p, support):
     ho, wo = p.out_shape[2:]
     vw = support.direct_block[1]
     threes = block.by_rows and kvec_reads_threes(p)
-    if (p.taps < COLUMN_BLOCK_MAX_TAPS and not threes and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL
-            and not p.pointwise
+    if (p.taps < COLUMN_BLOCK_MAX_TAPS and not threes
+            and wo / (-(-wo // vw) * vw) >= COLUMN_BLOCK_MIN_FILL and not p.pointwise
             and (block.kv == 1 or direct_block(p, support).columns == support.direct_wide_columns)):
         return None
     return block

@@ -166,8 +166,10 @@ CONV_ROUTES = {
     "stride2-grouped": ((6, 9, 8), (4, 3, 3, 3), dict(stride=2, padding=1, groups=2),
                         ("gemm", "direct")),
     "pointwise-32": ((32, 14, 14), (32, 32, 1, 1), {}, ("gemm", "direct")),
-    # grad_input as the transposed convolution on the column-vector direct block
+    # the channel-vector block reading its taps in threes, forward and grad_input (the
+    # transposed convolution): one vector of output channels, then two
     "3x3-16-channels": ((16, 12, 12), (16, 16, 3, 3), dict(padding=1), ("gemm", "direct")),
+    "3x3-32-channels": ((32, 8, 16), (32, 32, 3, 3), dict(padding=1), ("direct",)),
     # stride 2 on the channel-vector block where the column block would be narrow
     "stride2-16-to-32": ((16, 10, 26), (32, 16, 3, 3), dict(stride=2, padding=1),
                          ("gemm", "direct")),

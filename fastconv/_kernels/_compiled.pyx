@@ -160,17 +160,16 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     cdef Py_ssize_t nkb = (op.K + kvl - 1) // kvl
     cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k, kb0 = 0, kb1 = nkb
     cdef const float* src = x
+    if op.route == ROUTE_DIRECT:
+        per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
+        units = op.Ho
+    else:
+        per = nkb  # tasks per pixel block
+        units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
     if op.route == ROUTE_KVEC and op.by_channels and parts <= nkb:
         kb0, kb1 = nkb * part // parts, nkb * (part + 1) // parts
-        per, p0, p1 = nkb, 0, L
-        u0, u1 = 0, kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
+        u0, u1, p0, p1 = 0, units, 0, L
     else:
-        if op.route == ROUTE_DIRECT:
-            per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
-            units = op.Ho
-        else:
-            per = nkb  # tasks per pixel block
-            units = kvec_tasks(op.K, op.Ho, op.Wo, 1, kvl, op.pixels, op.by_rows) // per
         u0, u1 = units * part // parts, units * (part + 1) // parts
         if u0 >= u1:
             return

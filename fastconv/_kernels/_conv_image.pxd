@@ -129,8 +129,8 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
 
 
 cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
-                           Py_ssize_t ntaps, int run, const floating* wb, const Py_ssize_t* pix_off,
-                           floating* o, Py_ssize_t L, int kb_n, int npix, const floating* bias,
+                           Py_ssize_t ntaps, int run, const floating* wb,
+                           const Py_ssize_t* pix_off, floating* o, Py_ssize_t L, int kb_n, int npix, const floating* bias,
                            const floating* res, bint relu) noexcept nogil:
     """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels (+ bias,
     + res, then ReLU where asked); 0, or FC_UNAVAILABLE (nothing written) in a build without
