@@ -240,21 +240,70 @@ class _Planner:
         return out
 
     def finish(self, v):
-        """Route the final value into buffer 1, the caller's output."""
+        """Route the final value into buffer 1, the caller's output, and keep padded the
+        activations that only channel-vector convolutions read (pad_between_layers)."""
+        if v.buf == 0:
+            size = math.prod(v.shape)
+            self.ops.append(dict(kind=COPY, src=0, dst=1, size=size))
+            self.items[1] = size
+        else:
+            for op in self.ops:
+                for key in ("src", "src2", "dst"):
+                    if op.get(key) == v.buf:
+                        op[key] = 1
+            self.sizes[v.buf] = 0
+            self.items[1] = self.items.pop(v.buf)
+        self.pad_between_layers()
         for op in self.ops:
             for key, items in (("src", "in_items"), ("src2", "in2_items"), ("dst", "out_items")):
                 if key in op:
                     op[items] = self.items[op[key]]
-        if v.buf == 0:
-            size = math.prod(v.shape)
-            self.ops.append(dict(kind=COPY, src=0, dst=1, size=size, in_items=size,
-                                 out_items=size))
-            return
+
+    def pad_between_layers(self):
+        """Write an activation straight into the padded layout its readers' kernel reads,
+        where every reader is a channel-vector convolution that reads it as its input at
+        stride 1 across (all with the same layout) or adds it as its residual, and its
+        producer is one in row blocks: the readers then skip their padding pass (a copy of
+        the input per layer). The arena starts zeroed and only pixels are ever written, so
+        the borders stay the padding's zeros; the values are those the padding pass would
+        have copied, so the bits do not change. The network's input and output (buffers 0
+        and 1) stay dense."""
+        readers = {}
         for op in self.ops:
-            for key in ("src", "src2", "dst"):
-                if op.get(key) == v.buf:
-                    op[key] = 1
-        self.sizes[v.buf] = 0
+            for role in ("src", "src2"):
+                if role in op:
+                    readers.setdefault(op[role], []).append((op, role))
+        kvec = _ROUTES[Route.DIRECT_KVEC]
+
+        def in_row_blocks(op):
+            return (op["kind"] == CONV and op.get("route") == kvec and op["by_rows"]
+                    and op.get("act", NO_ACT) in (NO_ACT, RELU))
+
+        for producer in self.ops:
+            buf = producer["dst"]
+            if buf < 2 or not in_row_blocks(producer):
+                continue
+            layouts = set()
+            for op, role in readers.get(buf, ()):
+                if role == "src2" and in_row_blocks(op):
+                    continue
+                if (role != "src" or op["kind"] != CONV or op.get("route") != kvec
+                        or op["sw"] != 1 or op["Hp"] < op["ph"] + op["H"]
+                        or op["Wp"] < op["pw"] + op["W"]):
+                    break
+                layouts.add((op["Hp"], op["Wp"], op["ph"], op["pw"]))
+            else:
+                if len(layouts) != 1:
+                    continue
+                (hp, wp, ph, pw), = layouts
+                at = (hp * wp, ph * wp + pw, wp)
+                producer["out_at"] = at
+                for op, role in readers[buf]:
+                    if role == "src":
+                        op["src_padded"] = True
+                    else:
+                        op["res_at"] = at
+                self.sizes[buf] = self.items[buf] = producer["K"] * hp * wp
 
 
 def _join(prefix, child):
@@ -380,7 +429,8 @@ class CompiledModel:
         items = n_threads * self._program.thread_items
         arena = getattr(self._local, "arena", None)
         if arena is None or arena.size < items:
-            arena = self._local.arena = np.empty(max(items, 1), np.float32)
+            # zeros: the padding of the buffers kept padded (_Planner.pad_between_layers)
+            arena = self._local.arena = np.zeros(max(items, 1), np.float32)
         return arena
 
     def __call__(self, x, out=None):
@@ -467,15 +517,22 @@ def compile(model, input_shape, dtype=np.float32, max_batch=None):
     if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) \
             or max_batch < 1:
         raise ValueError(f"compile: max_batch must be a positive int, got {max_batch!r}")
+    image_shape = tuple(int(s) for s in input_shape[1:])
+    planner, out_shape = _plan(model, image_shape)
+    program = _compiled.Program(planner.ops, planner.sizes, planner.col_items,
+                                planner.work_items, math.prod(image_shape),
+                                math.prod(out_shape), _GROUP)
+    return CompiledModel(program, image_shape, out_shape, int(max_batch), dtype, planner.routes)
+
+
+def _plan(model, image_shape):
+    """(the finished _Planner, the per-image output shape) of an eval-mode, fused copy of
+    ``model`` on per-image inputs of image_shape."""
     planned = copy.deepcopy(model)
     planned.eval()
     nn.fuse(planned, inplace=True)
     planner = _Planner()
-    image_shape = tuple(int(s) for s in input_shape[1:])
     planner.items[0] = math.prod(image_shape)
     out = planner.module(planned, _Value(0, image_shape), "")
     planner.finish(out)
-    program = _compiled.Program(planner.ops, planner.sizes, planner.col_items,
-                                planner.work_items, math.prod(image_shape),
-                                math.prod(out.shape), _GROUP)
-    return CompiledModel(program, image_shape, out.shape, int(max_batch), dtype, planner.routes)
+    return planner, out.shape

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import nn
+from fastconv import _compile, nn
 from fastconv.nn import models
 
 
@@ -245,6 +245,113 @@ def test_planned_kernels_are_eagers_bitwise():
         for t in (1, 2, 3):  # fewer image groups than threads: each image split over them
             with fastconv.threads(t):
                 np.testing.assert_array_equal(cm(x[lo:hi]), results[0][lo:hi])  # batch split
+
+
+def _unpadded(monkeypatch, model, input_shape):
+    """model compiled with every activation dense between layers (each convolution pads its
+    own input), as compile planned it before pad_between_layers."""
+    with monkeypatch.context() as m:
+        m.setattr(_compile._Planner, "pad_between_layers", lambda self: None)
+        return fastconv.compile(model, input_shape)
+
+
+def _reads_in_place(model, image_shape):
+    """The compile-planned convolutions of model, each as ((C, K, kh, sh, sw), whether it
+    reads its input where its producer left it, padded)."""
+    planner, _ = _compile._plan(model, image_shape)
+    return [((op["C"], op["K"], op["kh"], op["sh"], op["sw"]), op.get("src_padded", False))
+            for op in planner.ops if op["kind"] == _compile.CONV]
+
+
+def _assert_same_bits(cm, reference, shape, batches, threads=(1, 2, 3)):
+    rng = np.random.default_rng(4)
+    for n in batches:
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        with fastconv.threads(1):
+            expected = reference(x)
+        for t in threads:
+            with fastconv.threads(t):
+                np.testing.assert_array_equal(cm(x), expected)
+
+
+def test_activations_stay_padded_between_channel_vector_layers(monkeypatch):
+    if not fastconv._conv_plan.build_support(4).vector_kernels:
+        pytest.skip("the portable build has no channel-vector kernel")
+    fastconv.manual_seed(0)
+    model = models.resnet20()
+    _randomize_batchnorm(model, np.random.default_rng(0))
+    model.eval()
+    convs = _reads_in_place(model, (3, 32, 32))
+    # every 3x3 stride-1 layer but the stem reads in place (their producers are
+    # channel-vector row blocks, their other readers residuals); the stride-2 layers and the
+    # 1x1 downsamples read the phase-split or dense input, their producers write it dense
+    for i, ((c, k, kh, sh, sw), in_place) in enumerate(convs):
+        assert in_place == (i > 0 and kh == 3 and sh == 1), (i, convs[i])
+    cm = fastconv.compile(model, (5, 3, 32, 32))
+    # batches 1 and 2 split each image over the threads, 5 runs groups of images; calls of
+    # different sizes share the arena, whose padding nothing writes
+    _assert_same_bits(cm, _unpadded(monkeypatch, model, (5, 3, 32, 32)), (3, 32, 32),
+                      batches=(1, 5, 2, 1))
+
+
+def test_activations_stay_dense_where_a_reader_needs_them_so(monkeypatch):
+    if not fastconv._conv_plan.build_support(4).vector_kernels:
+        pytest.skip("the portable build has no channel-vector kernel")
+    fastconv.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        # two readers that pad differently (3x3 and 5x5): dense
+        nn.Concat(nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 5, padding=2)),
+        nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(),
+        # read by a convolution and a standalone ReLU: dense
+        nn.Residual(nn.Conv2d(16, 16, 3, padding=1), shortcut=nn.ReLU()), nn.ReLU(),
+        # the residual's convolution (ReLU after the sum) its only reader: padded
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        # a 2x2 stride-(2, 1) reader leaves the last of 15 rows unread: its buffer would not
+        # hold the producer's rows, so dense
+        nn.Conv2d(16, 16, (2, 3), stride=(2, 1), padding=(0, 1)), nn.LeakyReLU(0.1),
+        # a LeakyReLU producer (applied over the dense output): dense
+        nn.Conv2d(16, 16, 3, padding=1), nn.Tanh(),
+        nn.Flatten(), nn.Linear(16 * 7 * 15, 3))
+    model.eval()
+    convs = _reads_in_place(model, (3, 15, 15))
+    assert [in_place for _, in_place in convs] == [False] * 5 + [True, False, False], convs
+    cm = fastconv.compile(model, (4, 3, 15, 15))
+    assert cm.routes[6] == "direct_kvec"  # the 2x3 reader
+    _check(model, (3, 15, 15), batches=(1, 4))
+    _assert_same_bits(cm, _unpadded(monkeypatch, model, (4, 3, 15, 15)), (3, 15, 15),
+                      batches=(1, 4))
+
+
+def test_padded_activations_with_calls_from_several_python_threads():
+    # each calling thread has its own arena, zeroed once: the padding stays zero
+    fastconv.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Residual(nn.Conv2d(16, 16, 3, padding=1)), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.Flatten(),
+                          nn.Linear(16 * 12 * 12, 4))
+    model.eval()
+    cm = fastconv.compile(model, (6, 3, 12, 12))
+    rng = np.random.default_rng(5)
+    inputs = [rng.standard_normal((int(n), 3, 12, 12)).astype(np.float32)
+              for n in rng.integers(1, 7, 6)]
+    expected = [cm(x) for x in inputs]
+    for x, e in zip(inputs, expected):
+        np.testing.assert_allclose(e, model(x), rtol=1e-4, atol=1e-5)
+    failures = []
+
+    def work(i):
+        for _ in range(30):
+            if not np.array_equal(cm(inputs[i]), expected[i]):
+                failures.append(i)
+                return
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert failures == []
 
 
 def test_winograd_images_not_all_finite_are_redone_as_eager():

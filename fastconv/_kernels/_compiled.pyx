@@ -11,8 +11,9 @@ from scipy.linalg.cython_blas cimport sgemv
 
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._conv_image cimport (
-    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, reads_in_place, pad_rows, direct_tasks,
-    direct_rows, direct_image, kvec_tasks, kvec_blocks, kvec_image, winograd_image)
+    KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, Plane, reads_in_place,
+    padded_image, pad_rows, direct_tasks, direct_rows, direct_image, kvec_tasks, kvec_blocks,
+    winograd_image)
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
 import numpy as np
@@ -73,6 +74,10 @@ ctypedef struct Op:
     bint split                  # large enough to split one image's blocks over threads
     bint by_channels            # ... by its blocks of output channels (channel-vector)
     bint residual               # conv (channel-vector route): src2 added in its blocks
+    # channel-vector route: src already in the padded layout the kernel reads (its
+    # producer wrote it so: no padding pass), and where dst's and src2's pixels lie
+    bint src_padded
+    Plane out_at, res_at
     int kv, pixels, run          # channel-vector: taps in threes (3) or not (1)
     Py_ssize_t Hp, Wp, tile_block, ntaps
     const Py_ssize_t* tap_off
@@ -137,9 +142,13 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
                      op.wide, op.six)
     elif op.route == ROUTE_KVEC:
         # compile checked that this build has the channel-vector kernel: nothing fails
-        kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
-                   op.tap_off, op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.ph,
-                   op.pw, op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU)
+        kvec_blocks(x if op.src_padded else padded_image(x, work, op.C, op.H, op.W, op.ph,
+                                                          op.pw, op.Hp, op.Wp, op.sw),
+                    op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
+                    op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv,
+                    op.pixels, op.by_rows, res, op.act == ACT_RELU, op.out_at, op.res_at, 0,
+                    kvec_tasks(op.K, op.Ho, op.Wo, 1, op.kv * KVEC_LANES_F, op.pixels,
+                               op.by_rows), 0, op.K)
     elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
                         op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
         # an inf, NaN or overflow: direct convolution, as eager redoes such images
@@ -181,7 +190,7 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
             p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
         else:
             p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
-    if not reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw):
+    if not (op.src_padded or reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw)):
         oh0, oh1 = p0 // op.Wo, (p1 - 1) // op.Wo + 1
         pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw, oh0 * op.sh,
                  (oh1 - 1) * op.sh + (op.kh - 1) * op.dh + 1)
@@ -192,8 +201,8 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     else:
         kvec_blocks(src, op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off,
                     op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1,
-                    op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, u0 * per, u1 * per,
-                    kb0, kb1)
+                    op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU, op.out_at,
+                    op.res_at, u0 * per, u1 * per, kb0, kb1)
     for k in range(kb0 * kvl, min(kb1 * kvl, op.K)):
         activate(y + k * L + p0, p1 - p0, after_kernel(op), op.slope)
 
@@ -518,6 +527,19 @@ cdef class Program:
         if o.residual and not (o.kind == OP_CONV and o.route == ROUTE_KVEC):
             raise ValueError("Program: only channel-vector convolutions add a residual")
         o.kv, o.pixels, o.run = d.get("kv", 0), d.get("pixels", 0), d.get("run", 1)
+        o.src_padded = d.get("src_padded", False)
+        o.out_at = self.plane(d, "out_at", o.Ho, o.Wo)
+        o.res_at = self.plane(d, "res_at", o.Ho, o.Wo)
+        dense = (o.Ho * o.Wo, 0, o.Wo)
+        out_dense = (o.out_at.stride, o.out_at.first, o.out_at.row) == dense
+        res_dense = (o.res_at.stride, o.res_at.first, o.res_at.row) == dense
+        kvec = o.kind == OP_CONV and o.route == ROUTE_KVEC
+        # raster blocks span rows, and other activations run over the dense output
+        if (o.src_padded and not kvec or not (out_dense and res_dense) and not (
+                kvec and o.by_rows) or not out_dense and after_kernel(o) != ACT_NONE):
+            raise ValueError("Program: padded layouts are read by channel-vector "
+                             "convolutions, and written by those in row blocks with no "
+                             "activation or a ReLU")
         o.Hp, o.Wp, o.tile_block = d.get("Hp", 0), d.get("Wp", 0), d.get("tile_block", 0)
         o.weight = <const float*>self.pointer(d, "weight", np.float32)
         o.bias = <const float*>self.pointer(d, "bias", np.float32)
@@ -526,6 +548,15 @@ cdef class Program:
         o.pix_off = <const Py_ssize_t*>self.pointer(d, "pix_off", np.intp)
         if o.tap_off != NULL:
             o.ntaps = len(d["tap_off"])
+
+    cdef Plane plane(self, dict d, str key, Py_ssize_t Ho, Py_ssize_t Wo) except *:
+        """d[key], (stride, first, row) of a buffer's (Ho, Wo) planes (see Plane), or
+        dense ones where d has none."""
+        cdef Plane at
+        at.stride, at.first, at.row = d.get(key, (Ho * Wo, 0, Wo))
+        if at.row < Wo or at.stride < at.first + (Ho - 1) * at.row + Wo or at.first < 0:
+            raise ValueError(f"Program: {key} {d[key]} does not hold {Ho}x{Wo} planes")
+        return at
 
     cdef const void* pointer(self, dict d, str key, dtype) except? NULL:
         """The data of d[key], a C-contiguous 1-D array of dtype kept alive with the

@@ -37,10 +37,12 @@ cdef extern from "kvec.h" nogil:
         KVEC_THREES_MAX_A2 "FCK_THREES_MAX_A2"
     int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                   int run, const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
-                  int kb_n, int npix, const float* bias, const float* res, int relu)
+                  int kb_n, int npix, const float* bias, const float* res, Py_ssize_t res_L,
+                  int relu)
     int fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                   int run, const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
-                  int kb_n, int npix, const double* bias, const double* res, int relu)
+                  int kb_n, int npix, const double* bias, const double* res, Py_ssize_t res_L,
+                  int relu)
 
 
 cdef extern from "winograd.h" nogil:
@@ -130,17 +132,19 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
 
 cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
                            Py_ssize_t ntaps, int run, const floating* wb,
-                           const Py_ssize_t* pix_off, floating* o, Py_ssize_t L, int kb_n, int npix, const floating* bias,
-                           const floating* res, bint relu) noexcept nogil:
+                           const Py_ssize_t* pix_off, floating* o, Py_ssize_t L, int kb_n,
+                           int npix, const floating* bias, const floating* res,
+                           Py_ssize_t res_L, bint relu) noexcept nogil:
     """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels (+ bias,
     + res, then ReLU where asked); 0, or FC_UNAVAILABLE (nothing written) in a build without
-    the kernel. run: 3 where the taps come in threes of consecutive offsets, else 1."""
+    the kernel. run: 3 where the taps come in threes of consecutive offsets, else 1. L and
+    res_L: items from one channel to the next in o and res."""
     if floating is float:
         return fc_kvec_f(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
-                         relu)
+                         res_L, relu)
     else:
         return fc_kvec_d(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
-                         relu)
+                         res_L, relu)
 
 
 cdef inline void winograd_input(const floating* p, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
@@ -229,6 +233,19 @@ cdef inline Py_ssize_t kvec_tasks(Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
     return groups * ((K // groups + kvl - 1) // kvl) * nblocks
 
 
+ctypedef struct Plane:
+    # where the pixels of a buffer of (C, Ho, Wo) planes lie: pixel (c, oh, ow) at
+    # c*stride + first + oh*row + ow. A dense buffer: (Ho*Wo, 0, Wo); the compiled
+    # executor's buffers that the next layer reads in place: its padded layout
+    Py_ssize_t stride, first, row
+
+
+cdef inline Plane dense_plane(Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef Plane d
+    d.stride, d.first, d.row = Ho * Wo, 0, Wo
+    return d
+
+
 cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    const floating* bias, floating* out, Py_ssize_t C,
                                    Py_ssize_t K, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -236,21 +253,22 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    const Py_ssize_t* row_taps, const Py_ssize_t* pix_off,
                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hp, Py_ssize_t Wp,
                                    Py_ssize_t groups, int kv, int pixels, bint by_rows,
-                                   const floating* res, bint relu, Py_ssize_t t0,
-                                   Py_ssize_t t1, Py_ssize_t kb0,
+                                   const floating* res, bint relu, Plane out_at, Plane res_at,
+                                   Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t kb0,
                                    Py_ssize_t kb1) noexcept nogil:
     """Tasks t0 .. t1-1 of kvec_image (task t: pixel block t // (tasks per block), then the
     blocks of output channels of each group), those of each group's channel blocks kb0 ..
     kb1-1 only (0, K: all), on src, pad_image's buffer of the image (only the rows the
     tasks read need be there); the number of blocks this build has no kernel for (0). Each
-    output is one task's."""
+    output is one task's. out_at, res_at: where out's and res's pixels lie (raster blocks,
+    which span rows: dense only)."""
     cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
     cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
     cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
     cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
     cdef Py_ssize_t nblocks = Ho * row_blocks if by_rows else (L + pixels - 1) // pixels
-    cdef Py_ssize_t t, grp, kb, k0, kb_n, b, f0, npix, oh, ow, r0, nt
+    cdef Py_ssize_t t, grp, kb, k0, kb_n, b, f0, fo, fr, npix, oh, ow, r0, nt
     cdef Py_ssize_t failed = 0
     cdef const floating* pg
     cdef const floating* block_start
@@ -267,7 +285,8 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
         if by_rows:
             oh = b // row_blocks
             ow = b % row_blocks * pixels
-            f0 = oh * Wo + ow
+            fo = out_at.first + oh * out_at.row + ow
+            fr = res_at.first + oh * res_at.row + ow
             npix = min(pixels, Wo - ow)
             block_start = pg + oh * sh * Wq + ow
             block_pix = NULL
@@ -275,6 +294,7 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
             nt = row_taps[2 * oh + 1]
         else:
             f0 = b * pixels
+            fo = fr = f0
             npix = min(pixels, L - f0)
             block_start = pg
             block_pix = pix_off + f0
@@ -283,9 +303,10 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
         # pointer arithmetic, not indexing: an empty run may start at the end
         failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt, run,
                              wpack + (grp * nkb + kb) * blk + r0 * kvl,
-                             block_pix, out + k0 * L + f0, L, kb_n, npix,
-                             bias + k0 if bias != NULL else NULL,
-                             res + k0 * L + f0 if res != NULL else NULL, relu) != 0
+                             block_pix, out + k0 * out_at.stride + fo, out_at.stride, kb_n,
+                             npix, bias + k0 if bias != NULL else NULL,
+                             res + k0 * res_at.stride + fr if res != NULL else NULL,
+                             res_at.stride, relu) != 0
     return failed
 
 
@@ -305,8 +326,8 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
     of blocks this build has no kernel for (0)."""
     return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out,
                        C, K, Ho, Wo, tap_off, ntaps, run, row_taps, pix_off, sh, sw, Hp, Wp,
-                       groups,
-                       kv, pixels, by_rows, res, relu, 0,
+                       groups, kv, pixels, by_rows, res, relu, dense_plane(Ho, Wo),
+                       dense_plane(Ho, Wo), 0,
                        kvec_tasks(K, Ho, Wo, groups,
                                   kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
                                   pixels, by_rows), 0, K)
@@ -346,7 +367,7 @@ cdef inline bint winograd_image(const floating* x, floating* work, const floatin
                                             upack + (xi * nkb + kb) * C * kvl, NULL,
                                             mbuf + (xi * K + k0) * tile_block + a0,
                                             tile_block, min(kvl, K - k0),
-                                            min(pixels, nt - a0), NULL, NULL, False) != 0
+                                            min(pixels, nt - a0), NULL, NULL, 0, False) != 0
                     a0 = a0 + pixels
         bad |= winograd_output(mbuf, K, tile_block, TW, t0, nt, out, Ho, Wo, bias)
     return bad

@@ -12,8 +12,8 @@
 #define FCK_ARGS                                                                                   \
     const FC_T *p, const Py_ssize_t *tap_off, Py_ssize_t ntaps, int run, const FC_T *wb,           \
         const Py_ssize_t *pix_off, FC_T *o, Py_ssize_t L, int kb_n, int npix, const FC_T *bias,    \
-        const FC_T *res, int relu
-#define FCK_PASS p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res, relu
+        const FC_T *res, Py_ssize_t res_L, int relu
+#define FCK_PASS p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res, res_L, relu
 /* Weight-gradient block arguments: the A taps' offsets tap_off in p, summed over `rows`
  * output rows (row_step apart in p) of `cols` columns: sums[a] (+)= sum over pixels of
  * p[tap_off[a] + pixel] * got[pixel], with got the grad_output block transposed to
@@ -117,7 +117,8 @@ static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
             for (int k = 0; k < channels; k++) {
                 Py_ssize_t at = (Py_ssize_t)(v * lanes + k) * L + a0;
                 fcv_t y = bias ? fcv_add(r[k], fcv_set1(bias[v * lanes + k])) : r[k];
-                if (res) y = fcv_add(y, fcv_load_n(res + at, n));
+                if (res)
+                    y = fcv_add(y, fcv_load_n(res + (Py_ssize_t)(v * lanes + k) * res_L + a0, n));
                 if (relu) y = fcv_relu(y);
                 fcv_store_n(o + at, y, n);
             }
@@ -208,7 +209,7 @@ static int FC_FN(fc_load_tile)(const FC_T* g, FC_T* tile, Py_ssize_t channels, P
 /* The portable build has no channel-vector kernel: its callers get FC_UNAVAILABLE. */
 static int FC_FN(fc_kvec)(int kv, int a, FCK_ARGS) {
     (void)kv, (void)a, (void)p, (void)tap_off, (void)ntaps, (void)run, (void)wb, (void)pix_off;
-    (void)o, (void)L, (void)kb_n, (void)npix, (void)bias, (void)res, (void)relu;
+    (void)o, (void)L, (void)kb_n, (void)npix, (void)bias, (void)res, (void)res_L, (void)relu;
     return FC_UNAVAILABLE;
 }
 static int FC_FN(fc_kvec_wgrad)(int kv, int a, FCKW_ARGS) {
