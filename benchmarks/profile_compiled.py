@@ -4,8 +4,6 @@ one-op program, best of N, at a large batch and at batch 1, with GFLOP/s for con
     PYTHONPATH=. python benchmarks/profile_compiled.py --model resnet20 --threads 2
 """
 import argparse
-import copy
-import math
 import time
 
 import numpy as np
@@ -19,16 +17,7 @@ from fastconv.nn import models
 NAMES = {v: k for k, v in dict(CONV=0, LINEAR=1, MAXPOOL=2, AVGPOOL=3, ACT=4, AFFINE=5, ADD=6,
                               CONCAT=7, COPY=8).items()}
 ROUTES = {0: "gemm", 1: "direct", 2: "kvec", 3: "winograd"}
-
-
-def plan(model, image_shape):
-    planned = copy.deepcopy(model).eval()
-    fastconv.nn.fuse(planned, inplace=True)
-    planner = _compile._Planner()
-    planner.items[0] = math.prod(image_shape)
-    out = planner.module(planned, _compile._Value(0, image_shape), "")
-    planner.finish(out)
-    return planner
+IMAGE_SHAPES = {"lenet": (1, 28, 28), "resnet18": (3, 64, 64)}
 
 
 def one_op_program(planner, op):
@@ -60,8 +49,8 @@ def main():
     a = p.parse_args()
     fastconv.set_num_threads(a.threads)
     model = getattr(models, a.model)().eval()
-    shape = (3, 32, 32)
-    planner = plan(model, shape)
+    shape = IMAGE_SHAPES.get(a.model, (3, 32, 32))
+    planner, _ = _compile._plan(model, shape)
     rng = np.random.default_rng(0)
     tot = {1: 0.0, a.batch: 0.0}
     print(f"{'op':>3} {'kind':8} {'route':8} {'shape':28} {'b%d us' % a.batch:>9} "

@@ -104,7 +104,8 @@ if [[ $# -eq 0 ]]; then
     set -- $(ls tests/test_conv.py tests/test_im2col.py tests/test_pool*.py tests/test_activation.py \
                 tests/test_properties.py tests/test_bad_input.py tests/test_threads_safety.py \
                 tests/test_determinism.py tests/test_nan.py tests/test_memory.py \
-                tests/test_nn.py tests/test_batchnorm.py 2>/dev/null) -q -p no:cacheprovider
+                tests/test_nn.py tests/test_batchnorm.py tests/test_compile.py 2>/dev/null) -q \
+                -p no:cacheprovider
 fi
 read -r best others <<<"$LEVELS"
 echo "=== FASTCONV_CPU=$best pytest $*"

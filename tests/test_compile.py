@@ -282,12 +282,16 @@ def test_activations_stay_padded_between_channel_vector_layers(monkeypatch):
     _randomize_batchnorm(model, np.random.default_rng(0))
     model.eval()
     convs = _reads_in_place(model, (3, 32, 32))
-    # every 3x3 stride-1 layer but the stem reads in place (their producers are
-    # channel-vector row blocks, their other readers residuals); the stride-2 layers and the
-    # 1x1 downsamples read the phase-split or dense input, their producers write it dense
-    for i, ((c, k, kh, sh, sw), in_place) in enumerate(convs):
-        assert in_place == (i > 0 and kh == 3 and sh == 1), (i, convs[i])
     cm = fastconv.compile(model, (5, 3, 32, 32))
+    # every 3x3 stride-1 layer but the stem reads in place where it and its producer (the
+    # layer before it) are channel-vector row blocks (all of them on AVX-512; AVX2 takes
+    # Winograd for the 32-channel stage); their other readers are residuals. The stride-2
+    # layers and the 1x1 downsamples read the phase-split or dense input.
+    routes = cm.routes
+    for i, ((c, k, kh, sh, sw), in_place) in enumerate(convs):
+        assert in_place == (i > 0 and kh == 3 and sh == 1
+                            and routes[i] == routes[i - 1] == "direct_kvec"), (i, convs[i])
+    assert sum(in_place for _, in_place in convs) >= 10
     # batches 1 and 2 split each image over the threads, 5 runs groups of images; calls of
     # different sizes share the arena, whose padding nothing writes
     _assert_same_bits(cm, _unpadded(monkeypatch, model, (5, 3, 32, 32)), (3, 32, 32),
@@ -352,6 +356,29 @@ def test_padded_activations_with_calls_from_several_python_threads():
     for w in workers:
         w.join()
     assert failures == []
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.AvgPool2d(2),
+                                  nn.AvgPool2d(2, divisor_override=3)])
+@pytest.mark.parametrize("shape", [(6, 28, 28), (2, 11, 9), (3, 6, 70)])  # odd, 35-wide rows
+def test_2x2_pooling_gives_eagers_bits(pool, shape):
+    # the vector rows of src/pool2x2.h against eager's kernels, with the values where the
+    # order of the taps shows: NaNs of different payloads (the last wins), -0 against +0
+    # (ties keep the first), infinities
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3,) + shape).astype(np.float32)
+    x.reshape(-1)[rng.choice(x.size, x.size // 10, replace=False)] = 0.0
+    x.reshape(-1)[rng.choice(x.size, x.size // 10, replace=False)] = -0.0
+    x.reshape(-1)[rng.choice(x.size, x.size // 50, replace=False)] = np.inf
+    bits = x.reshape(-1).view(np.uint32)
+    nans = rng.choice(x.size, x.size // 20, replace=False)
+    bits[nans] = 0x7FC00000 + rng.integers(1, 1 << 20, nans.size).astype(np.uint32)
+    model = nn.Sequential(pool)
+    model.eval()
+    cm = fastconv.compile(model, x.shape)
+    expected = model(x)
+    for n in (1, 3):
+        np.testing.assert_array_equal(cm(x[:n]).view(np.uint32), expected[:n].view(np.uint32))
 
 
 def test_winograd_images_not_all_finite_are_redone_as_eager():

@@ -19,6 +19,12 @@ from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 import numpy as np
 
 
+cdef extern from "pool2x2.h" nogil:
+    float fc_take_max(float v, float best)
+    void fc_pool2x2_f(const float* x, float* y, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                      bint is_max, float area)
+
+
 cdef extern from "team.h" nogil:
     void fc_team_barrier()
     int fc_team_size()
@@ -262,29 +268,6 @@ cdef void run_linear(const Op* op, const float* x, float* y, Py_ssize_t nb) noex
     activate(y, nb * op.K, op.act, op.slope)
 
 
-cdef inline float take_max(float v, float best) noexcept nogil:
-    # torch's rule (a larger value or a NaN replaces the running max), without a branch:
-    # on random data the branch mispredicted about every other window (10x slower)
-    return v if (v > best) | (v != v) else best
-
-
-cdef void max_pool_2x2(const Op* op, const float* x, float* y) noexcept nogil:
-    """run_pool_inside for 2x2 windows at stride 2 (LeNet's, ResNet's downsampling): a row
-    of outputs from two input rows, in a loop the compiler vectorizes."""
-    cdef Py_ssize_t c, oh, ow, H = op.H, W = op.W, Ho = op.Ho, Wo = op.Wo
-    cdef const float* r0
-    cdef const float* r1
-    cdef float* yr
-    for c in range(op.C):
-        for oh in range(Ho):
-            r0 = x + (c * H + 2 * oh) * W
-            r1 = r0 + W
-            yr = y + (c * Ho + oh) * Wo
-            for ow in range(Wo):
-                yr[ow] = take_max(r1[2 * ow + 1], take_max(r1[2 * ow], take_max(
-                    r0[2 * ow + 1], r0[2 * ow])))
-
-
 cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil:
     """run_pool when every window lies inside the image (no padding, no dilation): no
     bounds checks in the loop."""
@@ -295,8 +278,8 @@ cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil
     cdef const float* xc
     cdef const float* win
     cdef float* yc
-    if is_max and kh == 2 and kw == 2 and sh == 2 and sw == 2:
-        max_pool_2x2(op, x, y)
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        fc_pool2x2_f(x, y, op.C, H, W, is_max, area)
         activate(y, op.C * Ho * Wo, op.act, op.slope)
         return
     for c in range(op.C):
@@ -309,7 +292,7 @@ cdef void run_pool_inside(const Op* op, const float* x, float* y) noexcept nogil
                     best = win[0]
                     for i in range(kh):
                         for j in range(kw):
-                            best = take_max(win[i * W + j], best)
+                            best = fc_take_max(win[i * W + j], best)
                     yc[oh * Wo + ow] = best
                 else:
                     total = 0
@@ -347,7 +330,7 @@ cdef void run_pool(const Op* op, const float* x, float* y) noexcept nogil:
                             continue
                         v = x[(c * op.H + hh) * op.W + ww]
                         if is_max:
-                            best = take_max(v, best)
+                            best = fc_take_max(v, best)
                         else:
                             total = total + v
                             count = count + 1
