@@ -222,3 +222,28 @@ def test_kernels_run_in_a_child_forked_after_multithreaded_calls():
     proc = subprocess.run([sys.executable, "-c", _FORK], capture_output=True, text=True,
                           env=child_env(), timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_nested_blas_single_threaded_regions_restore_on_the_outermost_exit():
+    # a model's forward holds one region around its layers; theirs, inside it, change nothing
+    from fastconv._threads import blas_single_threaded
+
+    def counts():
+        return [m["num_threads"] for m in threadpoolctl.threadpool_info()
+                if m["user_api"] == "blas" and "openblas64_" not in (m["filepath"] or "")]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        limited = counts()
+        assert limited and all(n == 2 for n in limited)
+        with blas_single_threaded():
+            assert all(n == 1 for n in counts())
+            with blas_single_threaded():
+                assert all(n == 1 for n in counts())
+            assert all(n == 1 for n in counts())  # the inner exit restores nothing
+            model = nn.lenet()
+            model.eval()
+            model(np.zeros((2, 1, 28, 28), np.float32))
+            assert all(n == 1 for n in counts())
+        assert counts() == limited
+        model(np.zeros((2, 1, 28, 28), np.float32))  # its own outermost region
+        assert counts() == limited

@@ -5,6 +5,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .._io import atomic_file
+from .._threads import blas_single_threaded
 from . import _training
 from .layers import BatchNorm2d, ReLU, bn_relu, bn_relu_backward
 from .module import Module
@@ -60,16 +61,19 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        # a BatchNorm2d followed by a ReLU (a ResNet's stem) runs as one pass (bn_relu)
+        # a BatchNorm2d followed by a ReLU (a ResNet's stem) runs as one pass (bn_relu); BLAS
+        # kept at one thread once for all the layers, not per layer (blas_single_threaded)
         bn = None
-        for layer in self._modules.values():
-            if bn is not None:
-                bn, x = None, (bn_relu(bn, layer, x) if type(layer) is ReLU else layer(bn(x)))
-            elif type(layer) is BatchNorm2d:
-                bn = layer
-            else:
-                x = layer(x)
-        return x if bn is None else bn(x)
+        with blas_single_threaded():
+            for layer in self._modules.values():
+                if bn is not None:
+                    bn, x = None, (bn_relu(bn, layer, x) if type(layer) is ReLU
+                                   else layer(bn(x)))
+                elif type(layer) is BatchNorm2d:
+                    bn = layer
+                else:
+                    x = layer(x)
+            return x if bn is None else bn(x)
 
     def backward(self, grad_output):
         layers = list(self._modules.values())
@@ -77,14 +81,15 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             layer.requires_input_grad = self.requires_input_grad if i == 0 else True
         i = len(layers) - 1
-        while i >= 0:
-            layer = layers[i]
-            if type(layer) is ReLU and i > 0 and type(layers[i - 1]) is BatchNorm2d:
-                grad_output = bn_relu_backward(layers[i - 1], layer, grad_output)
-                i -= 2
-            else:
-                grad_output = layer.backward(grad_output)
-                i -= 1
+        with blas_single_threaded():
+            while i >= 0:
+                layer = layers[i]
+                if type(layer) is ReLU and i > 0 and type(layers[i - 1]) is BatchNorm2d:
+                    grad_output = bn_relu_backward(layers[i - 1], layer, grad_output)
+                    i -= 2
+                else:
+                    grad_output = layer.backward(grad_output)
+                    i -= 1
         return grad_output
 
     # -- Keras-style API (fastconv.nn._training) ------------------------------------------------
