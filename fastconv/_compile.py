@@ -13,6 +13,12 @@ kernels then
 run image by image inside the executor's threads, on the same per-image code as eager's
 (_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
 im2col + GEMM over a group of images.
+
+An activation that only channel-vector convolutions read (as their input at stride 1 across,
+or as the residual they add) is written by its producer straight into the zero-padded layout
+those readers' kernel reads, and they read it in place (_Planner.pad_between_layers): the
+padding pass, a copy of each layer's input, is gone where that holds (16 of ResNet-20's 21
+convolutions). The arena is zeroed once; only pixels are ever written into it.
 """
 import copy
 import math
