@@ -89,6 +89,24 @@ static FC_INLINE void fcv_store_n_f(float* p, fcv_f v, int n) {
 static FC_INLINE void fcv_store_n_d(double* p, fcv_d v, int n) {
     _mm512_mask_storeu_pd(p, fcv_first_d(n), v);
 }
+/* the 2n items from p (n <= lanes; only those are read) split into *even = p[0], p[2], ...
+ * and *odd = p[1], p[3], ... (their first n lanes) */
+static FC_INLINE void fcv_deinterleave_f(const float* p, int n, fcv_f* even, fcv_f* odd) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const int m = 2 * n;
+    fcv_f lo = _mm512_maskz_loadu_ps(fcv_first_f(m < 16 ? m : 16), p);
+    fcv_f hi = _mm512_maskz_loadu_ps(fcv_first_f(m > 16 ? m - 16 : 0), p + 16);
+    *even = _mm512_permutex2var_ps(lo, ev, hi);
+    *odd = _mm512_permutex2var_ps(lo, _mm512_add_epi32(ev, _mm512_set1_epi32(1)), hi);
+}
+static FC_INLINE void fcv_deinterleave_d(const double* p, int n, fcv_d* even, fcv_d* odd) {
+    const __m512i ev = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const int m = 2 * n;
+    fcv_d lo = _mm512_maskz_loadu_pd(fcv_first_d(m < 8 ? m : 8), p);
+    fcv_d hi = _mm512_maskz_loadu_pd(fcv_first_d(m > 8 ? m - 8 : 0), p + 8);
+    *even = _mm512_permutex2var_pd(lo, ev, hi);
+    *odd = _mm512_permutex2var_pd(lo, _mm512_add_epi64(ev, _mm512_set1_epi64(1)), hi);
+}
 
 #elif defined(__AVX2__)
 #define FC_LANES_F 8
@@ -159,6 +177,7 @@ static FC_INLINE void fcv_store_n_d(double* p, fcv_d v, int n) {
 #define fcv_first FC_FN(fcv_first)
 #define fcv_load_n FC_FN(fcv_load_n)
 #define fcv_store_n FC_FN(fcv_store_n)
+#define fcv_deinterleave FC_FN(fcv_deinterleave)
 /* lanes of fcv_t */
 #define FC_LANES ((int)(sizeof(fcv_t) / sizeof(FC_T)))
 
