@@ -14,8 +14,8 @@ run image by image inside the executor's threads, on the same per-image code as 
 (_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
 im2col + GEMM over a group of images.
 
-An activation that only channel-vector convolutions read (as their input at stride 1 across,
-or as the residual they add) is written by its producer straight into the zero-padded layout
+An activation that only channel-vector convolutions read (as their input, or as the residual
+they add) is written by its producer straight into the zero-padded layout
 those readers' kernel reads, and they read it in place (_Planner.pad_between_layers): the
 padding pass, a copy of each layer's input, is gone where that holds (16 of ResNet-20's 21
 convolutions). The arena is zeroed once; only pixels are ever written into it.
@@ -267,8 +267,9 @@ class _Planner:
 
     def pad_between_layers(self):
         """Write an activation straight into the padded layout its readers' kernel reads,
-        where every reader is a channel-vector convolution that reads it as its input at
-        stride 1 across (all with the same layout) or adds it as its residual, and its
+        where every reader is a channel-vector convolution that reads it as its input (all
+        with the same layout: not split by column phase, at any stride) or adds it as its
+        residual, and its
         producer is one in row blocks: the readers then skip their padding pass (a copy of
         the input per layer). The arena starts zeroed and only pixels are ever written, so
         the borders stay the padding's zeros; the values are those the padding pass would
@@ -294,8 +295,7 @@ class _Planner:
                 if role == "src2" and in_row_blocks(op):
                     continue
                 if (role != "src" or op["kind"] != CONV or op.get("route") != kvec
-                        or op["sw"] != 1 or op["Hp"] < op["ph"] + op["H"]
-                        or op["Wp"] < op["pw"] + op["W"]):
+                        or op["Hp"] < op["ph"] + op["H"] or op["Wp"] < op["pw"] + op["W"]):
                     break
                 layouts.add((op["Hp"], op["Wp"], op["ph"], op["pw"]))
             else:

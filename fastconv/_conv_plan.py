@@ -321,9 +321,10 @@ def kvec_vectors(channels, lanes):
 
 def kvec_reads_threes(p):
     """Whether the channel-vector block reads ``p``'s taps in threes of consecutive offsets
-    (each input broadcast once for three FMAs), in row blocks: a kernel 3 wide at stride
-    and dilation 1 across."""
-    return p.weight_shape[3] == 3 and p.stride[1] == 1 and p.dilation[1] == 1
+    (each input broadcast once for every tap of the row that reads it: three FMAs at stride
+    1, three for two loads at stride 2), in row blocks: a kernel 3 wide at stride 1 or 2 and
+    dilation 1 across."""
+    return p.weight_shape[3] == 3 and p.stride[1] in (1, 2) and p.dilation[1] == 1
 
 
 def kvec_block(p, support):
@@ -361,8 +362,8 @@ def kvec_covering_block(p, support):
     ho, wo = p.out_shape[2:]
     kv = kvec_vectors(kg, lanes)
     # a pointwise layer reads its input in place only in raster blocks: row blocks read whole
-    # blocks of columns, past the end of a row
-    by_rows = wo * kv >= ROW_BLOCK_MIN_CHAINS and not p.pointwise
+    # blocks of columns, past the end of a row; the kernel steps through a row 1 or 2 apart
+    by_rows = wo * kv >= ROW_BLOCK_MIN_CHAINS and not p.pointwise and p.stride[1] <= 2
     n_pixels = wo if by_rows else ho * wo
     most = support.kvec_most_pixels[kv]
     if by_rows and kvec_reads_threes(p):

@@ -64,14 +64,16 @@ def _pack_weight(w, groups, block, taps=None):
     return np.ascontiguousarray(wpack.reshape(groups, nkb, block, -1).transpose(0, 1, 3, 2))
 
 
-def _phase_split_buffer(p, columns):
+def _phase_split_buffer(p, columns, split=True):
     """(hp, wp, wq, items) of pad_image's buffer for one image of problem p: hp rows (all
     that the output rows read), wp columns (what ``columns`` output columns read), wq of
-    them per column phase, and its size in items."""
+    them per column phase, and its size in items; with split False, the buffer not split
+    by phase (wq = wp: the channel-vector block's, see kvec_blocks)."""
     _, _, kh, kw = p.weight_shape
     (sh, sw), (dh, dw) = p.stride, p.dilation
+    sw = sw if split else 1
     hp = (p.out_shape[2] - 1) * sh + (kh - 1) * dh + 1
-    wp = (columns - 1) * sw + (kw - 1) * dw + 1
+    wp = (columns - 1) * p.stride[1] + (kw - 1) * dw + 1
     wq = -(-wp // sw)
     return hp, wp, wq, p.x_shape[1] * sw * hp * wq
 @functools.lru_cache(maxsize=256)
@@ -117,11 +119,12 @@ def _row_tap_runs(weight_shape, stride, padding, dilation, h, ho, skip_padding_r
 
 
 @functools.lru_cache(maxsize=256)
-def _raster_offsets(ho, wo, row_step, pixels):
-    """Offset of each output pixel (raster order) in the phase-split buffer, oh*row_step +
-    ow, then 0 up to whole blocks of ``pixels``. Cached (read-only)."""
+def _raster_offsets(ho, wo, row_step, column_step, pixels):
+    """Offset of each output pixel (raster order) in the padded buffer, oh*row_step +
+    ow*column_step, then 0 up to whole blocks of ``pixels``. Cached (read-only)."""
     pix = np.zeros(-(-ho * wo // pixels) * pixels, dtype=np.intp)
-    pix[:ho * wo] = (np.arange(ho)[:, None] * row_step + np.arange(wo)).reshape(-1)
+    pix[:ho * wo] = (np.arange(ho)[:, None] * row_step
+                     + np.arange(wo) * column_step).reshape(-1)
     return _read_only(pix)
 
 
@@ -219,13 +222,14 @@ class _KvecOperands(NamedTuple):
 
 def _kvec_operands(block, p, w):
     """conv2d_direct_kvec's operands: the weight packed in blocks of kv vectors of output
-    channels, the taps' and pixels' offsets in the phase-split image, its rows and columns
-    and its scratch per thread; None where every window lies in the zero padding."""
+    channels, the taps' and pixels' offsets in the padded image (not split by phase), its
+    rows and columns and its scratch per thread; None where every window lies in the zero
+    padding."""
     ho, wo = p.out_shape[2:]
     kv, pixels, by_rows = block
     # row blocks read whole blocks of columns
     hp, wp, wq, image_items = _phase_split_buffer(
-        p, -(-wo // pixels) * pixels if by_rows else wo)
+        p, -(-wo // pixels) * pixels if by_rows else wo, split=False)
     lanes = _conv_plan.build_support(w.itemsize).kvec_lanes
     # an inf or NaN weight times the padding's zeros is NaN, as in torch: no skipping
     skip = by_rows and bool(np.isfinite(w).all())
@@ -233,11 +237,11 @@ def _kvec_operands(block, p, w):
                                         ho, skip)
     if tap_index is not None and tap_index.size == 0:
         return None
-    taps = _phase_split_taps(w.shape, p.stride, p.dilation, hp, wq)
+    taps = _phase_split_taps(w.shape, (p.stride[0], 1), p.dilation, hp, wq)
     if tap_index is not None:
         taps = taps[tap_index]
     wpack = _pack_weight(w, p.groups, kv * lanes, tap_index)
-    pix = _raster_offsets(ho, wo, p.stride[0] * wq, pixels)
+    pix = _raster_offsets(ho, wo, p.stride[0] * wq, p.stride[1], pixels)
     run = 3 if _conv_plan.kvec_reads_threes(p) else 1
     return _KvecOperands(wpack.reshape(-1), taps, row_taps, pix, run, hp, wp,
                          _workspace.round_up(image_items, w.dtype))

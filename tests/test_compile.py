@@ -298,6 +298,24 @@ def test_activations_stay_padded_between_channel_vector_layers(monkeypatch):
                       batches=(1, 5, 2, 1))
 
 
+def test_a_strided_reader_reads_in_place_too(monkeypatch):
+    # the channel-vector block's padded input is not split by column phase at any stride
+    if not fastconv._conv_plan.build_support(4).vector_kernels:
+        pytest.skip("the portable build has no channel-vector kernel")
+    fastconv.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, stride=(2, 1), padding=1), nn.Flatten(),
+                          nn.Linear(32 * 4 * 7, 3))
+    model.eval()
+    assert [in_place for _, in_place in _reads_in_place(model, (3, 13, 14))] == [
+        False, True, True]
+    cm = fastconv.compile(model, (4, 3, 13, 14))
+    _check(model, (3, 13, 14), batches=(1, 4))
+    _assert_same_bits(cm, _unpadded(monkeypatch, model, (4, 3, 13, 14)), (3, 13, 14),
+                      batches=(1, 4))
+
+
 def test_activations_stay_dense_where_a_reader_needs_them_so(monkeypatch):
     if not fastconv._conv_plan.build_support(4).vector_kernels:
         pytest.skip("the portable build has no channel-vector kernel")

@@ -246,25 +246,32 @@ def test_out_refusals(out):
         F.conv2d(x, w, out=out)
 
 
-# 3x3 layers at stride 1 on the channel-vector block: (x shape, weight shape, padding, groups)
+# 3x3 layers at stride 1 and 2 on the channel-vector block: (x shape, weight shape,
+# padding, groups, stride)
 THREES_CASES = [
-    ((2, 16, 12, 32), (16, 16, 3, 3), 1, 1),   # one vector of output channels, 16-pixel blocks
-    ((2, 32, 9, 16), (32, 32, 3, 3), 1, 1),    # two vectors, the last block short
-    ((1, 8, 7, 11), (40, 8, 3, 3), 2, 1),      # a partial vector; padding rows skipped
-    ((2, 8, 6, 12), (32, 4, 3, 3), 0, 2),      # groups
+    ((2, 16, 12, 32), (16, 16, 3, 3), 1, 1, 1),   # one vector of output channels, 16-pixel blocks
+    ((2, 32, 9, 16), (32, 32, 3, 3), 1, 1, 1),    # two vectors, the last block short
+    ((1, 8, 7, 11), (40, 8, 3, 3), 2, 1, 1),      # a partial vector; padding rows skipped
+    ((2, 8, 6, 12), (32, 4, 3, 3), 0, 2, 1),      # groups
+    ((2, 16, 13, 33), (16, 16, 3, 3), 1, 1, 2),   # stride 2: two inputs for three taps; odd sizes
+    ((2, 32, 16, 16), (64, 32, 3, 3), 1, 1, 2),   # ResNet-20's 32->64 downsampling layer
+    ((1, 8, 9, 21), (40, 8, 3, 3), 2, 1, (1, 2)),  # stride 2 across only, a partial vector
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("x_shape, w_shape, padding, groups", THREES_CASES)
-def test_taps_in_threes_give_the_bits_of_tap_by_tap(x_shape, w_shape, padding, groups, dtype):
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups, stride", THREES_CASES)
+def test_taps_in_threes_give_the_bits_of_tap_by_tap(x_shape, w_shape, padding, groups, stride,
+                                                    dtype):
     """The channel-vector block reads a 3x3 kernel's rows as threes of consecutive taps
-    (each input broadcast once for three taps): each output adds its taps in the same order,
-    so the result is the tap-by-tap block's, bit for bit, residual and all."""
+    (each input broadcast once for every tap that reads it): each output adds its taps in
+    the same order, so the result is the tap-by-tap block's, bit for bit, residual and all."""
     if F._conv.kvec_block_limits(4)[0] == 0:
         pytest.skip("the portable build (FASTCONV_CPU=generic) has no channel-vector block")
     x, w, b = _problem(x_shape, w_shape, dtype)
-    problem = _conv_plan.Problem.of(_validation.conv2d_args(x, w, b, 1, padding, 1, groups))
+    problem = _conv_plan.Problem.of(_validation.conv2d_args(x, w, b, stride, padding, 1,
+                                                            groups))
+    (sh, sw) = problem.stride
     block = _conv_plan.kvec_covering_block(problem, _conv_plan.build_support(w.itemsize))
     assert block.by_rows
     ops = F._kvec_operands(block, problem, w)
@@ -276,17 +283,17 @@ def test_taps_in_threes_give_the_bits_of_tap_by_tap(x_shape, w_shape, padding, g
         work = np.zeros(ops.stride_items, dtype)
         F._conv.conv2d_direct_kvec[F._FUSED[np.dtype(dtype)]](
             x, ops.wpack, b, out, work, ops.stride_items, ops.taps, ops.row_taps, ops.pix, run,
-            1, 1, padding, padding, ops.hp, ops.wp, groups, block.kv, block.pixels, True, 1,
+            sh, sw, padding, padding, ops.hp, ops.wp, groups, block.kv, block.pixels, True, 1,
             add)
         outs.append(out)
     np.testing.assert_array_equal(outs[0], outs[1])
-    _close(outs[1], R.conv2d(x, w, b, 1, padding, groups=groups) + add, dtype)
+    _close(outs[1], R.conv2d(x, w, b, stride, padding, groups=groups) + add, dtype)
 
 
 # ... with enough taps for the channel-vector weight gradient (which reads them one by one:
 # in threes, with the grad_output columns sliding through registers, it measured 5-20%
 # slower, its accumulators spilled)
-BACKWARD_THREES_CASES = THREES_CASES[:2] + [
+BACKWARD_THREES_CASES = [case[:4] for case in THREES_CASES[:2]] + [
     ((1, 16, 7, 11), (40, 16, 3, 3), 2, 1),
     ((2, 32, 6, 12), (32, 16, 3, 3), 0, 2),
 ]

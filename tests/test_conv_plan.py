@@ -60,9 +60,10 @@ EXPECTED = {
     "resnet_3x3_256": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
     "resnet_3x3_512_7x7": {"x86_64_v4": ((G, G, WKV),) * 2, "x86_64_v3": ((G, G, WKV),) * 2},
     "stride2_3x3": {"x86_64_v4": ((KV, G, WKV),) * 2, "x86_64_v3": ((KV, G, WKV),) * 2},
-    # 16 output columns: AVX-512's narrow column block (8 chains) against two vectors of
-    # channels by 8 pixels (16), KV; float64's 16 columns are its wide block, and AVX2 has none
-    "resnet20_3x3_16_32_s2": {"x86_64_v4": ((KV, G, WKV), (D, G, WKV)), "x86_64_v3": ((D, G, WKV),) * 2},
+    # 3x3 at stride 2: the channel-vector block reads the taps in threes too (two loads for
+    # three FMAs), faster than the column-vector block on both builds and dtypes (batch 128:
+    # 1.2-1.4x on AVX-512, 1.25-1.4x on AVX2)
+    "resnet20_3x3_16_32_s2": {"x86_64_v4": ((KV, G, WKV),) * 2, "x86_64_v3": ((KV, G, WKV),) * 2},
     "resnet20_3x3_32_64_s2": {"x86_64_v4": ((KV, G, WKV),) * 2, "x86_64_v3": ((KV, G, WKV),) * 2},
     "pointwise_256_14x14": {"x86_64_v4": ((KV, KV, WKV),) * 2, "x86_64_v3": ((KV, KV, WKV),) * 2},
     "pointwise_512_7x7": {"x86_64_v4": ((G, G, G),) * 2, "x86_64_v3": ((G, G, G),) * 2},
@@ -182,7 +183,10 @@ def test_kvec_covering_block_is_kvec_block_without_the_column_preference(level):
     # taps in threes: the channel-vector block; 2 blocks of 16 where 27 pixels is the most
     p = _problem("resnet20_3x3_16", np.float32)
     assert P.kvec_block(p, SUPPORT["x86_64_v4"][0]) == P.KvecBlock(1, 16, True)
-    # stride 2: the column-vector block where it serves as well
+    # 3x3 at stride 2 reads threes too: 12 pixels at most, 8 x 2 for 16 columns
     p = _problem("resnet20_3x3_16_32_s2", np.float64)
+    assert P.kvec_block(p, SUPPORT["x86_64_v4"][1]) == P.KvecBlock(2, 8, True)
+    # a 7x7 kernel at stride 2: the column-vector block where it serves as well
+    p = _problem("wide_7x7_s2", np.float64)
     assert P.kvec_block(p, SUPPORT["x86_64_v4"][1]) is None
-    assert P.kvec_covering_block(p, SUPPORT["x86_64_v4"][1]) == P.KvecBlock(2, 8, True)
+    assert P.kvec_covering_block(p, SUPPORT["x86_64_v4"][1]) is not None

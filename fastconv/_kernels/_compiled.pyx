@@ -149,7 +149,7 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
     elif op.route == ROUTE_KVEC:
         # compile checked that this build has the channel-vector kernel: nothing fails
         kvec_blocks(x if op.src_padded else padded_image(x, work, op.C, op.H, op.W, op.ph,
-                                                          op.pw, op.Hp, op.Wp, op.sw),
+                                                          op.pw, op.Hp, op.Wp, 1),
                     op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
                     op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv,
                     op.pixels, op.by_rows, res, op.act == ACT_RELU, op.out_at, op.res_at, 0,
@@ -173,7 +173,7 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
     output is computed as planned_conv computes it, so the bits are the same."""
     cdef Py_ssize_t L = op.Ho * op.Wo, kvl = op.kv * KVEC_LANES_F
     cdef Py_ssize_t nkb = (op.K + kvl - 1) // kvl
-    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k, kb0 = 0, kb1 = nkb
+    cdef Py_ssize_t per, units, u0, u1, p0, p1, oh0, oh1, rb, k, kb0 = 0, kb1 = nkb, split_sw
     cdef const float* src = x
     if op.route == ROUTE_DIRECT:
         per = direct_tasks(op.K, 1, 1, op.six)  # tasks per output row
@@ -196,9 +196,11 @@ cdef void conv_part(const Op* op, const float* x, const float* res, float* y, fl
             p1 = L if u1 == units else u1 // rb * op.Wo + u1 % rb * op.pixels
         else:
             p0, p1 = u0 * op.pixels, min(u1 * op.pixels, L)
-    if not (op.src_padded or reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw)):
+    # the direct kernel's padded input is split by column phase, the channel-vector one's not
+    split_sw = op.sw if op.route == ROUTE_DIRECT else 1
+    if not (op.src_padded or reads_in_place(op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, split_sw)):
         oh0, oh1 = p0 // op.Wo, (p1 - 1) // op.Wo + 1
-        pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, op.sw, oh0 * op.sh,
+        pad_rows(x, work, op.C, op.H, op.W, op.ph, op.pw, op.Hp, op.Wp, split_sw, oh0 * op.sh,
                  (oh1 - 1) * op.sh + (op.kh - 1) * op.dh + 1)
         src = work
     if op.route == ROUTE_DIRECT:

@@ -36,11 +36,13 @@ cdef extern from "kvec.h" nogil:
         KVEC_THREES_MAX_A1 "FCK_THREES_MAX_A1"
         KVEC_THREES_MAX_A2 "FCK_THREES_MAX_A2"
     int fc_kvec_f(int kv, int a, const float* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  int run, const float* wb, const Py_ssize_t* pix_off, float* o, Py_ssize_t L,
+                  int run, const float* wb, const Py_ssize_t* pix_off, int step, float* o,
+                  Py_ssize_t L,
                   int kb_n, int npix, const float* bias, const float* res, Py_ssize_t res_L,
                   int relu)
     int fc_kvec_d(int kv, int a, const double* p, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                  int run, const double* wb, const Py_ssize_t* pix_off, double* o, Py_ssize_t L,
+                  int run, const double* wb, const Py_ssize_t* pix_off, int step, double* o,
+                  Py_ssize_t L,
                   int kb_n, int npix, const double* bias, const double* res, Py_ssize_t res_L,
                   int relu)
 
@@ -132,19 +134,20 @@ cdef inline void direct_block(bint wide, bint six, const floating* p, const floa
 
 cdef inline int kvec_block(int kv, int a, const floating* p, const Py_ssize_t* tap_off,
                            Py_ssize_t ntaps, int run, const floating* wb,
-                           const Py_ssize_t* pix_off, floating* o, Py_ssize_t L, int kb_n,
-                           int npix, const floating* bias, const floating* res,
+                           const Py_ssize_t* pix_off, int step, floating* o, Py_ssize_t L,
+                           int kb_n, int npix, const floating* bias, const floating* res,
                            Py_ssize_t res_L, bint relu) noexcept nogil:
     """fc_kvec of the dtype: one block of a pixels x kv vectors of output channels (+ bias,
     + res, then ReLU where asked); 0, or FC_UNAVAILABLE (nothing written) in a build without
-    the kernel. run: 3 where the taps come in threes of consecutive offsets, else 1. L and
-    res_L: items from one channel to the next in o and res."""
+    the kernel. run: 3 where the taps come in threes of consecutive offsets, else 1; the
+    pixels at pix_off, or (NULL) step apart (1 or 2). L and res_L: items from one channel to
+    the next in o and res."""
     if floating is float:
-        return fc_kvec_f(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
-                         res_L, relu)
+        return fc_kvec_f(kv, a, p, tap_off, ntaps, run, wb, pix_off, step, o, L, kb_n, npix,
+                         bias, res, res_L, relu)
     else:
-        return fc_kvec_d(kv, a, p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res,
-                         res_L, relu)
+        return fc_kvec_d(kv, a, p, tap_off, ntaps, run, wb, pix_off, step, o, L, kb_n, npix,
+                         bias, res, res_L, relu)
 
 
 cdef inline void winograd_input(const floating* p, Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp,
@@ -258,14 +261,15 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
                                    Py_ssize_t kb1) noexcept nogil:
     """Tasks t0 .. t1-1 of kvec_image (task t: pixel block t // (tasks per block), then the
     blocks of output channels of each group), those of each group's channel blocks kb0 ..
-    kb1-1 only (0, K: all), on src, pad_image's buffer of the image (only the rows the
-    tasks read need be there); the number of blocks this build has no kernel for (0). Each
-    output is one task's. out_at, res_at: where out's and res's pixels lie (raster blocks,
-    which span rows: dense only)."""
+    kb1-1 only (0, K: all), on src, the image zero-padded to (C, Hp, Wp) (pad_image at
+    stride 1 across: the block broadcasts its pixels one by one, so a stride across needs no
+    phase split; only the rows the tasks read need be there); the number of blocks this
+    build has no kernel for (0). Each output is one task's. out_at, res_at: where out's and
+    res's pixels lie (raster blocks, which span rows: dense only). Row blocks need sw <= 2
+    (the kernel's pixel steps)."""
     cdef Py_ssize_t L = Ho * Wo, Kg = K // groups, Cg = C // groups
     cdef Py_ssize_t kvl = kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D)
     cdef Py_ssize_t nkb = (Kg + kvl - 1) // kvl, blk = ntaps * kvl
-    cdef Py_ssize_t Wq = (Wp + sw - 1) // sw
     cdef Py_ssize_t row_blocks = (Wo + pixels - 1) // pixels
     cdef Py_ssize_t nblocks = Ho * row_blocks if by_rows else (L + pixels - 1) // pixels
     cdef Py_ssize_t t, grp, kb, k0, kb_n, b, f0, fo, fr, npix, oh, ow, r0, nt
@@ -279,7 +283,7 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
         if kb < kb0 or kb >= kb1:
             continue
         grp = t // nkb % groups
-        pg = src + grp * Cg * sw * Hp * Wq
+        pg = src + grp * Cg * Hp * Wp
         k0 = grp * Kg + kb * kvl
         kb_n = min(kvl, (grp + 1) * Kg - k0)
         if by_rows:
@@ -288,7 +292,7 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
             fo = out_at.first + oh * out_at.row + ow
             fr = res_at.first + oh * res_at.row + ow
             npix = min(pixels, Wo - ow)
-            block_start = pg + oh * sh * Wq + ow
+            block_start = pg + oh * sh * Wp + ow * sw
             block_pix = NULL
             r0 = row_taps[2 * oh]
             nt = row_taps[2 * oh + 1]
@@ -303,7 +307,8 @@ cdef inline Py_ssize_t kvec_blocks(const floating* src, const floating* wpack,
         # pointer arithmetic, not indexing: an empty run may start at the end
         failed += kvec_block(kv, pixels, block_start, tap_off + r0, nt, run,
                              wpack + (grp * nkb + kb) * blk + r0 * kvl,
-                             block_pix, out + k0 * out_at.stride + fo, out_at.stride, kb_n,
+                             block_pix, <int>sw, out + k0 * out_at.stride + fo,
+                             out_at.stride, kb_n,
                              npix, bias + k0 if bias != NULL else NULL,
                              res + k0 * res_at.stride + fr if res != NULL else NULL,
                              res_at.stride, relu) != 0
@@ -324,7 +329,7 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
     none; (K, Ho, Wo)), then ReLU where asked, of one image in channel-vector blocks (the
     operands as conv2d_direct_kvec documents them; row_taps: (Ho, 2), row-major); the number
     of blocks this build has no kernel for (0)."""
-    return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, sw), wpack, bias, out,
+    return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, 1), wpack, bias, out,
                        C, K, Ho, Wo, tap_off, ntaps, run, row_taps, pix_off, sh, sw, Hp, Wp,
                        groups, kv, pixels, by_rows, res, relu, dense_plane(Ho, Wo),
                        dense_plane(Ho, Wo), 0,
@@ -364,7 +369,7 @@ cdef inline bint winograd_image(const floating* x, floating* work, const floatin
                 while a0 < nt:
                     failed[0] += kvec_block(kv, pixels, v + xi * C * tile_block + a0, tap_off,
                                             C, 1,
-                                            upack + (xi * nkb + kb) * C * kvl, NULL,
+                                            upack + (xi * nkb + kb) * C * kvl, NULL, 1,
                                             mbuf + (xi * K + k0) * tile_block + a0,
                                             tile_block, min(kvl, K - k0),
                                             min(pixels, nt - a0), NULL, NULL, 0, False) != 0

@@ -63,16 +63,16 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
     """out = conv(x, weight) + bias (+ add, an array like out, when given) by direct
     convolution in channel-vector blocks.
 
-    Each image is copied into the padded, phase-split buffer of pad_image (work:
-    work_stride items per thread), then every block of ``pixels`` output pixels (raster
-    order) x kv*lanes output channels runs fc_kvec over its taps.
+    Each image is copied into the zero-padded (C, Hp, Wp) buffer of pad_image, not split by
+    column phase (work: work_stride items per thread), then every block of ``pixels`` output
+    pixels (raster order) x kv*lanes output channels runs fc_kvec over its taps.
     tap_off: the taps' offsets in the buffer, in runs: output row oh reads the run of
     row_taps[oh, 1] taps from row_taps[oh, 0] (row blocks skip the kernel rows that fall
     on padding); raster blocks read the run of row_taps[0]. run: 3 where the taps come in
-    threes of consecutive offsets (a 3x3 kernel at stride and dilation 1 along the rows), else
-    1.
-    by_rows: a block is ``pixels`` columns of one output row (the buffer holds whole blocks
-    of columns); else the blocks run through the image in raster order, and pix_off
+    threes of consecutive offsets (a 3x3 kernel at dilation 1 along the rows, in row
+    blocks), else 1.
+    by_rows: a block is ``pixels`` columns of one output row, sw (1 or 2) apart in the buffer
+    (which holds whole blocks of columns); else the blocks run through the image in raster order, and pix_off
     (ceil(Ho*Wo / pixels) * pixels entries) gives each pixel's offset, 0 past the last.
     wpack: (groups, ceil(K/groups/(kv*lanes)), len(tap_off), kv*lanes), the weights of the
     taps of tap_off, zero past each group.

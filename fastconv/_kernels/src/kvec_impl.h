@@ -2,18 +2,19 @@
 
 /* Forward block arguments: p, the padded input at the block; tap_off[t], tap t's offset in
  * it (ntaps taps); run: 3 where the taps come in threes of consecutive offsets (a 3x3
- * kernel's rows at stride and dilation 1), else 1; wb, the taps' weights, (ntaps,
- * kv*lanes); pix_off, pixel a's offset, or NULL where the pixels are consecutive in p (one
- * output row); o, the block's first output (channel k at o + k*L), kb_n channels and npix
+ * kernel's rows at dilation 1), else 1; wb, the taps' weights, (ntaps, kv*lanes); pix_off,
+ * pixel a's offset, or NULL where the pixels are step apart in p (one output row of a
+ * padded image, step its stride across: 1 or 2); o, the block's first output (channel k at o + k*L), kb_n channels and npix
  * pixels of it real (the rest is padding); bias (of the block's channels) NULL for none;
  * res, NULL or a residual laid out as o, added after the bias; relu: max(0, .) last (a
  * network's residual addition and ReLU in the block's registers, with the bits of the
  * separate passes). */
 #define FCK_ARGS                                                                                   \
     const FC_T *p, const Py_ssize_t *tap_off, Py_ssize_t ntaps, int run, const FC_T *wb,           \
-        const Py_ssize_t *pix_off, FC_T *o, Py_ssize_t L, int kb_n, int npix, const FC_T *bias,    \
-        const FC_T *res, Py_ssize_t res_L, int relu
-#define FCK_PASS p, tap_off, ntaps, run, wb, pix_off, o, L, kb_n, npix, bias, res, res_L, relu
+        const Py_ssize_t *pix_off, int step, FC_T *o, Py_ssize_t L, int kb_n, int npix,            \
+        const FC_T *bias, const FC_T *res, Py_ssize_t res_L, int relu
+#define FCK_PASS                                                                                   \
+    p, tap_off, ntaps, run, wb, pix_off, step, o, L, kb_n, npix, bias, res, res_L, relu
 /* Weight-gradient block arguments: the A taps' offsets tap_off in p, summed over `rows`
  * output rows (row_step apart in p) of `cols` columns: sums[a] (+)= sum over pixels of
  * p[tap_off[a] + pixel] * got[pixel], with got the grad_output block transposed to
@@ -25,10 +26,10 @@
 
 #if FCK_AVAILABLE
 /* acc[a][v] += sum over the taps of the weights times pixel a's input. pix_off is NULL or
- * not at each call site, so the test folds away in each copy. */
+ * not, and step a constant, at each call site, so the test folds away in each copy. */
 static FC_INLINE void FC_FN(fck_taps)(const int kv, const int A, fcv_t acc[][2], const FC_T* p,
                                       const Py_ssize_t* tap_off, Py_ssize_t ntaps, const FC_T* wb,
-                                      const Py_ssize_t* pix_off) {
+                                      const Py_ssize_t* pix_off, const int step) {
     const int lanes = FC_LANES;
     for (Py_ssize_t t = 0; t < ntaps; t++) {
         const FC_T* pt = p + tap_off[t];
@@ -37,7 +38,7 @@ static FC_INLINE void FC_FN(fck_taps)(const int kv, const int A, fcv_t acc[][2],
         for (int v = 0; v < kv; v++) w[v] = fcv_loadu(wb + (t * kv + v) * lanes);
         FC_PRAGMA(GCC unroll 32)
         for (int a = 0; a < A; a++) {
-            fcv_t xa = fcv_set1(pt[pix_off ? pix_off[a] : a]);
+            fcv_t xa = fcv_set1(pt[pix_off ? pix_off[a] : a * step]);
             FC_PRAGMA(GCC unroll 4)
             for (int v = 0; v < kv; v++) acc[a][v] = fcv_fmadd(w[v], xa, acc[a][v]);
         }
@@ -57,13 +58,15 @@ static FC_INLINE void FC_FN(fck_start)(const int kv, const int A, fcv_t acc[][2]
     }
 }
 
-/* fck_taps for taps in threes of consecutive offsets and consecutive pixels: pixel a at tap
- * 3g+r reads pt[a + r], so each input value, broadcast once, feeds the pixels of all three
- * taps of the row (3 FMAs a load where fck_taps does 1: it is bound by the loads). Each
- * accumulator still adds its taps in order, so the bits are fck_taps'. */
+/* fck_taps for taps in threes of consecutive offsets and pixels step apart: pixel a at tap
+ * 3g+r reads pt[step*a + r], so each input value, broadcast once, feeds the pixels of all
+ * the row's taps that read it (at step 1 three FMAs a load where fck_taps does 1: it is
+ * bound by the loads; at step 2 two loads for three FMAs). Each accumulator still adds its
+ * taps in order (input j feeds tap r of pixel (j - r) / step, and j grows), so the bits
+ * are fck_taps'. */
 static FC_INLINE void FC_FN(fck_taps3)(const int kv, const int A, fcv_t acc[][2], const FC_T* p,
                                        const Py_ssize_t* tap_off, Py_ssize_t ntaps,
-                                       const FC_T* wb) {
+                                       const FC_T* wb, const int step) {
     const int lanes = FC_LANES;
     for (Py_ssize_t t = 0; t < ntaps; t += 3) {
         const FC_T* pt = p + tap_off[t];
@@ -73,13 +76,13 @@ static FC_INLINE void FC_FN(fck_taps3)(const int kv, const int A, fcv_t acc[][2]
             FC_PRAGMA(GCC unroll 4)
             for (int v = 0; v < kv; v++) w[r][v] = fcv_loadu(wb + ((t + r) * kv + v) * lanes);
         }
-        FC_PRAGMA(GCC unroll 32)
-        for (int j = 0; j < A + 2; j++) {
+        FC_PRAGMA(GCC unroll 64)
+        for (int j = 0; j < step * (A - 1) + 3; j++) {
             fcv_t xj = fcv_set1(pt[j]);
             FC_PRAGMA(GCC unroll 3)
             for (int r = 0; r < 3; r++) {
-                const int a = j - r;
-                if (a < 0 || a >= A) continue;
+                const int a = (j - r) / step;
+                if (j < r || (j - r) % step || a >= A) continue;
                 const int in = a < 0 ? 0 : a; /* keeps the skipped index in bounds for GCC */
                 FC_PRAGMA(GCC unroll 4)
                 for (int v = 0; v < kv; v++) acc[in][v] = fcv_fmadd(w[r][v], xj, acc[in][v]);
@@ -92,12 +95,18 @@ static FC_INLINE void FC_FN(fck_body)(const int kv, const int A, FCK_ARGS) {
     const int lanes = FC_LANES;
     fcv_t acc[FCK_MAX_A1][2];
     FC_FN(fck_start)(kv, A, acc, NULL);
-    if (run == 3 && pix_off == NULL && A <= (kv == 1 ? FCK_THREES_MAX_A1 : FCK_THREES_MAX_A2))
-        FC_FN(fck_taps3)(kv, A, acc, p, tap_off, ntaps, wb);
+    const int threes =
+        run == 3 && pix_off == NULL && A <= (kv == 1 ? FCK_THREES_MAX_A1 : FCK_THREES_MAX_A2);
+    if (threes && step == 2)
+        FC_FN(fck_taps3)(kv, A, acc, p, tap_off, ntaps, wb, 2);
+    else if (threes)
+        FC_FN(fck_taps3)(kv, A, acc, p, tap_off, ntaps, wb, 1);
+    else if (pix_off == NULL && step == 2)
+        FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, NULL, 2);
     else if (pix_off == NULL)
-        FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, NULL);
+        FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, NULL, 1);
     else
-        FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, pix_off);
+        FC_FN(fck_taps)(kv, A, acc, p, tap_off, ntaps, wb, pix_off, 1);
     /* vector v holds output channels v*lanes.., lanes pixels a0.. turn into one vector per
      * channel: o + channel * L + a0 */
     FC_PRAGMA(GCC unroll 4)
@@ -209,6 +218,7 @@ static int FC_FN(fc_load_tile)(const FC_T* g, FC_T* tile, Py_ssize_t channels, P
 /* The portable build has no channel-vector kernel: its callers get FC_UNAVAILABLE. */
 static int FC_FN(fc_kvec)(int kv, int a, FCK_ARGS) {
     (void)kv, (void)a, (void)p, (void)tap_off, (void)ntaps, (void)run, (void)wb, (void)pix_off;
+    (void)step;
     (void)o, (void)L, (void)kb_n, (void)npix, (void)bias, (void)res, (void)res_L, (void)relu;
     return FC_UNAVAILABLE;
 }
