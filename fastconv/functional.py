@@ -230,6 +230,11 @@ def _kvec_operands(block, p, w):
     # row blocks read whole blocks of columns
     hp, wp, wq, image_items = _phase_split_buffer(
         p, -(-wo // pixels) * pixels if by_rows else wo, split=False)
+    h, w_ = p.x_shape[2:]
+    if p.padding == (0, 0) and hp <= h and wp <= w_:
+        # no padding and the windows inside the image: read it where it lies (a strided 1x1
+        # layer too), its own rows and columns the buffer's
+        hp, wp, wq, image_items = h, w_, w_, p.x_shape[1] * h * w_
     lanes = _conv_plan.build_support(w.itemsize).kvec_lanes
     # an inf or NaN weight times the padding's zeros is NaN, as in torch: no skipping
     skip = by_rows and bool(np.isfinite(w).all())

@@ -52,6 +52,10 @@ CASES = [
     ((2, 32, 5, 7), (40, 32, 1, 1), 1, 0, 1, 1),               # pointwise, raster blocks
     ((1, 32, 14, 14), (32, 32, 1, 1), 1, 0, 1, 1),             # pointwise, direct by default
     ((2, 64, 4, 5), (64, 32, 1, 1), 1, 0, 1, 2),               # pointwise, groups
+    # no padding, the windows short of the last row and column: the channel-vector block
+    # reads the image in place at stride 2 too (its rows and columns the buffer's)
+    ((2, 32, 10, 18), (40, 32, 3, 3), 2, 0, 1, 1),
+    ((2, 32, 11, 12), (40, 32, 1, 1), 2, 0, 1, 1),
     # pointwise grad_weight by the channel-vector kernel, each image one row of pixels
     ((2, 64, 14, 14), (16, 64, 1, 1), 1, 0, 1, 1),
     ((3, 128, 15, 14), (40, 64, 1, 1), 1, 0, 1, 2),            # groups, part of a vector
