@@ -170,13 +170,19 @@ def test_calls_from_several_python_threads():
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((int(n), 1, 28, 28)).astype(np.float32)
               for n in rng.integers(1, 21, 8)]
+    _assert_the_same_from_python_threads(cm, inputs, calls=20)
+
+
+def _assert_the_same_from_python_threads(cm, inputs, calls):
+    """cm on inputs[i] from Python thread i, all at once, ``calls`` times each: every
+    result is the one a lone call gives."""
     expected = [cm(x) for x in inputs]
     results = [None] * len(inputs)
     barrier = threading.Barrier(len(inputs))
 
     def work(i):
         barrier.wait()
-        for _ in range(20):
+        for _ in range(calls):
             results[i] = cm(inputs[i])
             if not np.array_equal(results[i], expected[i]):
                 return
@@ -357,23 +363,9 @@ def test_padded_activations_with_calls_from_several_python_threads():
     rng = np.random.default_rng(5)
     inputs = [rng.standard_normal((int(n), 3, 12, 12)).astype(np.float32)
               for n in rng.integers(1, 7, 6)]
-    expected = [cm(x) for x in inputs]
-    for x, e in zip(inputs, expected):
-        np.testing.assert_allclose(e, model(x), rtol=1e-4, atol=1e-5)
-    failures = []
-
-    def work(i):
-        for _ in range(30):
-            if not np.array_equal(cm(inputs[i]), expected[i]):
-                failures.append(i)
-                return
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert failures == []
+    for x in inputs:
+        np.testing.assert_allclose(cm(x), model(x), rtol=1e-4, atol=1e-5)
+    _assert_the_same_from_python_threads(cm, inputs, calls=30)
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.AvgPool2d(2),
