@@ -304,6 +304,24 @@ def test_activations_stay_padded_between_channel_vector_layers(monkeypatch):
                       batches=(1, 5, 2, 1))
 
 
+def test_strided_pointwise_layers_take_the_channel_vector_block():
+    # a ResNet's 1x1 stride-2 shortcuts: eager plans GEMM (an im2col gather first), compile
+    # the channel-vector block, which reads the input where it lies (and splits at batch 1)
+    fastconv.manual_seed(0)
+    model = models.resnet20()
+    model.eval()
+    planner, _ = _compile._plan(model, (3, 32, 32))
+    pointwise = [op for op in planner.ops if op["kind"] == _compile.CONV and op["kh"] == 1]
+    assert [(op["sh"], op["sw"]) for op in pointwise] == [(2, 2)] * 2
+    kvec = fastconv._conv_plan.build_support(4).vector_kernels
+    expected = _compile._ROUTES[_compile.Route.DIRECT_KVEC if kvec else _compile.Route.GEMM]
+    assert [op.get("route", 0) for op in pointwise] == [expected] * 2
+    # the same layer alone, against eager (GEMM) within float32 rounding, on 1 and 2 threads
+    layer = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False))
+    layer.eval()
+    _check(layer, (16, 32, 32), batches=(1, 3))
+
+
 def test_a_strided_reader_reads_in_place_too(monkeypatch):
     # the channel-vector block's padded input is not split by column phase at any stride
     if not fastconv._conv_plan.build_support(4).vector_kernels:
