@@ -7,18 +7,18 @@ them. Layers that only reshape or pass through (Flatten, Identity, Dropout in ev
 emit nothing: their output is their input's buffer.
 
 Each convolution takes the kernel eager conv2d's planner (fastconv._conv_plan) picks for one
-image (the channel-vector block in place of the register-blocked direct one, and of GEMM
-for strided 1x1 layers, wherever it covers the layer), its weight packed here once: the direct, channel-vector and Winograd
-kernels then
-run image by image inside the executor's threads, on the same per-image code as eager's
-(_kernels/_conv_image.pxd), so their bits are eager's; the GEMM route is the executor's
-im2col + GEMM over a group of images.
+image (the channel-vector block in place of the register-blocked direct one, and of GEMM for
+strided 1x1 layers, wherever it covers the layer), its weight packed here once: the direct,
+channel-vector and Winograd kernels then run image by image inside the executor's threads,
+on the same per-image code as eager's (_kernels/_conv_image.pxd), so their bits are eager's
+(but for those strided 1x1 layers); the GEMM route is the executor's im2col + GEMM over a
+group of images.
 
 An activation that only channel-vector convolutions read (as their input, or as the residual
-they add) is written by its producer straight into the zero-padded layout
-those readers' kernel reads, and they read it in place (_Planner.pad_between_layers): the
-padding pass, a copy of each layer's input, is gone where that holds (16 of ResNet-20's 21
-convolutions). The arena is zeroed once; only pixels are ever written into it.
+they add) is written by its producer straight into the zero-padded layout those readers'
+kernel reads, and they read it in place (_Planner.pad_between_layers): the padding pass, a
+copy of each layer's input, is gone where that holds (16 of ResNet-20's 21 convolutions).
+The arena is zeroed once; only pixels are ever written into it.
 """
 import copy
 import math
@@ -269,9 +269,8 @@ class _Planner:
         """Write an activation straight into the padded layout its readers' kernel reads,
         where every reader is a channel-vector convolution that reads it as its input (all
         with the same layout: not split by column phase, at any stride) or adds it as its
-        residual, and its
-        producer is one in row blocks: the readers then skip their padding pass (a copy of
-        the input per layer). The arena starts zeroed and only pixels are ever written, so
+        residual, and its producer is one in row blocks: the readers then skip their padding
+        pass (a copy of the input per layer). The arena starts zeroed and only pixels are ever written, so
         the borders stay the padding's zeros; the values are those the padding pass would
         have copied, so the bits do not change. The network's input and output (buffers 0
         and 1) stay dense."""

@@ -60,6 +60,10 @@ LAYERS = {
     "conv-pointwise": (lambda: nn.Conv2d(32, 32, 1), (32, 14, 14)),
     "conv-1x1-small": (lambda: nn.Conv2d(5, 3, 1, bias=False), (5, 4, 4)),
     "conv-16ch-3x3": (lambda: nn.Conv2d(16, 16, 3, padding=1), (16, 8, 8)),
+    # the channel-vector block at stride 2 (taps in threes, the input not split by phase),
+    # padded and read in place
+    "conv-3x3-s2-32ch": (lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1), (16, 10, 12)),
+    "conv-3x3-s2-in-place": (lambda: nn.Conv2d(16, 32, 3, stride=2), (16, 11, 13)),
     # more than one tile of output rows per image (GEMM strips; col2im across strips)
     "conv-large-image": (lambda: nn.Conv2d(2, 4, 3, padding=1), (2, 36, 36)),
     "conv-large-image-strided": (lambda: nn.Conv2d(2, 4, 3, stride=2, padding=1), (2, 70, 70)),

@@ -12,7 +12,7 @@ from scipy.linalg.cython_blas cimport sgemv
 from fastconv._kernels._blas cimport gemm
 from fastconv._kernels._conv_image cimport (
     KB, KB6, VW_F, WIDE, KVEC_LANES_F, KVEC_MAX_A1, KVEC_MAX_A2, Plane, reads_in_place,
-    padded_image, pad_rows, direct_tasks, direct_rows, direct_image, kvec_tasks, kvec_blocks,
+    pad_rows, direct_tasks, direct_rows, direct_image, kvec_tasks, kvec_blocks, kvec_image,
     winograd_image)
 from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image
 
@@ -148,13 +148,10 @@ cdef void planned_conv(const Op* op, const float* x, float* y, float* work,
                      op.wide, op.six)
     elif op.route == ROUTE_KVEC:
         # compile checked that this build has the channel-vector kernel: nothing fails
-        kvec_blocks(x if op.src_padded else padded_image(x, work, op.C, op.H, op.W, op.ph,
-                                                          op.pw, op.Hp, op.Wp, 1),
-                    op.weight, op.bias, y, op.C, op.K, op.Ho, op.Wo, op.tap_off, op.ntaps,
-                    op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.Hp, op.Wp, 1, op.kv,
-                    op.pixels, op.by_rows, res, op.act == ACT_RELU, op.out_at, op.res_at, 0,
-                    kvec_tasks(op.K, op.Ho, op.Wo, 1, op.kv * KVEC_LANES_F, op.pixels,
-                               op.by_rows), 0, op.K)
+        kvec_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
+                   op.tap_off, op.ntaps, op.run, op.row_taps, op.pix_off, op.sh, op.sw, op.ph,
+                   op.pw, op.Hp, op.Wp, 1, op.kv, op.pixels, op.by_rows, res, op.act == ACT_RELU,
+                   op.out_at, op.res_at, op.src_padded)
     elif winograd_image(x, work, op.weight, op.bias, y, op.C, op.H, op.W, op.K, op.Ho, op.Wo,
                         op.tap_off, op.ph, op.pw, op.tile_block, op.kv, op.pixels, &failed):
         # an inf, NaN or overflow: direct convolution, as eager redoes such images
@@ -517,13 +514,13 @@ cdef class Program:
         o.src_padded = d.get("src_padded", False)
         o.out_at = self.plane(d, "out_at", o.Ho, o.Wo)
         o.res_at = self.plane(d, "res_at", o.Ho, o.Wo)
-        dense = (o.Ho * o.Wo, 0, o.Wo)
-        out_dense = (o.out_at.stride, o.out_at.first, o.out_at.row) == dense
-        res_dense = (o.res_at.stride, o.res_at.first, o.res_at.row) == dense
         kvec = o.kind == OP_CONV and o.route == ROUTE_KVEC
-        # raster blocks span rows, and other activations run over the dense output
-        if (o.src_padded and not kvec or not (out_dense and res_dense) and not (
-                kvec and o.by_rows) or not out_dense and after_kernel(o) != ACT_NONE):
+        padded_out, padded_res = "out_at" in d, "res_at" in d
+        # only the channel-vector block reads padded layouts; raster blocks span rows, and
+        # activations other than its ReLU run over a dense output
+        if (o.src_padded or padded_out or padded_res) and not kvec or (
+                (padded_out or padded_res) and not o.by_rows) or (
+                padded_out and after_kernel(o) != ACT_NONE):
             raise ValueError("Program: padded layouts are read by channel-vector "
                              "convolutions, and written by those in row blocks with no "
                              "activation or a ReLU")

@@ -22,7 +22,7 @@ from fastconv._kernels._im2col cimport Geometry, make_geometry, im2col_image, co
 from fastconv._kernels._conv_image cimport (
     KB, KB6, VW_F, VW_D, WIDE, KVEC_LANES_F, KVEC_LANES_D, KVEC_MAX_A1, KVEC_MAX_A2,
     KVEC_THREES_MAX_A1, KVEC_THREES_MAX_A2, pad_image, padded_image, direct_image, kvec_image,
-    winograd_image)
+    dense_plane, winograd_image)
 
 include "_conv_shared.pxi"
 include "_conv_gemm.pxi"

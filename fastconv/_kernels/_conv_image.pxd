@@ -324,18 +324,19 @@ cdef inline Py_ssize_t kvec_image(const floating* x, floating* work, const float
                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                                   Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t groups, int kv,
                                   int pixels, bint by_rows, const floating* res,
-                                  bint relu) noexcept nogil:
+                                  bint relu, Plane out_at, Plane res_at,
+                                  bint x_padded) noexcept nogil:
     """out (K, Ho, Wo) = conv(x (C, H, W), weight) + bias (NULL for none) + res (NULL for
     none; (K, Ho, Wo)), then ReLU where asked, of one image in channel-vector blocks (the
     operands as conv2d_direct_kvec documents them; row_taps: (Ho, 2), row-major); the number
-    of blocks this build has no kernel for (0)."""
-    return kvec_blocks(padded_image(x, work, C, H, W, ph, pw, Hp, Wp, 1), wpack, bias, out,
-                       C, K, Ho, Wo, tap_off, ntaps, run, row_taps, pix_off, sh, sw, Hp, Wp,
-                       groups, kv, pixels, by_rows, res, relu, dense_plane(Ho, Wo),
-                       dense_plane(Ho, Wo), 0,
-                       kvec_tasks(K, Ho, Wo, groups,
-                                  kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
-                                  pixels, by_rows), 0, K)
+    of blocks this build has no kernel for (0). out_at, res_at: where out's and res's pixels
+    lie (dense_plane for plain arrays); x_padded: x is already pad_image's buffer."""
+    return kvec_blocks(x if x_padded else padded_image(x, work, C, H, W, ph, pw, Hp, Wp, 1),
+                       wpack, bias, out, C, K, Ho, Wo, tap_off, ntaps, run, row_taps, pix_off,
+                       sh, sw, Hp, Wp, groups, kv, pixels, by_rows, res, relu, out_at, res_at,
+                       0, kvec_tasks(K, Ho, Wo, groups,
+                                     kv * (KVEC_LANES_F if floating is float else KVEC_LANES_D),
+                                     pixels, by_rows), 0, K)
 
 
 cdef inline bint winograd_image(const floating* x, floating* work, const floating* upack,

@@ -88,7 +88,9 @@ def conv2d_direct_kvec(const floating[:, :, :, ::1] x, const floating[::1] wpack
                              x.shape[2], x.shape[3], out.shape[1], out.shape[2], out.shape[3],
                              &tap_off[0], tap_off.shape[0], run, &row_taps[0, 0], &pix_off[0], sh,
                              sw, ph, pw, Hp, Wp, groups, kv, pixels, by_rows,
-                             &add[n, 0, 0, 0] if has_add else NULL, False)
+                             &add[n, 0, 0, 0] if has_add else NULL, False,
+                             dense_plane(out.shape[2], out.shape[3]),
+                             dense_plane(out.shape[2], out.shape[3]), False)
     check_built(failed, "channel-vector")
 
 
